@@ -1,0 +1,85 @@
+"""The catalog: the entities a pipeline retrieves, loaded once with polars."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+from functools import cached_property
+from pathlib import Path
+
+import polars as pl
+
+from ltrr.errors import StateError
+
+
+class Catalog:
+    """A table of entities with a string id column.
+
+    ``ids[i]`` is the id of row ``i``; ``row_of(id)`` the inverse.
+    """
+
+    def __init__(self, path: Path, id_column: str = "id", fmt: str | None = None):
+        self.path = Path(path)
+        self.id_column = id_column
+        self.format = fmt or _infer_format(self.path)
+
+    @cached_property
+    def frame(self) -> pl.DataFrame:
+        if not self.path.exists():
+            raise StateError(f"catalog file not found: {self.path}",
+                             hint="fix catalog.path in the spec (relative to the spec file)")
+        try:
+            df = _read(self.path, self.format)
+        except Exception as exc:
+            raise StateError(f"cannot read catalog {self.path} as {self.format}: {exc}") from exc
+        if self.id_column not in df.columns:
+            raise StateError(f"catalog {self.path.name} has no id column '{self.id_column}'",
+                             hint=f"set catalog.id to one of: {', '.join(df.columns)}")
+        return df.with_columns(pl.col(self.id_column).cast(pl.String))
+
+    @cached_property
+    def ids(self) -> list[str]:
+        return self.frame[self.id_column].to_list()
+
+    @cached_property
+    def _rows(self) -> dict[str, int]:
+        return {entity: i for i, entity in enumerate(self.ids)}
+
+    def row_of(self, entity_id: str) -> int | None:
+        return self._rows.get(entity_id)
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Content hash of the catalog file (versions every index built from it)."""
+        h = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()[:16]
+
+
+def _infer_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".json.gz")):
+        return "jsonl"
+    if name.endswith((".csv", ".csv.gz", ".tsv")):
+        return "csv"
+    return "parquet"
+
+
+def _read(path: Path, fmt: str) -> pl.DataFrame:
+    if fmt == "parquet":
+        return pl.read_parquet(path)
+    raw = path.read_bytes()
+    if path.name.endswith(".gz"):
+        raw = gzip.decompress(raw)
+    if fmt == "jsonl":
+        return pl.read_ndjson(io.BytesIO(raw))
+    sep = "\t" if path.name.endswith((".tsv", ".tsv.gz")) else ","
+    return pl.read_csv(io.BytesIO(raw), separator=sep)

@@ -1,0 +1,153 @@
+"""The ``ltrr`` command line. Every user error prints one ``error:`` line and exits 1.
+
+Heavy modules are imported inside the commands so ``ltrr validate`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ltrr import __version__
+from ltrr.errors import LtrrError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except LtrrError as exc:
+        lines = str(exc).splitlines()
+        print(f"error: {lines[0]}", file=sys.stderr)
+        for line in lines[1:]:
+            print(f"error: {line}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ltrr", description=(
+        "Learning to rank and retrieve: declare a retrieval funnel in YAML and run it."))
+    p.add_argument("--version", action="version", version=f"ltrr {__version__}")
+    sub = p.add_subparsers(metavar="command")
+
+    def cmd(name: str, func, help: str, spec: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        if spec:
+            sp.add_argument("spec", type=Path, help="pipeline spec (YAML)")
+        sp.set_defaults(func=func)
+        return sp
+
+    cmd("validate", _validate, "Check a spec without loading anything heavy (exit 0 or 1).")
+
+    sp = cmd("schema", _schema, "Print the JSON Schema of pipeline specs (for editors).",
+             spec=False)
+    sp.add_argument("--components", action="store_true",
+                    help="also print the params schema of every registered component")
+
+    cmd("plugins", _plugins, "List registered components and the packages providing them.",
+        spec=False)
+
+    sp = cmd("graph", _graph, "Print the compiled plan as a Mermaid flowchart; optionally a PNG.")
+    sp.add_argument("--png", type=Path, help="also draw the plan into this PNG file")
+
+    sp = cmd("index", _index, "Build the state (indexes) of every arm that needs one.")
+    sp.add_argument("--force", action="store_true", help="rebuild even if up to date")
+
+    sp = cmd("run", _run, "Answer queries with the pipeline and print the ranked results.")
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--query", "-q", action="append", help="a query (repeatable)")
+    src.add_argument("--queries", type=Path,
+                     help="TSV (id<TAB>query) or JSONL ({id, query, user_id}) file of queries")
+    sp.add_argument("--user", help="user id for --query requests")
+    sp.add_argument("--format", choices=["table", "jsonl", "trec"], default="table")
+    sp.add_argument("--k", type=int, help="results per query (default: output.k of the spec)")
+    sp.add_argument("--output", "-o", type=Path, help="write results here instead of stdout")
+    sp.add_argument("--no-log", action="store_true", help="do not append to the decision log")
+    sp.add_argument("--batch-size", type=int, default=256)
+    return p
+
+
+# --- commands ---------------------------------------------------------------------------
+
+def _validate(args) -> int:
+    from ltrr.compiler import load_plan
+
+    plan = load_plan(args.spec)
+    m = plan.model
+    print(f"ok: {args.spec}: pipeline '{m.name}' — {len(plan.slotters)} slotter(s), "
+          f"{len(plan.arms)} arm(s) [{', '.join(a.id for a in plan.arms)}], "
+          f"policy {m.policy.use} (budget {m.policy.budget}), merge {m.merge.use}, "
+          f"ranker {m.ranker.use}")
+    return 0
+
+
+def _schema(args) -> int:
+    import json
+
+    from ltrr.spec.models import PipelineSpec
+
+    schema = PipelineSpec.model_json_schema(by_alias=True)
+    if args.components:
+        from ltrr.registry import default_registry
+
+        schema["x-ltrr-components"] = {
+            f"{r.kind.value}:{r.name}": r.cls.Params.model_json_schema()
+            for r in default_registry().all()}
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def _plugins(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ltrr.registry import default_registry
+
+    table = Table("kind", "name", "package", "version", "summary", box=None)
+    for r in default_registry().all():
+        table.add_row(r.kind.value, r.name, r.package, r.version, r.summary)
+    Console().print(table)
+    return 0
+
+
+def _graph(args) -> int:
+    from ltrr.compiler import load_plan
+    from ltrr.runtime.graphviz import draw_png, mermaid
+
+    plan = load_plan(args.spec)
+    print(mermaid(plan))
+    if args.png:
+        draw_png(plan, args.png)
+        print(f"wrote {args.png}", file=sys.stderr)
+    return 0
+
+
+def _index(args) -> int:
+    from ltrr.compiler import load_plan
+    from ltrr.runtime.commands import index_plan
+
+    index_plan(load_plan(args.spec), force=args.force)
+    return 0
+
+
+def _run(args) -> int:
+    from ltrr.compiler import load_plan
+    from ltrr.runtime.commands import run_queries
+
+    plan = load_plan(args.spec)
+    run_queries(plan, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Base classes of the component kinds a plugin can provide.
+
+A component class declares its ``kind``, its registered ``name`` and a pydantic
+``Params`` model; the compiler validates a node's ``with:`` block against
+``Params`` without instantiating the class. At run time the class is built with
+a :class:`ComponentContext`, ``open()``-ed (load indexes, models), then called
+with whole batches.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ltrr.types import Action, ArmRequest, Candidate, Merged, PolicyContext, Query, Ranked, Slot
+
+if TYPE_CHECKING:
+    from ltrr.catalog import Catalog
+
+
+class Kind(str, enum.Enum):
+    """Component kinds, in the order a query meets them."""
+
+    SLOTTER = "slotter"
+    POLICY = "policy"
+    ARM = "arm"
+    MERGER = "merger"
+    RANKER = "ranker"
+
+
+class Params(BaseModel):
+    """Base of component params models: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Problem:
+    """A compile-time problem a component found in its params.
+
+    ``path`` is relative to the node's ``with:`` block (``("allocation", "lexical")``)
+    or, when ``node_level`` is true, relative to the node itself (``("budget",)``).
+    """
+
+    message: str
+    path: tuple[str | int, ...] = ()
+    hint: str | None = None
+    node_level: bool = False
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """What a component may inspect of the plan while it is compiled."""
+
+    arms: tuple[str, ...]
+    slotters: tuple[str, ...]
+    budget: int
+    output_k: int
+    arm_max_k: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ComponentContext:
+    """Run-time surroundings of one node: its id, state folder, the catalog, the spec."""
+
+    node_id: str
+    state_dir: Path
+    spec_dir: Path
+    catalog_loader: Callable[[], "Catalog"]
+    plan: PlanView
+
+    @property
+    def catalog(self) -> "Catalog":
+        return self.catalog_loader()
+
+    def resolve(self, path: str | Path) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.spec_dir / p).resolve()
+
+
+class Component:
+    """Common base: construction, lifecycle, compile-time checks."""
+
+    kind: ClassVar[Kind]
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def __init__(self, params: BaseModel, ctx: ComponentContext):
+        self.params = params
+        self.ctx = ctx
+
+    @classmethod
+    def summary(cls) -> str:
+        """First line of the class docstring (shown by ``ltrr plugins``)."""
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    @classmethod
+    def check(cls, params: BaseModel, plan: PlanView) -> list[Problem]:
+        """Compile-time checks that need the rest of the plan. Must be cheap."""
+        return []
+
+    def open(self) -> None:
+        """Load heavy state (indexes, models). Called once before the first batch."""
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+class Indexed:
+    """Mixin for components whose state ``ltrr index`` builds from the catalog.
+
+    ``build`` writes into ``out_dir`` (a fresh temporary folder that the framework
+    renames into place only when ``build`` returns), and ``open`` reads
+    ``self.ctx.state_dir``.
+    """
+
+    def build(self, out_dir: Path, progress: Callable[[int, int], None]) -> dict[str, Any]:
+        """Build state from ``self.ctx.catalog`` into ``out_dir``; return stats to show.
+
+        Call ``progress(done, total)`` as work advances (drives the progress bar).
+        """
+        raise NotImplementedError
+
+
+class Slotter(Component):
+    """Query understanding: find slots (tags, entities, ...) in each query."""
+
+    kind = Kind.SLOTTER
+
+    def slot_batch(self, queries: list[Query]) -> list[list[Slot]]:
+        raise NotImplementedError
+
+
+class Arm(Component):
+    """A candidate generator. ``seed_types`` says what it accepts via ``from:``.
+
+    ``seed_types`` is a set of port names: ``"candidates"`` (from arms),
+    ``"slots"`` (from slotters); empty means the arm takes no seeds.
+    """
+
+    kind = Kind.ARM
+    seed_types: ClassVar[frozenset[str]] = frozenset()
+
+    def retrieve_batch(self, requests: list[ArmRequest]) -> list[list[Candidate]]:
+        raise NotImplementedError
+
+
+class Policy(Component):
+    """Chooses per query how many candidates each arm contributes."""
+
+    kind = Kind.POLICY
+
+    def choose_batch(self, contexts: list[PolicyContext]) -> list[Action]:
+        raise NotImplementedError
+
+
+class Merger(Component):
+    """Combines the arms' candidate lists into one list with provenance."""
+
+    kind = Kind.MERGER
+
+    def merge(self, per_arm: dict[str, list[Candidate]], k: int) -> list[Merged]:
+        raise NotImplementedError
+
+
+class Ranker(Component):
+    """Orders merged candidates into the final ranking."""
+
+    kind = Kind.RANKER
+
+    def rank(self, query: Query, merged: list[Merged], k: int) -> list[Ranked]:
+        raise NotImplementedError
+
+
+KIND_BASES: dict[Kind, type[Component]] = {
+    Kind.SLOTTER: Slotter, Kind.POLICY: Policy, Kind.ARM: Arm,
+    Kind.MERGER: Merger, Kind.RANKER: Ranker,
+}

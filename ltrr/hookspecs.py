@@ -1,0 +1,60 @@
+"""The plugin hooks of ltrr — this module is the plugin reference.
+
+A plugin is a module (or object) with functions decorated ``@hookimpl`` whose
+names match the hooks below, exposed through an entry point in the group
+``ltrr``::
+
+    [project.entry-points.ltrr]
+    my_plugin = "my_package.my_module"
+
+The built-in components in ``plugins/`` register exactly this way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from ltrr.components import Component
+    from ltrr.types import Decision
+
+hookspec = pluggy.HookspecMarker("ltrr")
+hookimpl = pluggy.HookimplMarker("ltrr")
+
+
+# --- registration -------------------------------------------------------------------
+
+@hookspec
+def ltrr_components() -> list[type[Component]]:
+    """Return the component classes this plugin provides.
+
+    Each class subclasses one of :class:`ltrr.components.Slotter`, ``Arm``,
+    ``Policy``, ``Merger`` or ``Ranker``, sets ``name`` (what specs write after
+    ``use:``) and ``Params`` (a pydantic model of its ``with:`` block). Names must
+    be unique per kind across all installed plugins. All results are collected.
+
+    Example::
+
+        @hookimpl
+        def ltrr_components():
+            return [PopularityRanker]
+    """
+
+
+# --- runtime ------------------------------------------------------------------------
+
+@hookspec
+def ltrr_decision_made(decision: Decision) -> None:
+    """Called once per query after ranking, before the decision is logged.
+
+    Observers (metrics, auditing, streaming the decision elsewhere) hook here.
+    Must be fast and must not modify ``decision``. Return values are ignored.
+
+    Example::
+
+        @hookimpl
+        def ltrr_decision_made(decision):
+            COUNTER[decision.action.allocation.keys().__str__()] += 1
+    """

@@ -1,0 +1,143 @@
+"""The work behind ``ltrr index`` and ``ltrr run``: progress bars and output formats."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import nullcontext
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ltrr.compiler import Plan
+from ltrr.components import Indexed
+from ltrr.runtime.indexing import build_state
+from ltrr.runtime.pipeline import Pipeline, new_request_id
+from ltrr.runtime.queries import read_queries
+from ltrr.runtime.workspace import Workspace
+from ltrr.types import Decision, Query
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def index_plan(plan: Plan, *, force: bool = False) -> dict[str, Any]:
+    """Build every indexed node's state, skipping those already current."""
+    console = Console(stderr=True)
+    workspace = Workspace(plan)
+    nodes = [(n, workspace.instantiate(n)) for n in (*plan.slotters, *plan.arms)]
+    nodes = [(n, c) for n, c in nodes if isinstance(c, Indexed)]
+    report: dict[str, Any] = {}
+    if not nodes:
+        console.print("nothing to index: no node of this pipeline keeps an index")
+        return report
+    with _progress(console) as progress:
+        for node, comp in nodes:
+            task = progress.add_task(f"{node.id} ({node.registration.name})", total=None)
+
+            def update(done: int, total: int, task=task) -> None:
+                progress.update(task, completed=done, total=total)
+
+            stats = build_state(comp, update, force=force)
+            if stats is None:
+                progress.update(task, description=f"{node.id}: up to date", total=1, completed=1)
+            report[node.id] = stats
+    for node_id, stats in report.items():
+        what = "up to date (use --force to rebuild)" if stats is None else \
+            ", ".join(f"{k}={v}" for k, v in stats.items())
+        console.print(f"[bold]{node_id}[/bold]: {what}")
+    return report
+
+
+def run_queries(plan: Plan, args) -> list[Decision]:
+    """Answer ``--query``/``--queries`` and write results in the chosen format."""
+    if args.queries:
+        queries = read_queries(args.queries)
+    else:
+        queries = [Query(new_request_id(), q, args.user) for q in args.query]
+    console = Console(stderr=True)
+    decisions: list[Decision] = []
+    with Pipeline(plan, log_decisions=False if args.no_log else None) as pipeline:
+        size = max(1, args.batch_size)
+        batches = [queries[i:i + size] for i in range(0, len(queries), size)]
+        show = len(batches) > 1
+        with (_progress(console) if show else nullcontext()) as progress:
+            task = progress.add_task("queries", total=len(queries)) if show else None
+            for batch in batches:
+                decisions.extend(pipeline.run_batch(batch))
+                if show:
+                    progress.advance(task, len(batch))
+        titles = _titles(pipeline, decisions) if args.format == "table" else {}
+    k = args.k or plan.model.output.k
+    out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        if args.format == "table":
+            print_table(decisions, titles, k, Console(file=out) if args.output else Console())
+        elif args.format == "jsonl":
+            for d in decisions:
+                out.write(json.dumps(decision_json(d, k), ensure_ascii=False) + "\n")
+        else:
+            for d in decisions:
+                for r in d.ranking[:k]:
+                    out.write(f"{d.request_id} Q0 {r.entity_id} {r.rank} {r.score:.6f} "
+                              f"{plan.model.name}\n")
+    finally:
+        if args.output:
+            out.close()
+    return decisions
+
+
+def _titles(pipeline: Pipeline, decisions: list[Decision]) -> dict[str, str]:
+    column = pipeline.plan.model.catalog.title
+    if not column:
+        return {}
+    catalog = pipeline.catalog
+    values = catalog.frame[column]
+    wanted = {r.entity_id for d in decisions for r in d.ranking}
+    rows = {e: catalog.row_of(e) for e in wanted}
+    return {e: str(values[i]) for e, i in rows.items() if i is not None}
+
+
+def decision_json(d: Decision, k: int) -> dict[str, Any]:
+    return {
+        "request_id": d.request_id, "query": d.query.text,
+        "slots": [{"slot": s.name, "value": s.value, "score": round(s.score, 4)}
+                  for s in d.slots],
+        "allocation": d.action.allocation, "probability": d.action.probability,
+        "results": [{"rank": r.rank, "id": r.entity_id, "score": r.score,
+                     "arms": {c.arm: c.rank for c in r.sources}} for r in d.ranking[:k]],
+        "timings_ms": {key: round(v, 3) for key, v in d.timings_ms.items()},
+        "trace": d.trace,
+    }
+
+
+def print_table(decisions: list[Decision], titles: dict[str, str], k: int,
+                console: Console) -> None:
+    from rich.table import Table
+
+    for d in decisions:
+        slots = ", ".join(f"{s.name}={s.value}" for s in d.slots) or "none"
+        alloc = " + ".join(f"{a} {n}" for a, n in d.action.allocation.items())
+        table = Table(title=f"[bold]{d.query.text}[/bold]  (slots: {slots}; arms: {alloc}; "
+                            f"{d.timings_ms.get('total', 0):.1f} ms)",
+                      title_justify="left", box=None)
+        table.add_column("#", justify="right")
+        table.add_column("id")
+        if titles:
+            table.add_column("title")
+        table.add_column("score", justify="right")
+        table.add_column("found by")
+        for r in d.ranking[:k]:
+            found = ", ".join(f"{c.arm}@{c.rank}" for c in r.sources)
+            row = [str(r.rank), r.entity_id] + ([titles.get(r.entity_id, "")] if titles else [])
+            table.add_row(*row, f"{r.score:.4f}", found)
+        if not d.ranking:
+            console.print(f"[bold]{d.query.text}[/bold]: no results")
+        else:
+            console.print(table)
+        for note in d.trace:
+            console.print(f"  [yellow]note:[/yellow] {note}")
+        console.print()

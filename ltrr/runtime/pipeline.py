@@ -1,0 +1,245 @@
+"""Execute a compiled plan for a batch of queries.
+
+The path of a batch: slotters → policy → arms (wave by wave; arms of a wave run
+concurrently, each under its deadline, failures isolated) → merge → rank →
+Decision records (logged, and passed to the ``ltrr_decision_made`` hook).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from functools import cached_property
+from time import perf_counter
+from typing import Any, Callable
+
+from ltrr.catalog import Catalog
+from ltrr.compiler import Plan
+from ltrr.components import Component
+from ltrr.registry import Registry, default_registry
+from ltrr.runtime.decision_log import DecisionLog
+from ltrr.runtime.indexing import check_state
+from ltrr.runtime.workspace import Workspace
+from ltrr.types import ArmRequest, Candidate, Decision, PolicyContext, Query, Slot
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Pipeline:
+    """A plan with its components instantiated and opened, ready to answer queries.
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, plan: Plan, *, registry: Registry | None = None,
+                 log_decisions: bool | None = None, check: bool = True):
+        self.plan = plan
+        self.registry = registry or default_registry()
+        spec = plan.spec
+        self.workspace = Workspace(plan)
+        self.components: dict[str, Component] = {
+            node.id: self.workspace.instantiate(node)
+            for node in (*plan.slotters, plan.policy, *plan.arms, plan.merge, plan.ranker)}
+        self.waves = _waves(plan)
+        self.downstream = {a.id: [d.id for d in plan.arms if a.id in plan.upstream(d.id)]
+                           for a in plan.arms}
+        self._executor = ThreadPoolExecutor(max_workers=2 * len(plan.arms) + 2,
+                                            thread_name_prefix="ltrr-arm")
+        enabled = plan.model.log.decisions if log_decisions is None else log_decisions
+        log_dir = (spec.resolve(plan.model.log.path) if plan.model.log.path
+                   else spec.state_dir / "decisions")
+        self.log = DecisionLog(log_dir) if enabled else None
+        if check:
+            for comp in self.components.values():
+                check_state(comp, spec.path)
+        for comp in self.components.values():
+            comp.open()
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.workspace.catalog
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for comp in self.components.values():
+            comp.close()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @cached_property
+    def _arm_specs(self):
+        return {a.id: a for a in self.plan.model.arms}
+
+    # --- execution ----------------------------------------------------------------------
+
+    def run(self, query: Query) -> Decision:
+        return self.run_batch([query])[0]
+
+    def run_batch(self, queries: list[Query]) -> list[Decision]:
+        """Answer a batch of queries; every arm gets the whole batch in one call."""
+        n = len(queries)
+        if n == 0:
+            return []
+        started = perf_counter()
+        timings: dict[str, float] = {}
+        traces: list[list[str]] = [[] for _ in range(n)]
+
+        slots, by_slotter = self._slot(queries, timings, traces)
+        t = perf_counter()
+        actions = self.components["policy"].choose_batch(
+            [PolicyContext(q, s) for q, s in zip(queries, slots)])
+        timings["policy"] = _ms(t)
+
+        results, arms_ms = self._retrieve(queries, slots, by_slotter, actions, timings, traces)
+
+        merger, ranker = self.components["merge"], self.components["ranker"]
+        k_out, budget = self.plan.model.output.k, self.plan.model.policy.budget
+        per_query_arms: list[dict[str, list[Candidate]]] = []
+        merged_all = []
+        t = perf_counter()
+        for i in range(n):
+            per_arm = {arm: results[arm][i][:k] for arm, k in actions[i].allocation.items()
+                       if results.get(arm) and results[arm][i] is not None}
+            per_query_arms.append(per_arm)
+            merged_all.append(merger.merge(per_arm, budget))
+        timings["merge"] = _ms(t)
+        t = perf_counter()
+        rankings = [ranker.rank(q, m, k_out) for q, m in zip(queries, merged_all)]
+        timings["ranker"] = _ms(t)
+
+        total = _ms(started)
+        arm_ids = set(results)
+        inside = arms_ms + sum(v for key, v in timings.items() if key not in arm_ids)
+        timings["total"] = total
+        timings["framework"] = max(0.0, total - inside)
+        per_query = {key: v / n for key, v in timings.items()}
+        per_query["batch_size"] = n
+        now = time.time()
+        decisions = [Decision(request_id=q.request_id, query=q, spec_hash=self.plan.spec.hash,
+                              slots=slots[i], action=actions[i], candidates=per_query_arms[i],
+                              ranking=rankings[i], timings_ms=per_query, trace=traces[i],
+                              timestamp=now)
+                     for i, q in enumerate(queries)]
+        hook = self.registry.pm.hook.ltrr_decision_made
+        for d in decisions:
+            hook(decision=d)
+        if self.log is not None:
+            self.log.append(decisions)
+        return decisions
+
+    def _slot(self, queries, timings, traces):
+        n = len(queries)
+        slots: list[list[Slot]] = [[] for _ in range(n)]
+        by_slotter: dict[str, list[list[Slot]]] = {}
+        for node in self.plan.slotters:
+            t = perf_counter()
+            try:
+                out = self.components[node.id].slot_batch(queries)
+            except Exception as exc:  # isolate: the query still answers without these slots
+                for tr in traces:
+                    tr.append(f"slotter '{node.id}' failed: {type(exc).__name__}: {exc}")
+                out = [[] for _ in range(n)]
+            timings[node.id] = _ms(t)
+            by_slotter[node.id] = out
+            for i, s in enumerate(out):
+                slots[i].extend(s)
+        return slots, by_slotter
+
+    def _retrieve(self, queries, slots, by_slotter, actions, timings, traces):
+        """Run the arms wave by wave.
+
+        Returns arm id → per-query candidate lists (None where the arm was not run or
+        was dropped), and the time spent inside arms (each wave counted as its slowest arm).
+        """
+        n = len(queries)
+        results: dict[str, list[list[Candidate] | None]] = {}
+        arms_ms = 0.0
+        for wave in self.waves:
+            pending: list[tuple[str, list[int], Future, float]] = []
+            for arm in wave:
+                spec = self._arm_specs[arm]
+                need = [self._need(arm, actions[i].allocation) for i in range(n)]
+                idx = [i for i in range(n) if need[i] > 0]
+                if not idx:
+                    continue
+                requests = [ArmRequest(queries[i], min(need[i], spec.max_k), slots[i],
+                                       self._seeds(arm, i, results, by_slotter)) for i in idx]
+                fut = self._executor.submit(_timed, self.components[arm].retrieve_batch, requests)
+                pending.append((arm, idx, fut, spec.deadline_ms * len(idx) / 1000.0))
+            t_wave = perf_counter()
+            inside = 0.0
+            for arm, idx, fut, budget_s in pending:
+                out: list[list[Candidate] | None] = [None] * n
+                results[arm] = out
+                try:
+                    remaining = max(0.0, budget_s - (perf_counter() - t_wave))
+                    lists, elapsed = fut.result(timeout=remaining)
+                    if len(lists) != len(idx):
+                        raise RuntimeError(f"returned {len(lists)} lists for {len(idx)} queries")
+                except FutureTimeout:
+                    fut.cancel()
+                    note = f"arm '{arm}' exceeded its deadline ({budget_s * 1000:.0f} ms); dropped"
+                    timings[arm] = budget_s * 1000.0
+                except Exception as exc:
+                    note = f"arm '{arm}' failed: {type(exc).__name__}: {exc}; dropped"
+                    timings[arm] = _ms(t_wave)
+                else:
+                    timings[arm] = elapsed
+                    inside = max(inside, elapsed)
+                    for i, cands in zip(idx, lists):
+                        out[i] = cands
+                    continue
+                for i in idx:
+                    traces[i].append(note)
+                inside = max(inside, timings[arm])
+            arms_ms += inside
+        return results, arms_ms
+
+    def _need(self, arm: str, allocation: dict[str, int]) -> int:
+        k = allocation.get(arm, 0)
+        for down in self.downstream[arm]:
+            if allocation.get(down, 0) > 0:
+                k = max(k, self._arm_specs[down].seeds)
+        return k
+
+    def _seeds(self, arm: str, i: int, results, by_slotter) -> list[Candidate]:
+        spec = self._arm_specs[arm]
+        seeds: list[Candidate] = []
+        for up in spec.from_:
+            if up in by_slotter:
+                found = [s for s in by_slotter[up][i] if s.entity_id][: spec.seeds]
+                seeds.extend(Candidate(s.entity_id, up, r + 1, s.score)
+                             for r, s in enumerate(found))
+            elif results.get(up) and results[up][i]:
+                seeds.extend(results[up][i][: spec.seeds])
+        return seeds
+
+
+def _timed(fn: Callable, arg):
+    t = perf_counter()
+    out = fn(arg)
+    return out, _ms(t)
+
+
+def _ms(t: float) -> float:
+    return (perf_counter() - t) * 1000.0
+
+
+def _waves(plan: Plan) -> list[list[str]]:
+    """Arms grouped so that every arm's upstream arms are in earlier waves."""
+    level: dict[str, int] = {}
+    for a in plan.arms:   # topological order
+        ups = [u for u in plan.upstream(a.id) if u in level]
+        level[a.id] = 1 + max((level[u] for u in ups), default=-1)
+    waves: list[list[str]] = [[] for _ in range(max(level.values()) + 1)]
+    for arm, lv in level.items():
+        waves[lv].append(arm)
+    return waves

@@ -1,0 +1,47 @@
+"""Reading query files (TSV or JSONL) into :class:`~ltrr.types.Query` objects."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ltrr.errors import Location, RunError
+from ltrr.types import Query
+
+
+def read_queries(path: Path) -> list[Query]:
+    """TSV: ``id<TAB>query`` per line. JSONL: ``{"id", "query" | "text", "user_id"?}``.
+
+    Errors name the file and line.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise RunError("query file not found", where=Location(str(path))) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunError(f"cannot read query file: {exc}", where=Location(str(path))) from None
+    jsonl = path.suffix.lower() in (".jsonl", ".json", ".ndjson")
+    out: list[Query] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        where = Location(str(path), n)
+        if jsonl:
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                raise RunError(f"invalid JSON: {exc}", where=where) from None
+            text = obj.get("query", obj.get("text")) if isinstance(obj, dict) else None
+            if not isinstance(text, str):
+                raise RunError("each line needs a string field 'query' (or 'text')", where=where)
+            qid = str(obj.get("id", obj.get("_id", n)))
+            user = obj.get("user_id")
+            out.append(Query(qid, text, str(user) if user is not None else None,
+                             obj.get("context") or {}))
+        else:
+            qid, sep, text = line.partition("\t")
+            if not sep:
+                raise RunError("expected 'id<TAB>query'", where=where,
+                               hint="separate the id and the query with a tab, or use JSONL")
+            out.append(Query(qid.strip(), text.strip()))
+    return out

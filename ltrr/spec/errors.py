@@ -1,0 +1,110 @@
+"""Turn pydantic validation errors into one readable sentence each, with a location."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ltrr.errors import SpecError
+from ltrr.spec.loader import PathKey, SourceMap
+
+_NODE_LISTS = ("slotters", "arms")
+_SINGLETONS = ("policy", "merge", "ranker", "catalog", "output", "log")
+
+
+def node_and_field(data: Any, path: PathKey) -> tuple[str | None, str | None]:
+    """Split a value path into the node id it belongs to and the field inside it."""
+    if not path:
+        return None, None
+    head = path[0]
+    if head in _NODE_LISTS and len(path) >= 2 and isinstance(path[1], int):
+        node = f"{head}[{path[1]}]"
+        try:
+            node_id = data[head][path[1]].get("id")
+            if isinstance(node_id, str):
+                node = node_id
+        except (KeyError, IndexError, TypeError, AttributeError):
+            pass
+        rest = path[2:]
+    elif head in _SINGLETONS:
+        node, rest = str(head), path[1:]
+    else:
+        node, rest = None, path
+    field = ".".join(str(p) for p in rest) or None
+    return node, field
+
+
+def _allowed_keys(model: type[BaseModel] | None) -> list[str]:
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _model_at(root: type[BaseModel], path: Sequence[str | int]) -> type[BaseModel] | None:
+    """The pydantic model class describing the mapping at ``path`` (best effort)."""
+    import typing
+
+    model: Any = root
+    for part in path:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+        if field is None:
+            return None
+        ann = field.annotation
+        for arg in (typing.get_args(ann) or (ann,)):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                model = arg
+                break
+        else:
+            model = None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _sentence(err: dict[str, Any], model: type[BaseModel] | None) -> tuple[str, str | None]:
+    kind = err["type"]
+    loc = err["loc"]
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _allowed_keys(model)
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else (
+            f"valid keys: {', '.join(sorted(allowed))}" if allowed else None)
+        return f"unknown key '{key}'", hint
+    if kind == "missing":
+        return f"missing required key '{loc[-1]}'", "add it; `ltrr schema` lists every key"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"{err['msg'].lower()}, got {value!r}", None
+    if kind == "too_short":
+        return f"{err['msg'].lower()}", "declare at least one entry"
+    if kind == "string_pattern_mismatch":
+        return f"{value!r} is not a valid id", "use a letter, then letters, digits, '_' or '-'"
+    if kind == "literal_error":
+        return f"{err['msg']}, got {value!r}", None
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{err['msg']}, got {shown}", None
+
+
+def spec_errors(exc: ValidationError, *, root: type[BaseModel], data: Any, smap: SourceMap,
+                prefix: PathKey = ()) -> SpecError:
+    """One :class:`SpecError` for a validation failure; extra errors follow on new lines."""
+    errors = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not isinstance(p, str) or not p.startswith("function-"))
+        full = prefix + loc
+        parent = _model_at(root, loc[:-1]) if err["type"] == "extra_forbidden" else None
+        message, hint = _sentence(dict(err, loc=loc), parent)
+        node, field = node_and_field(data, full)
+        where = smap.locate(full, key=err["type"] == "extra_forbidden")
+        errors.append(SpecError(message, where=where, node=node, field=field, hint=hint))
+    first = errors[0]
+    first.also = errors[1:]
+    return first

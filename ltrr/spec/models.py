@@ -1,0 +1,102 @@
+"""pydantic models of a pipeline spec (the YAML a pipeline author writes).
+
+Unknown keys are errors everywhere. Component parameters (``with:``) are kept as
+plain mappings here and validated by the compiler against the params model of the
+component the node ``use:``-s, so the spec layer needs no plugin loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NodeId = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$",
+                              description="Node id: a letter, then letters, digits, _ or -.")]
+ComponentName = Annotated[str, Field(min_length=1, description="Registered component name.")]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class CatalogSpec(Model):
+    """The entities to retrieve: a Parquet, JSONL (optionally .gz) or CSV file."""
+
+    path: str = Field(description="Catalog file, relative to the spec file.")
+    id: str = Field("id", description="Column holding the entity id.")
+    title: str | None = Field(None, description="Column shown as the result title in tables.")
+    format: Literal["parquet", "jsonl", "csv"] | None = Field(
+        None, description="File format; inferred from the extension when omitted.")
+
+
+class ComponentSpec(Model):
+    """A node that uses a registered component with parameters."""
+
+    use: ComponentName = Field(description="Name of a registered component (see `ltrr plugins`).")
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with",
+                                  description="The component's parameters.")
+
+
+class SlotterSpec(ComponentSpec):
+    """A query-understanding step: finds slots (tags, entities, ...) in the query."""
+
+    id: NodeId
+
+
+class ArmSpec(ComponentSpec):
+    """A retrieval arm: proposes candidate entities for a query."""
+
+    id: NodeId
+    from_: list[NodeId] = Field(default_factory=list, alias="from",
+                                description="Upstream arms whose candidates seed this one.")
+    deadline_ms: float = Field(1000.0, gt=0, description=(
+        "Per-query time budget; an arm that exceeds it is dropped from the response."))
+    max_k: int = Field(1000, gt=0, description="Most candidates this arm may be asked for.")
+    seeds: int = Field(10, gt=0, description=(
+        "How many top candidates of each upstream arm seed this arm (with `from:`)."))
+
+
+class PolicySpec(ComponentSpec):
+    """Decides per query how many candidates to draw from each arm."""
+
+    use: ComponentName = "static"
+    budget: int = Field(gt=0, description="Total candidate budget shared by the arms.")
+
+
+class MergeSpec(ComponentSpec):
+    use: ComponentName = "union"
+
+
+class RankerSpec(ComponentSpec):
+    use: ComponentName = "score"
+
+
+class OutputSpec(Model):
+    k: int = Field(10, gt=0, description="Number of results returned per query.")
+
+
+class LogSpec(Model):
+    decisions: bool = Field(True, description="Append a Decision record per query.")
+    path: str | None = Field(None, description=(
+        "Decision log directory, relative to the spec; default <state_dir>/decisions."))
+
+
+class PipelineSpec(Model):
+    """A whole retrieval-and-ranking pipeline."""
+
+    version: Literal[1] = 1
+    name: NodeId
+    description: str = ""
+    requires: list[str] = Field(default_factory=list, description=(
+        "Python packages (distributions) providing third-party components this spec uses."))
+    catalog: CatalogSpec
+    state_dir: str | None = Field(None, description=(
+        "Where indexes, models and logs live, relative to the spec; default .ltrr/<name>."))
+    slotters: list[SlotterSpec] = Field(default_factory=list)
+    arms: list[ArmSpec] = Field(min_length=1)
+    policy: PolicySpec
+    merge: MergeSpec = MergeSpec()
+    ranker: RankerSpec = RankerSpec()
+    output: OutputSpec = OutputSpec()
+    log: LogSpec = LogSpec()

@@ -1,0 +1,115 @@
+"""The data contracts that flow between components.
+
+Everything here is a plain slotted dataclass: cheap to create on the hot path and
+easy to serialise into the decision log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Query:
+    """One search request as it enters the pipeline."""
+
+    request_id: str
+    text: str
+    user_id: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Slot:
+    """A span of the query mapped to a catalog value (``tag = "hip hop"``)."""
+
+    name: str          # slot type, e.g. "tag" or "artist"
+    value: str         # the canonical catalog value
+    start: int         # character span in the query text
+    end: int
+    score: float       # match quality in [0, 1]
+    entity_id: str | None = None   # set when the value names one catalog entity
+
+
+@dataclass(slots=True)
+class Candidate:
+    """An entity one arm proposed: the arm, its rank (1-based) and score there."""
+
+    entity_id: str
+    arm: str
+    rank: int
+    score: float
+    features: dict[str, float] | None = None
+    seed: str | None = None        # upstream entity this candidate was expanded from
+
+
+@dataclass(slots=True)
+class ArmRequest:
+    """What an arm receives for one query of a batch."""
+
+    query: Query
+    k: int
+    slots: list[Slot] = field(default_factory=list)
+    seeds: list[Candidate] = field(default_factory=list)   # from upstream arms (``from:``)
+
+
+@dataclass(slots=True)
+class Action:
+    """A policy's choice for one query: how many candidates to draw from each arm.
+
+    ``pmf`` is the whole distribution the action was drawn from, as
+    ``(allocation, probability)`` pairs, so the decision can be learned from later.
+    """
+
+    allocation: dict[str, int]
+    probability: float = 1.0
+    pmf: list[tuple[dict[str, int], float]] = field(default_factory=list)
+    index: int = 0
+
+
+@dataclass(slots=True)
+class PolicyContext:
+    """What a policy sees for one query."""
+
+    query: Query
+    slots: list[Slot]
+
+
+@dataclass(slots=True)
+class Merged:
+    """A candidate after merging: one entity, every arm hit that found it."""
+
+    entity_id: str
+    score: float
+    sources: list[Candidate]
+
+    @property
+    def arms(self) -> list[str]:
+        return [c.arm for c in self.sources]
+
+
+@dataclass(slots=True)
+class Ranked:
+    """A final result: position (1-based), entity and ranker score, with provenance."""
+
+    rank: int
+    entity_id: str
+    score: float
+    sources: list[Candidate]
+
+
+@dataclass(slots=True)
+class Decision:
+    """Everything needed to learn from one request later without re-running it."""
+
+    request_id: str
+    query: Query
+    spec_hash: str
+    slots: list[Slot]
+    action: Action
+    candidates: dict[str, list[Candidate]]     # per arm, as retrieved
+    ranking: list[Ranked]
+    timings_ms: dict[str, float]
+    trace: list[str]
+    timestamp: float

@@ -1,0 +1,42 @@
+"""``rrf`` merger: reciprocal rank fusion (Cormack et al., 2009) with per-arm weights."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from ltrr.components import Merger, Params, PlanView, Problem
+from ltrr.hookspecs import hookimpl
+from ltrr.types import Candidate, Merged
+from ltrr_plugins.mergers.union import group_by_entity
+
+
+class RrfParams(Params):
+    k: float = Field(60.0, ge=0, description="Rank offset: score = sum of weight / (k + rank).")
+    weights: dict[str, float] = Field(default_factory=dict, description=(
+        "Per-arm weight (default 1.0)."))
+
+
+class RrfMerger(Merger):
+    """Reciprocal rank fusion: sum over arms of weight / (k + rank), with provenance."""
+
+    name = "rrf"
+    Params = RrfParams
+
+    @classmethod
+    def check(cls, params: RrfParams, plan: PlanView) -> list[Problem]:
+        return [Problem(f"weights name '{arm}', which is not an arm", ("weights", arm),
+                        hint=f"arms: {', '.join(plan.arms)}")
+                for arm in params.weights if arm not in plan.arms]
+
+    def merge(self, per_arm: dict[str, list[Candidate]], k: int) -> list[Merged]:
+        weights, offset = self.params.weights, self.params.k
+        merged = [Merged(entity, sum(weights.get(c.arm, 1.0) / (offset + c.rank) for c in hits),
+                         hits)
+                  for entity, hits in group_by_entity(per_arm).items()]
+        merged.sort(key=lambda m: -m.score)
+        return merged[:k]
+
+
+@hookimpl
+def ltrr_components():
+    return [RrfMerger]

@@ -1,0 +1,33 @@
+"""``union`` merger: every arm's candidates, deduplicated, keeping each arm that found them."""
+
+from __future__ import annotations
+
+from ltrr.components import Merger
+from ltrr.hookspecs import hookimpl
+from ltrr.types import Candidate, Merged
+
+
+def group_by_entity(per_arm: dict[str, list[Candidate]]) -> dict[str, list[Candidate]]:
+    """Candidates grouped by entity id, in first-seen order (arms in spec order)."""
+    groups: dict[str, list[Candidate]] = {}
+    for candidates in per_arm.values():
+        for c in candidates:
+            groups.setdefault(c.entity_id, []).append(c)
+    return groups
+
+
+class UnionMerger(Merger):
+    """Union with provenance; ordered by best rank in any arm (round-robin interleave)."""
+
+    name = "union"
+
+    def merge(self, per_arm: dict[str, list[Candidate]], k: int) -> list[Merged]:
+        merged = [Merged(entity, 1.0 / min(c.rank for c in hits), hits)
+                  for entity, hits in group_by_entity(per_arm).items()]
+        merged.sort(key=lambda m: (-m.score, -len(m.sources)))
+        return merged[:k]
+
+
+@hookimpl
+def ltrr_components():
+    return [UnionMerger]

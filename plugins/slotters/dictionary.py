@@ -1,0 +1,130 @@
+"""``dictionary`` slotter: maps query spans to catalog values, exactly or fuzzily.
+
+For each declared slot (``tag`` → the ``tags`` column, ``artist`` → ``name``) it
+builds a vocabulary of normalised values; a query's word n-grams are looked up
+exactly, then fuzzily (rapidfuzz ratio), and the longest non-overlapping matches
+become :class:`~ltrr.types.Slot` s.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from ltrr.components import Params, Slotter
+from ltrr.errors import StateError
+from ltrr.hookspecs import hookimpl
+from ltrr.types import Query, Slot
+
+_WORD = re.compile(r"\w+(?:['’]\w+)*", re.UNICODE)
+
+
+def normalize(text: str) -> str:
+    """Casefolded words joined by single spaces, accents and punctuation dropped."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return " ".join(m.group(0).casefold() for m in _WORD.finditer(text))
+
+
+class SlotSource(Params):
+    column: str = Field(description="Catalog column holding the values (string or list).")
+    entity: bool = Field(False, description="Values name single entities (e.g. artist names).")
+    min_count: int = Field(1, ge=1, description="Ignore values seen on fewer entities.")
+    min_chars: int = Field(2, ge=1, description="Ignore values shorter than this.")
+
+
+class DictionaryParams(Params):
+    slots: dict[str, SlotSource] = Field(min_length=1, description="Slot name → source column.")
+    fuzzy_threshold: float = Field(88.0, ge=0, le=100, description=(
+        "Minimum rapidfuzz ratio (0-100) for a fuzzy match; 100 disables fuzzy matching."))
+    fuzzy_min_chars: int = Field(5, ge=1, description="Only spans this long are matched fuzzily.")
+    max_ngram: int = Field(4, ge=1, le=10, description="Longest span, in words.")
+
+
+@dataclass(slots=True)
+class _Entry:
+    slot: str
+    value: str
+    entity_id: str | None
+
+
+class DictionarySlotter(Slotter):
+    """Finds catalog values (tags, names) in the query, with fuzzy matching."""
+
+    name = "dictionary"
+    Params = DictionaryParams
+
+    def open(self) -> None:
+        from rapidfuzz import fuzz, process
+
+        self._fuzz, self._process = fuzz, process
+        frame = self.ctx.catalog.frame
+        ids = self.ctx.catalog.ids
+        self._vocab: dict[str, list[_Entry]] = {}
+        for slot, src in self.params.slots.items():
+            if src.column not in frame.columns:
+                raise StateError(f"catalog has no column '{src.column}'", node=self.ctx.node_id,
+                                 field=f"with.slots.{slot}.column",
+                                 hint=f"columns: {', '.join(frame.columns)}")
+            counts: dict[str, int] = {}
+            canonical: dict[str, tuple[str, str | None]] = {}
+            for entity, cell in zip(ids, frame[src.column].to_list()):
+                values = cell if isinstance(cell, list) else [cell]
+                for v in values:
+                    if not v:
+                        continue
+                    key = normalize(str(v))
+                    if len(key) < src.min_chars:
+                        continue
+                    counts[key] = counts.get(key, 0) + 1
+                    canonical.setdefault(key, (str(v), entity if src.entity else None))
+            for key, (value, entity) in canonical.items():
+                if counts[key] >= src.min_count:
+                    self._vocab.setdefault(key, []).append(_Entry(slot, value, entity))
+        self._keys = list(self._vocab)
+
+    def slot_batch(self, queries: list[Query]) -> list[list[Slot]]:
+        return [self._slot(q.text) for q in queries]
+
+    def _slot(self, text: str) -> list[Slot]:
+        words = [(m.start(), m.end(), normalize(m.group(0))) for m in _WORD.finditer(text)]
+        words = [w for w in words if w[2]]
+        spans = []   # (start_word, end_word, key)
+        for i in range(len(words)):
+            for j in range(i + 1, min(len(words), i + self.params.max_ngram) + 1):
+                spans.append((i, j, " ".join(w[2] for w in words[i:j])))
+        matches = []   # (n_words, score, i, j, key)
+        fuzzy = []
+        for i, j, key in spans:
+            if key in self._vocab:
+                matches.append((j - i, 1.0, i, j, key))
+            elif len(key) >= self.params.fuzzy_min_chars and self.params.fuzzy_threshold < 100:
+                fuzzy.append((i, j, key))
+        if fuzzy:
+            found = self._process.cdist([f[2] for f in fuzzy], self._keys,
+                                        scorer=self._fuzz.ratio,
+                                        score_cutoff=self.params.fuzzy_threshold, workers=1)
+            best = found.argmax(axis=1)
+            for (i, j, _), col, row in zip(fuzzy, best, found):
+                if row[col] > 0:
+                    matches.append((j - i, float(row[col]) / 100.0, i, j, self._keys[col]))
+        matches.sort(key=lambda m: (-m[0], -m[1], m[2]))
+        taken: set[int] = set()
+        slots: list[Slot] = []
+        for _, score, i, j, key in matches:
+            if taken.intersection(range(i, j)):
+                continue
+            taken.update(range(i, j))
+            start, end = words[i][0], words[j - 1][1]
+            for e in self._vocab[key]:
+                slots.append(Slot(e.slot, e.value, start, end, score, e.entity_id))
+        slots.sort(key=lambda s: s.start)
+        return slots
+
+
+@hookimpl
+def ltrr_components():
+    return [DictionarySlotter]

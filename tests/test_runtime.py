@@ -1,0 +1,162 @@
+"""Runtime behaviour with small in-process arms: batching, deadlines, failures, seeds, logging."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import polars as pl
+import pytest
+
+from ltrr.compiler import compile_spec
+from ltrr.components import Arm, Params
+from ltrr.registry import build_registry
+from ltrr.runtime.decision_log import DecisionLog
+from ltrr.runtime.pipeline import Pipeline
+from ltrr.spec import load_spec_text
+from ltrr.types import Candidate, Query
+
+CALLS: list[tuple[str, int]] = []
+
+
+class ListArm(Arm):
+    """Returns catalog ids in order, starting at an offset."""
+
+    name = "list"
+
+    class Params(Params):
+        offset: int = 0
+
+    def retrieve_batch(self, requests):
+        CALLS.append((self.ctx.node_id, len(requests)))
+        ids = self.ctx.catalog.ids[self.params.offset:]
+        return [[Candidate(e, self.ctx.node_id, r, 1.0 / r) for r, e in enumerate(ids[:q.k], 1)]
+                for q in requests]
+
+
+class SlowArm(Arm):
+    """Sleeps longer than any sane deadline."""
+
+    name = "slow"
+
+    def retrieve_batch(self, requests):
+        time.sleep(0.5)
+        return [[Candidate("a0", self.ctx.node_id, 1, 1.0)] for _ in requests]
+
+
+class BoomArm(Arm):
+    """Always raises."""
+
+    name = "boom"
+
+    def retrieve_batch(self, requests):
+        raise ValueError("index exploded")
+
+
+class EchoSeedsArm(Arm):
+    """Returns its seeds' entities, marking the seed each came from."""
+
+    name = "echo_seeds"
+    seed_types = frozenset({"candidates"})
+
+    def retrieve_batch(self, requests):
+        return [[Candidate(s.entity_id, self.ctx.node_id, r, 0.5, seed=s.entity_id)
+                 for r, s in enumerate(q.seeds[:q.k], 1)] for q in requests]
+
+
+PLUGIN = SimpleNamespace(ltrr_components=lambda: [ListArm, SlowArm, BoomArm, EchoSeedsArm])
+
+
+@pytest.fixture()
+def make(tmp_path):
+    pl.DataFrame({"id": [f"a{i}" for i in range(50)],
+                  "name": [f"artist {i}" for i in range(50)]}).write_parquet(tmp_path / "c.parquet")
+    registry = build_registry(extra=[("test-arms", PLUGIN)])
+
+    def _make(arms_yaml: str, allocation: str, budget: int = 20, merge: str = "union"):
+        text = f"""
+name: t
+catalog: {{path: c.parquet}}
+arms:
+{arms_yaml}
+policy:
+  budget: {budget}
+  with: {{allocation: {allocation}}}
+merge: {{use: {merge}}}
+output: {{k: 5}}
+"""
+        spec = load_spec_text(text, tmp_path / "spec.yaml")
+        return Pipeline(compile_spec(spec, registry), registry=registry)
+
+    return _make
+
+
+def test_batch_is_passed_whole_and_results_merge_with_provenance(make):
+    CALLS.clear()
+    arms = """  - {id: first, use: list}
+  - {id: second, use: list, with: {offset: 2}}"""
+    with make(arms, "{first: 10, second: 10}") as p:
+        out = p.run_batch([Query(f"r{i}", "q") for i in range(7)])
+    assert sorted(CALLS) == [("first", 7), ("second", 7)]
+    top = out[0].ranking
+    assert len(top) == 5
+    by_id = {r.entity_id: r for r in top}
+    # a2 is rank 3 in 'first' and rank 1 in 'second': union keeps both sources
+    assert "a2" in by_id and sorted(c.arm for c in by_id["a2"].sources) == ["first", "second"]
+    assert {len(d.candidates["first"]) for d in out} == {10}
+
+
+def test_slow_arm_is_dropped_with_a_note_and_the_query_still_answers(make):
+    arms = """  - {id: fast, use: list}
+  - {id: sleepy, use: slow, deadline_ms: 50}"""
+    with make(arms, "{fast: 10, sleepy: 10}") as p:
+        t = time.perf_counter()
+        d = p.run(Query("r1", "q"))
+        elapsed = time.perf_counter() - t
+    assert elapsed < 0.45, "the runtime waited for the slow arm past its deadline"
+    assert [r.entity_id for r in d.ranking][:3] == ["a0", "a1", "a2"]
+    assert "sleepy" not in d.candidates
+    assert any("sleepy" in note and "deadline" in note for note in d.trace)
+
+
+def test_failing_arm_is_isolated(make):
+    arms = """  - {id: ok, use: list}
+  - {id: broken, use: boom}"""
+    with make(arms, "{ok: 10, broken: 10}") as p:
+        d = p.run(Query("r1", "q"))
+    assert len(d.ranking) == 5
+    assert any("broken" in n and "index exploded" in n for n in d.trace)
+
+
+def test_seeded_arm_gets_upstream_candidates_even_if_upstream_not_allocated(make):
+    arms = """  - {id: base, use: list}
+  - {id: expand, use: echo_seeds, from: [base], seeds: 3}"""
+    with make(arms, "{expand: 10}") as p:
+        d = p.run(Query("r1", "q"))
+    assert [c.seed for c in d.candidates["expand"]] == ["a0", "a1", "a2"]
+    assert "base" not in d.candidates   # ran only to seed 'expand'
+    assert all(c.arm == "expand" for r in d.ranking for c in r.sources)
+
+
+def test_decisions_are_logged_durably_with_action_and_timings(make, tmp_path):
+    arms = "  - {id: only, use: list}"
+    with make(arms, "{only: 8}", merge="rrf") as p:
+        p.run_batch([Query("req-1", "hello", "u1"), Query("req-2", "world")])
+        p.run(Query("req-3", "again"))
+        log = DecisionLog(p.log.directory).read()
+    assert log["request_id"].to_list() == ["req-1", "req-2", "req-3"]
+    row = log.row(0, named=True)
+    assert row["user_id"] == "u1" and row["probability"] == 1.0
+    assert row["allocation"] == [{"arm": "only", "k": 8}]
+    assert len(row["candidates"]) == 8 and row["candidates"][0]["arm"] == "only"
+    assert [r["rank"] for r in row["ranking"]] == [1, 2, 3, 4, 5]
+    assert len(list(p.log.directory.glob("part-*.parquet"))) == 2
+    assert not list(p.log.directory.glob(".*tmp"))
+
+
+def test_framework_overhead_is_reported(make):
+    with make("  - {id: only, use: list}", "{only: 8}") as p:
+        d = p.run(Query("r", "q"))
+    t = d.timings_ms
+    assert {"policy", "only", "merge", "ranker", "total", "framework"} <= set(t)
+    assert 0 <= t["framework"] <= t["total"]
