@@ -74,6 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", "-o", type=Path, help="write results here instead of stdout")
     sp.add_argument("--no-log", action="store_true", help="do not append to the decision log")
     sp.add_argument("--batch-size", type=int, default=256)
+
+    sp = cmd("evaluate", _evaluate, "Run judged queries and report IR metrics (ir-measures).")
+    sp.add_argument("--queries", type=Path, required=True, help="TSV or JSONL(.gz) queries")
+    sp.add_argument("--qrels", type=Path, required=True, help="TREC or BEIR TSV(.gz) qrels")
+    sp.add_argument("--measures", nargs="+", default=None,
+                    help="ir-measures names (default: nDCG@10 R@100 R@1000 RR@10)")
+    sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sp.add_argument("--run", type=Path, help="also write the run in TREC format here")
+    sp.add_argument("--batch-size", type=int, default=256)
     return p
 
 
@@ -146,6 +155,14 @@ def _run(args) -> int:
 
     plan = load_plan(args.spec)
     run_queries(plan, args)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from ltrr.compiler import load_plan
+    from ltrr.runtime.commands import evaluate_plan
+
+    evaluate_plan(load_plan(args.spec), args)
     return 0
 
 

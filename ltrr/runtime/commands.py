@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ltrr.compiler import Plan
 from ltrr.components import Indexed
+from ltrr.errors import RunError
 from ltrr.runtime.indexing import build_state
 from ltrr.runtime.pipeline import Pipeline, new_request_id
 from ltrr.runtime.queries import read_queries
@@ -52,24 +53,29 @@ def index_plan(plan: Plan, *, force: bool = False) -> dict[str, Any]:
     return report
 
 
+def answer(pipeline: Pipeline, queries: list[Query], batch_size: int = 256) -> list[Decision]:
+    """Run ``queries`` in batches, with a progress bar when there is more than one batch."""
+    size = max(1, batch_size)
+    batches = [queries[i:i + size] for i in range(0, len(queries), size)]
+    show = len(batches) > 1
+    decisions: list[Decision] = []
+    with (_progress(Console(stderr=True)) if show else nullcontext()) as progress:
+        task = progress.add_task("queries", total=len(queries)) if show else None
+        for batch in batches:
+            decisions.extend(pipeline.run_batch(batch))
+            if show:
+                progress.advance(task, len(batch))
+    return decisions
+
+
 def run_queries(plan: Plan, args) -> list[Decision]:
     """Answer ``--query``/``--queries`` and write results in the chosen format."""
     if args.queries:
         queries = read_queries(args.queries)
     else:
         queries = [Query(new_request_id(), q, args.user) for q in args.query]
-    console = Console(stderr=True)
-    decisions: list[Decision] = []
     with Pipeline(plan, log_decisions=False if args.no_log else None) as pipeline:
-        size = max(1, args.batch_size)
-        batches = [queries[i:i + size] for i in range(0, len(queries), size)]
-        show = len(batches) > 1
-        with (_progress(console) if show else nullcontext()) as progress:
-            task = progress.add_task("queries", total=len(queries)) if show else None
-            for batch in batches:
-                decisions.extend(pipeline.run_batch(batch))
-                if show:
-                    progress.advance(task, len(batch))
+        decisions = answer(pipeline, queries, args.batch_size)
         titles = _titles(pipeline, decisions) if args.format == "table" else {}
     k = args.k or plan.model.output.k
     out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
@@ -80,14 +86,51 @@ def run_queries(plan: Plan, args) -> list[Decision]:
             for d in decisions:
                 out.write(json.dumps(decision_json(d, k), ensure_ascii=False) + "\n")
         else:
-            for d in decisions:
-                for r in d.ranking[:k]:
-                    out.write(f"{d.request_id} Q0 {r.entity_id} {r.rank} {r.score:.6f} "
-                              f"{plan.model.name}\n")
+            write_trec(decisions, out, plan.model.name, k)
     finally:
         if args.output:
             out.close()
     return decisions
+
+
+def write_trec(decisions: list[Decision], out: TextIO, tag: str, k: int | None = None) -> None:
+    for d in decisions:
+        for r in d.ranking[:k]:
+            out.write(f"{d.request_id} Q0 {r.entity_id} {r.rank} {r.score:.6f} {tag}\n")
+
+
+def evaluate_plan(plan: Plan, args) -> dict[str, Any]:
+    """``ltrr evaluate``: answer the judged queries, score the ranking with ir-measures."""
+    from rich.table import Table
+
+    from ltrr.evaluation import DEFAULT_MEASURES, evaluate_run, parse_measures, read_qrels, run_of
+
+    qrels = read_qrels(args.qrels)
+    measures = args.measures or list(DEFAULT_MEASURES)
+    parse_measures(measures)    # fail on a bad measure name before running anything
+    queries = [q for q in read_queries(args.queries) if q.request_id in qrels]
+    if not queries:
+        raise RunError("no query id in the query file has judgements in the qrels",
+                       hint="check that both files use the same query ids")
+    with Pipeline(plan, log_decisions=False) as pipeline:
+        decisions = answer(pipeline, queries, args.batch_size)
+    if args.run:
+        with open(args.run, "w", encoding="utf-8") as f:
+            write_trec(decisions, f, plan.model.name)
+    result = evaluate_run(run_of(decisions), qrels, measures)
+    totals = [d.timings_ms["total"] for d in decisions]
+    result["median_ms_per_query"] = sorted(totals)[len(totals) // 2]
+    result["pipeline"] = plan.model.name
+    result["spec_hash"] = plan.spec.hash
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "per_query"}, indent=2))
+    else:
+        table = Table("measure", "value", title=f"{plan.model.name}: {len(queries)} judged "
+                      "queries", title_justify="left", box=None)
+        for name, value in result["measures"].items():
+            table.add_row(name, f"{value:.4f}")
+        Console().print(table)
+    return result
 
 
 def _titles(pipeline: Pipeline, decisions: list[Decision]) -> dict[str, str]:

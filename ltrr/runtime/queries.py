@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
 from ltrr.errors import Location, RunError
 from ltrr.types import Query
+
+
+def read_text(path: Path) -> str:
+    """A text file's content, transparently gunzipped when it ends in .gz."""
+    if path.name.endswith(".gz"):
+        return gzip.decompress(path.read_bytes()).decode("utf-8")
+    return path.read_text(encoding="utf-8")
+
+
+def _stem_suffix(path: Path) -> str:
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    return Path(name).suffix.lower()
 
 
 def read_queries(path: Path) -> list[Query]:
@@ -15,12 +28,12 @@ def read_queries(path: Path) -> list[Query]:
     Errors name the file and line.
     """
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = read_text(Path(path)).splitlines()
     except FileNotFoundError:
         raise RunError("query file not found", where=Location(str(path))) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise RunError(f"cannot read query file: {exc}", where=Location(str(path))) from None
-    jsonl = path.suffix.lower() in (".jsonl", ".json", ".ndjson")
+    jsonl = _stem_suffix(path) in (".jsonl", ".json", ".ndjson")
     out: list[Query] = []
     for n, line in enumerate(lines, 1):
         if not line.strip() or line.startswith("#"):
