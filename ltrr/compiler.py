@@ -118,13 +118,26 @@ def compile_spec(spec: Spec, registry: Registry | None = None) -> Plan:
 # --- helpers: one check each ---------------------------------------------------------
 
 def _check_requires(spec: Spec) -> None:
-    for i, package in enumerate(spec.model.requires):
+    """Each ``requires:`` entry is a PEP 508 requirement that the environment satisfies."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for i, text in enumerate(spec.model.requires):
+        path = ("requires", i)
         try:
-            distribution(package)
+            req = Requirement(text)
+        except InvalidRequirement as exc:
+            raise spec.error(CompileError, f"'{text}' is not a valid requirement: {exc}", path,
+                             hint="write a package name, optionally with a version, "
+                                  "e.g. ltrr-popularity>=0.1") from None
+        try:
+            version = distribution(req.name).version
         except PackageNotFoundError:
-            raise spec.error(CompileError, f"this spec needs the package '{package}', which is "
-                             "not installed", ("requires", i),
-                             hint=f"pip install {package}") from None
+            raise spec.error(CompileError, f"this spec needs the package '{req.name}', which "
+                             "is not installed", path,
+                             hint=f"pip install '{text}'") from None
+        if req.specifier and not req.specifier.contains(version, prereleases=True):
+            raise spec.error(CompileError, f"this spec needs '{text}' but {req.name} {version} "
+                             "is installed", path, hint=f"pip install --upgrade '{text}'")
 
 
 def _check_ids(spec: Spec) -> None:
@@ -149,8 +162,8 @@ def _resolve(spec: Spec, registry: Registry, kind: Kind, node: ComponentSpec,
     if reg is None:
         others = registry.other_kinds(node.use)
         if others:
-            kinds = " and ".join(f"a {o.kind.value}" for o in others)
-            raise spec.error(CompileError, f"'{node.use}' is {kinds}, not a {kind.value}",
+            kinds = " and ".join(_a(o.kind.value) for o in others)
+            raise spec.error(CompileError, f"'{node.use}' is {kinds}, not {_a(kind.value)}",
                              use_path, hint=_choices(registry, kind))
         close = registry.closest(kind, node.use)
         hint = f"did you mean '{close}'?" if close else _choices(registry, kind)
@@ -163,9 +176,16 @@ def _resolve(spec: Spec, registry: Registry, kind: Kind, node: ComponentSpec,
     except ValidationError as exc:
         err = spec_errors(exc, root=reg.cls.Params, data=spec.data, smap=spec.source,
                           prefix=path + ("with",))
-        raise CompileError(err.message, where=err.where, node=node_id, field=err.field,
-                           hint=err.hint) from None
+        errors = [CompileError(e.message, where=e.where, node=node_id, field=e.field,
+                               hint=e.hint) for e in (err, *err.also)]
+        errors[0].also = errors[1:]
+        raise errors[0] from None
     return PlanNode(node_id, kind, reg, params, node, path)
+
+
+def _a(word: str) -> str:
+    """``word`` with its indefinite article: 'an arm', 'a ranker'."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 def _choices(registry: Registry, kind: Kind) -> str:
@@ -192,10 +212,17 @@ def _connect_seed(graph: nx.DiGraph, spec: Spec, up: str, arm: PlanNode, path: t
     accepted = arm.registration.cls.seed_types
     if SEED_PORT.get(src_type) not in accepted:
         wants = " or ".join(sorted(accepted)) or "no seeds"
+        kinds = [k.value for k in (Kind.SLOTTER, Kind.ARM)
+                 if SEED_PORT[OUTPUT_TYPE[k]] in accepted]
+        sources = [n for n, d in graph.nodes(data=True)
+                   if d.get("kind") in kinds and n != arm.id]
+        wanted = " or ".join(_a(k) for k in kinds)
+        hint = ("remove this 'from' entry" if not accepted else
+                f"take seeds from {wanted} instead: {', '.join(sources)}" if sources else
+                f"declare {wanted} and take seeds from it")
         raise spec.error(CompileError, f"type mismatch: '{up}' produces {src_type}, but "
                          f"{arm.registration.name} arm '{arm.id}' accepts {wants}", path,
-                         hint="remove this 'from' entry" if not accepted else
-                         "take seeds from a node of the accepted kind")
+                         hint=hint)
     graph.add_edge(up, arm.id, type=src_type, port="seeds")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import difflib
 from collections.abc import Sequence
 from typing import Any
@@ -43,27 +44,46 @@ def _allowed_keys(model: type[BaseModel] | None) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-def _model_at(root: type[BaseModel], path: Sequence[str | int]) -> type[BaseModel] | None:
-    """The pydantic model class describing the mapping at ``path`` (best effort)."""
+def _unwrap(ann: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The model class inside an annotation (``X | None``, ``list[X]``, ``dict[str, X]``)
+    and whether a dict key sits between the field and that model in a value path."""
     import typing
 
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann, False
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin in (dict, collections.abc.Mapping):
+        model, _ = _unwrap(args[1]) if len(args) == 2 else (None, False)
+        return model, model is not None
+    for arg in args:
+        model, keyed = _unwrap(arg)
+        if model is not None:
+            return model, keyed
+    return None, False
+
+
+def _model_at(root: type[BaseModel], path: Sequence[str | int]) -> type[BaseModel] | None:
+    """The pydantic model class describing the mapping at ``path`` (best effort)."""
     model: Any = root
+    dict_key = False          # the next string in the path is a key of a dict[str, Model]
     for part in path:
         if isinstance(part, int):
+            continue
+        if dict_key:
+            dict_key = False
             continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return None
         field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
         if field is None:
             return None
-        ann = field.annotation
-        for arg in (typing.get_args(ann) or (ann,)):
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                model = arg
-                break
-        else:
-            model = None
+        model, dict_key = _unwrap(field.annotation)
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _suggest(key: str, model: type[BaseModel] | None) -> str | None:
+    close = difflib.get_close_matches(key, _allowed_keys(model), n=1)
+    return close[0] if close else None
 
 
 def _sentence(err: dict[str, Any], model: type[BaseModel] | None) -> tuple[str, str | None]:
@@ -73,8 +93,8 @@ def _sentence(err: dict[str, Any], model: type[BaseModel] | None) -> tuple[str, 
     if kind == "extra_forbidden":
         key = str(loc[-1])
         allowed = _allowed_keys(model)
-        close = difflib.get_close_matches(key, allowed, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else (
+        close = _suggest(key, model)
+        hint = f"did you mean '{close}'?" if close else (
             f"valid keys: {', '.join(sorted(allowed))}" if allowed else None)
         return f"unknown key '{key}'", hint
     if kind == "missing":
@@ -96,11 +116,20 @@ def _sentence(err: dict[str, Any], model: type[BaseModel] | None) -> tuple[str, 
 def spec_errors(exc: ValidationError, *, root: type[BaseModel], data: Any, smap: SourceMap,
                 prefix: PathKey = ()) -> SpecError:
     """One :class:`SpecError` for a validation failure; extra errors follow on new lines."""
-    errors = []
+    raw = []
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not isinstance(p, str) or not p.startswith("function-"))
-        full = prefix + loc
         parent = _model_at(root, loc[:-1]) if err["type"] == "extra_forbidden" else None
+        raw.append((err, loc, parent))
+    # A misspelt required key shows up twice: as the unknown key and as the missing one.
+    # Report only the typo (its hint names the missing key) — it is where the fix goes.
+    explained = {(loc[:-1], _suggest(str(loc[-1]), parent))
+                 for err, loc, parent in raw if err["type"] == "extra_forbidden"}
+    errors = []
+    for err, loc, parent in raw:
+        if err["type"] == "missing" and (loc[:-1], loc[-1]) in explained:
+            continue
+        full = prefix + loc
         message, hint = _sentence(dict(err, loc=loc), parent)
         node, field = node_and_field(data, full)
         where = smap.locate(full, key=err["type"] == "extra_forbidden")
