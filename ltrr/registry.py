@@ -86,9 +86,11 @@ def _plugin_manager() -> pluggy.PluginManager:
 
 
 def _collect(registry: Registry, plugin: Any, plugin_name: str, package: str, version: str):
+    # Called per plugin (not through pm.hook) to know which package gave which class.
     impl = getattr(plugin, "ltrr_components", None)
     if impl is None:
         return
+    registry.pm.trace("ltrr_components", f"plugin={plugin_name}", f"package={package}")
     try:
         classes = impl() or []
     except Exception as exc:

@@ -7,6 +7,8 @@ Decision records (logged, and passed to the ``ltrr_decision_made`` hook).
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +25,8 @@ from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.indexing import check_state
 from ltrr.runtime.workspace import Workspace
 from ltrr.types import ArmRequest, Candidate, Decision, PolicyContext, Query, Slot
+
+TRACE = bool(os.environ.get("LTRR_TRACE"))
 
 
 def new_request_id() -> str:
@@ -128,6 +132,9 @@ class Pipeline:
                               ranking=rankings[i], timings_ms=per_query, trace=traces[i],
                               timestamp=now)
                      for i, q in enumerate(queries)]
+        if TRACE:
+            sys.stderr.write("[ltrr trace] node timings (ms, batch of %d): %s\n" % (
+                n, " ".join(f"{key}={v:.3f}" for key, v in timings.items())))
         hook = self.registry.pm.hook.ltrr_decision_made
         for d in decisions:
             hook(decision=d)

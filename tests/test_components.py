@@ -1,0 +1,133 @@
+"""Built-in components on small data: dictionary slotter, static policy, mergers, ranker."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from ltrr.catalog import Catalog
+from ltrr.components import ComponentContext, PlanView
+from ltrr.types import Candidate, Merged, PolicyContext, Query
+from ltrr_plugins.mergers.rrf import RrfMerger, RrfParams
+from ltrr_plugins.mergers.union import UnionMerger
+from ltrr_plugins.policies.static import StaticParams, StaticPolicy
+from ltrr_plugins.rankers.score import ScoreRanker
+from ltrr_plugins.slotters.dictionary import DictionaryParams, DictionarySlotter, normalize
+
+VIEW = PlanView(arms=("lexical", "memory"), slotters=(), budget=100, output_k=10,
+                arm_max_k={"lexical": 1000, "memory": 50})
+
+
+@pytest.fixture()
+def catalog(tmp_path) -> Catalog:
+    pl.DataFrame({
+        "id": ["1", "2", "3", "4", "5"],
+        "name": ["Metallica", "Daft Punk", "Beyoncé", "Iron Maiden", "Punk Rock Band"],
+        "tags": [["heavy metal", "thrash metal"], ["french house", "electronic"],
+                 ["pop", "r&b"], ["heavy metal"], ["punk"]],
+    }).write_parquet(tmp_path / "c.parquet")
+    return Catalog(tmp_path / "c.parquet")
+
+
+def ctx(catalog: Catalog, node: str = "n") -> ComponentContext:
+    return ComponentContext(node, catalog.path.parent / node, catalog.path.parent,
+                            lambda: catalog, VIEW)
+
+
+def slotter(catalog, **params) -> DictionarySlotter:
+    params.setdefault("slots", {"tag": {"column": "tags"},
+                                "artist": {"column": "name", "entity": True}})
+    s = DictionarySlotter(DictionaryParams.model_validate(params), ctx(catalog))
+    s.open()
+    return s
+
+
+def found(s: DictionarySlotter, text: str) -> list[tuple[str, str, str | None]]:
+    return [(x.name, x.value, x.entity_id) for x in s.slot_batch([Query("r", text)])[0]]
+
+
+def test_normalize_folds_case_accents_and_punctuation():
+    assert normalize("  BEYONCÉ!! ") == "beyonce"
+    assert normalize("R&B / Soul") == "r b soul"
+
+
+def test_dictionary_finds_exact_tags_and_entities(catalog):
+    s = slotter(catalog)
+    assert found(s, "heavy metal like Metallica") == [
+        ("tag", "heavy metal", None), ("artist", "Metallica", "1")]
+    assert found(s, "beyonce") == [("artist", "Beyoncé", "3")]
+
+
+def test_dictionary_prefers_the_longest_span(catalog):
+    s = slotter(catalog)
+    # "punk rock band" (an artist) wins over "punk" (a tag) inside it
+    assert found(s, "punk rock band live") == [("artist", "Punk Rock Band", "5")]
+
+
+def test_dictionary_fuzzy_matches_misspellings_with_a_lower_score(catalog):
+    s = slotter(catalog)
+    slots = s.slot_batch([Query("r", "metalica")])[0]
+    assert [(x.value, x.entity_id) for x in slots] == [("Metallica", "1")]
+    assert 0.88 <= slots[0].score < 1.0
+    assert (slots[0].start, slots[0].end) == (0, 8)
+    assert found(slotter(catalog, fuzzy_threshold=100), "metalica") == []
+
+
+def test_dictionary_min_count_drops_rare_values(catalog):
+    s = slotter(catalog, slots={"tag": {"column": "tags", "min_count": 2}})
+    assert found(s, "heavy metal thrash metal") == [("tag", "heavy metal", None)]
+
+
+def test_dictionary_unknown_column_names_node_and_field(catalog):
+    with pytest.raises(Exception) as err:
+        slotter(catalog, slots={"genre": {"column": "genres"}})
+    assert "node 'n'" in str(err.value) and "with.slots.genre.column" in str(err.value)
+
+
+def test_static_policy_default_split_and_checks(catalog):
+    p = StaticPolicy(StaticParams(), ctx(catalog))
+    p.open()
+    (action,) = p.choose_batch([PolicyContext(Query("r", "x"), [])])
+    assert action.allocation == {"lexical": 50, "memory": 50}
+    assert action.probability == 1.0 and action.pmf == [(action.allocation, 1.0)]
+    problems = StaticPolicy.check(StaticParams(allocation={"lexical": 90, "memory": 60,
+                                                           "dense": 5}), VIEW)
+    messages = [p.message for p in problems]
+    assert any("'dense', which is not an arm" in m for m in messages)
+    assert any("allocates 60 to 'memory' but its max_k is 50" in m for m in messages)
+    assert any("sums to 155, more than the budget 100" in m for m in messages)
+
+
+def hits(arm: str, ids: list[str]) -> list[Candidate]:
+    return [Candidate(e, arm, r, 10.0 - r) for r, e in enumerate(ids, 1)]
+
+
+def test_union_dedupes_keeps_provenance_and_interleaves_by_rank(catalog):
+    m = UnionMerger(None, ctx(catalog))
+    out = m.merge({"lexical": hits("lexical", ["a", "b", "c"]),
+                   "memory": hits("memory", ["c", "d"])}, k=10)
+    # rank-1 hits first; among them, one found by more arms first
+    assert [x.entity_id for x in out] == ["c", "a", "d", "b"]
+    c = next(x for x in out if x.entity_id == "c")
+    assert sorted((s.arm, s.rank) for s in c.sources) == [("lexical", 3), ("memory", 1)]
+    assert len(out) == 4
+    assert len(m.merge({"lexical": hits("lexical", list("abcdef"))}, k=3)) == 3
+
+
+def test_rrf_sums_weighted_reciprocal_ranks(catalog):
+    m = RrfMerger(RrfParams(k=60, weights={"memory": 2.0}), ctx(catalog))
+    out = m.merge({"lexical": hits("lexical", ["a", "b"]),
+                   "memory": hits("memory", ["b"])}, k=10)
+    scores = {x.entity_id: x.score for x in out}
+    assert scores["b"] == pytest.approx(1 / 62 + 2 / 61)
+    assert scores["a"] == pytest.approx(1 / 61)
+    assert [x.entity_id for x in out] == ["b", "a"]
+    assert [p.path for p in RrfMerger.check(RrfParams(weights={"nope": 1.0}), VIEW)] == [
+        ("weights", "nope")]
+
+
+def test_score_ranker_orders_by_fused_score_and_cuts_at_k(catalog):
+    r = ScoreRanker(None, ctx(catalog))
+    merged = [Merged("a", 0.1, []), Merged("b", 0.9, []), Merged("c", 0.5, [])]
+    out = r.rank(Query("r", "x"), merged, k=2)
+    assert [(x.rank, x.entity_id) for x in out] == [(1, "b"), (2, "c")]

@@ -1,0 +1,79 @@
+"""Plugin discovery: entry points, duplicate names, bad plugins, disabling, tracing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from ltrr.components import Kind, Ranker
+from ltrr.errors import PluginError
+from ltrr.registry import build_registry
+
+
+class OtherScore(Ranker):
+    """A second ranker claiming the built-in name 'score'."""
+
+    name = "score"
+
+
+def test_builtins_register_through_the_ltrr_entry_points():
+    reg = build_registry()
+    for kind, name in [(Kind.ARM, "bm25"), (Kind.ARM, "entity_lookup"),
+                       (Kind.SLOTTER, "dictionary"), (Kind.POLICY, "static"),
+                       (Kind.MERGER, "union"), (Kind.MERGER, "rrf"), (Kind.RANKER, "score")]:
+        found = reg.find(kind, name)
+        assert found is not None, name
+        assert found.package == "ltrr" and found.summary
+
+
+def test_two_packages_registering_one_name_is_an_error_naming_both():
+    dup = SimpleNamespace(ltrr_components=lambda: [OtherScore])
+    with pytest.raises(PluginError) as err:
+        build_registry(extra=[("my-scores", dup)])
+    text = str(err.value)
+    assert "ranker 'score' is registered twice" in text
+    assert "package 'ltrr'" in text and "plugin 'my-scores'" in text
+
+
+def test_a_plugin_returning_a_non_component_is_rejected_with_its_name():
+    bad = SimpleNamespace(ltrr_components=lambda: [dict])
+    with pytest.raises(PluginError, match="plugin 'junk'.*not a Slotter, Arm"):
+        build_registry(extra=[("junk", bad)])
+
+
+def test_a_failing_plugin_hook_names_the_plugin():
+    def boom():
+        raise RuntimeError("no GPU")
+
+    with pytest.raises(PluginError, match="plugin 'gpu-arms'.*RuntimeError: no GPU"):
+        build_registry(extra=[("gpu-arms", SimpleNamespace(ltrr_components=boom))])
+
+
+def test_disabled_plugins_are_not_loaded(monkeypatch):
+    monkeypatch.setenv("LTRR_DISABLE_PLUGINS", "rrf,union")
+    reg = build_registry()
+    assert reg.find(Kind.MERGER, "rrf") is None and reg.find(Kind.MERGER, "union") is None
+    assert reg.find(Kind.ARM, "bm25") is not None
+
+
+def test_ltrr_trace_prints_hook_calls_and_node_timings(tmp_path):
+    import polars as pl
+
+    pl.DataFrame({"id": ["a", "b"], "name": ["x", "y"]}).write_parquet(tmp_path / "c.parquet")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\ncatalog: {path: c.parquet}\n"
+                    "slotters: [{id: u, use: dictionary, with: {slots: {n: {column: name, "
+                    "entity: true, min_chars: 1}}}}]\n"
+                    "arms: [{id: names, use: entity_lookup, from: [u]}]\n"
+                    "policy: {budget: 5}\noutput: {k: 2}\n")
+    ltrr = os.path.join(os.path.dirname(sys.executable), "ltrr")
+    done = subprocess.run([ltrr, "run", str(spec), "-q", "x", "--format", "jsonl"],
+                          capture_output=True, text=True, env={**os.environ, "LTRR_TRACE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "ltrr_components" in done.stderr          # hook calls
+    assert "ltrr_decision_made" in done.stderr
+    assert "node timings" in done.stderr and "names=" in done.stderr
