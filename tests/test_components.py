@@ -107,7 +107,7 @@ def test_union_dedupes_keeps_provenance_and_interleaves_by_rank(catalog):
     out = m.merge({"lexical": hits("lexical", ["a", "b", "c"]),
                    "memory": hits("memory", ["c", "d"])}, k=10)
     # rank-1 hits first; among them, one found by more arms first
-    assert [x.entity_id for x in out] == ["c", "a", "d", "b"]
+    assert [x.entity_id for x in out] == ["c", "a", "b", "d"]   # then arm order
     c = next(x for x in out if x.entity_id == "c")
     assert sorted((s.arm, s.rank) for s in c.sources) == [("lexical", 3), ("memory", 1)]
     assert len(out) == 4
