@@ -119,19 +119,22 @@ class Pipeline:
         rankings = [ranker.rank(q, m, k_out) for q, m in zip(queries, merged_all)]
         timings["ranker"] = _ms(t)
 
+        per_query: dict[str, float] = {}
+        now = time.time()
+        spec_hash = self.plan.spec.hash
+        decisions = [Decision(request_id=q.request_id, query=q, spec_hash=spec_hash,
+                              slots=slots[i], action=actions[i], candidates=per_query_arms[i],
+                              ranking=rankings[i], timings_ms=per_query, trace=traces[i],
+                              timestamp=now)
+                     for i, q in enumerate(queries)]
+        # total covers the framework's own work; observer hooks and the log write follow
         total = _ms(started)
         arm_ids = set(results)
         inside = arms_ms + sum(v for key, v in timings.items() if key not in arm_ids)
         timings["total"] = total
         timings["framework"] = max(0.0, total - inside)
-        per_query = {key: v / n for key, v in timings.items()}
+        per_query.update({key: v / n for key, v in timings.items()})
         per_query["batch_size"] = n
-        now = time.time()
-        decisions = [Decision(request_id=q.request_id, query=q, spec_hash=self.plan.spec.hash,
-                              slots=slots[i], action=actions[i], candidates=per_query_arms[i],
-                              ranking=rankings[i], timings_ms=per_query, trace=traces[i],
-                              timestamp=now)
-                     for i, q in enumerate(queries)]
         if TRACE:
             sys.stderr.write("[ltrr trace] node timings (ms, batch of %d): %s\n" % (
                 n, " ".join(f"{key}={v:.3f}" for key, v in timings.items())))

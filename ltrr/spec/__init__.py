@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ class Spec:
     def state_dir(self) -> Path:
         return self.resolve(self.model.state_dir or f".ltrr/{self.model.name}")
 
-    @property
+    @cached_property
     def hash(self) -> str:
         """Stable short hash of the validated spec (versions state and decisions)."""
         blob = json.dumps(self.model.model_dump(mode="json", by_alias=True), sort_keys=True)
