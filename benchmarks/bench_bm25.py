@@ -1,0 +1,136 @@
+"""BM25 arm latency and throughput on the music catalog (17,632 artists), k = 100.
+
+* single-query latency, 1000 queries (after 200 warm-up queries, so the JVM has
+  compiled the hot paths), measured two ways, interleaved query by query so that
+  machine noise hits both alike:
+    - arm: ``Bm25Arm.retrieve_batch([one ArmRequest])`` on the component the opened
+      music pipeline holds (fields and boosts of the spec: name^3, tag_text^1);
+    - direct: ``LuceneSearcher.search(text, 100, fields)`` on a second searcher over
+      the same index, the baseline: arm / direct is what the arm wrapper costs.
+* batch throughput: one ``retrieve_batch`` call with 1000 requests (the spec's
+  ``threads`` setting), best and median of 3 repetitions; also
+  ``LuceneSearcher.search_batch(threads=2)`` for reference.
+* a bare pyjnius call (``System.nanoTime()``) gives the Python→Java bridge floor.
+
+Target: arm single-query p50 < 2 ms.
+
+    .venv/bin/python benchmarks/bench_bm25.py [--queries 1000] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import sys
+from time import perf_counter
+
+import _common as c
+
+TARGET_MS = 2.0
+K = 100
+
+
+def main() -> int:
+    p = c.parser(__doc__.splitlines()[0])
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=3, help="batch throughput repetitions")
+    args = p.parse_args()
+    started = perf_counter()
+
+    from ltrr.compiler import load_plan
+    from ltrr.runtime.pipeline import Pipeline, new_request_id
+    from ltrr.types import ArmRequest, Query
+    from ltrr_plugins.arms.lucene import LuceneSearcher, start_jvm
+
+    plan = load_plan(c.MUSIC_SPEC)
+    index = c.ensure_music_index(plan)
+    node = next(n for n in plan.arms if n.registration.name == "bm25")
+    params = node.params
+    fields = None if params.flat else dict(params.fields)
+
+    with Pipeline(plan, log_decisions=False) as pipeline:
+        arm = pipeline.components[node.id]
+        searcher = LuceneSearcher(arm.ctx.state_dir / "lucene", k1=params.k1, b=params.b)
+        try:
+            texts = c.music_queries(pipeline.catalog, args.warmup + args.queries, args.seed + 1)
+            warm, timed = texts[:args.warmup], texts[args.warmup:]
+            requests = [ArmRequest(Query(new_request_id(), q), K) for q in timed]
+
+            c.log(f"warm-up: {len(warm)} queries, both paths")
+            for q in warm:
+                arm.retrieve_batch([ArmRequest(Query(new_request_id(), q), K)])
+                searcher.search(q, K, fields)
+
+            c.log(f"single-query latency: {len(timed)} queries, arm and direct interleaved")
+            arm_ms, direct_ms, hits = [], [], []
+            for i, (q, req) in enumerate(zip(timed, requests)):
+                order = (0, 1) if i % 2 == 0 else (1, 0)   # alternate who goes first
+                for which in order:
+                    if which == 0:
+                        t = perf_counter()
+                        out = arm.retrieve_batch([req])
+                        arm_ms.append((perf_counter() - t) * 1000.0)
+                        hits.append(len(out[0]))
+                    else:
+                        t = perf_counter()
+                        searcher.search(q, K, fields)
+                        direct_ms.append((perf_counter() - t) * 1000.0)
+
+            c.log("bridge floor: 2000 bare pyjnius static calls")
+            from jnius import autoclass
+
+            start_jvm()
+            System = autoclass("java.lang.System")
+            bridge = []
+            for _ in range(2000):
+                t = perf_counter()
+                System.nanoTime()
+                bridge.append((perf_counter() - t) * 1000.0)
+
+            c.log(f"batch throughput: {args.repeats} x retrieve_batch({len(requests)} requests)")
+            arm_qps, search_qps = [], []
+            for _ in range(args.repeats):
+                t = perf_counter()
+                out = arm.retrieve_batch(requests)
+                arm_qps.append(len(requests) / (perf_counter() - t))
+                assert len(out) == len(requests)
+                t = perf_counter()
+                searcher.search_batch(timed, K, fields, threads=2)
+                search_qps.append(len(timed) / (perf_counter() - t))
+        finally:
+            searcher.close()
+
+    a50, a95 = c.median(arm_ms), c.percentile(arm_ms, 95)
+    d50, d95 = c.median(direct_ms), c.percentile(direct_ms, 95)
+    single_rate = 1000.0 / a50
+    metrics = [
+        c.metric(f"bm25 arm single query k={K} (p50)", a50, "ms", target=f"< {TARGET_MS} ms",
+                 passed=a50 < TARGET_MS, baseline=d50, baseline_name="LuceneSearcher.search p50",
+                 note=f"p95 {a95:.3f} ms"),
+        c.metric(f"bm25 arm single query k={K} (p95)", a95, "ms", baseline=d95,
+                 baseline_name="LuceneSearcher.search p95"),
+        c.metric(f"LuceneSearcher.search k={K} (p50)", d50, "ms", target=f"< {TARGET_MS} ms",
+                 passed=d50 < TARGET_MS, note=f"p95 {d95:.3f} ms"),
+        c.metric(f"bm25 arm batch of {len(requests)} throughput (median)", c.median(arm_qps),
+                 "q/s", baseline=single_rate, baseline_name="1 / single-query p50",
+                 note=f"best {max(arm_qps):.0f} q/s; threads={params.threads}", digits=1),
+        c.metric("LuceneSearcher.search_batch threads=2 throughput (median)",
+                 c.median(search_qps), "q/s", baseline=single_rate,
+                 baseline_name="1 / single-query p50", digits=1),
+    ]
+    details = {
+        "k": K, "queries": len(timed), "warmup": len(warm), "seed": args.seed + 1,
+        "fields": fields, "k1": params.k1, "b": params.b, "index": index,
+        "arm_ms": c.summary(arm_ms), "direct_ms": c.summary(direct_ms),
+        "pyjnius_static_call_ms": c.summary(bridge),
+        "arm_batch_qps": [round(x, 1) for x in arm_qps],
+        "search_batch_threads2_qps": [round(x, 1) for x in search_qps],
+        "mean_hits": round(sum(hits) / len(hits), 1),
+        "queries_with_no_hit": sum(h == 0 for h in hits),
+    }
+    c.emit(c.result("bm25", f"BM25 arm on the music catalog, k={K}", metrics, details,
+                    started=started), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

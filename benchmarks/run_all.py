@@ -1,0 +1,244 @@
+"""Run every benchmark, each in its own subprocess, and tabulate the results.
+
+One after the other (never in parallel: they would disturb each other's timings),
+each ``bench_*.py`` writes its JSON to a temporary file; a crash or a timeout is
+recorded as an error row and the next benchmark still runs. The collected results
+go to ``benchmarks/results/latest.json`` and the table, printed here with rich, also
+to ``benchmarks/results/latest.md`` for notes and docs to quote.
+
+Exit status: 0 when every target is met (skipped benchmarks do not count), 1 when a
+target is missed or a benchmark failed to run (``--no-fail`` always exits 0).
+
+    .venv/bin/python benchmarks/run_all.py [--only validate,bm25] [--no-fail]
+    make bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import _common as c
+
+BENCHES = {
+    "validate": "bench_validate.py",
+    "overhead": "bench_overhead.py",
+    "bm25": "bench_bm25.py",
+    "scifact": "bench_scifact.py",
+}
+RESULTS = c.BENCH_DIR / "results"
+
+
+def run_bench(name: str, script: str, timeout: float) -> dict[str, Any]:
+    """Run one bench script; its result JSON, or an error record."""
+    tmp = RESULTS / f"{name}.json.tmp"
+    tmp.unlink(missing_ok=True)
+    cmd = [sys.executable, str(c.BENCH_DIR / script), "--out", str(tmp)]
+    c.log(f"\n=== {name}: {' '.join(cmd[1:2])}")
+    tail: deque[str] = deque(maxlen=30)
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=c.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, errors="replace")
+    assert proc.stderr is not None
+
+    def echo() -> None:   # progress shown live; the tail kept for error reports
+        for line in proc.stderr:
+            line = line.rstrip("\n")
+            tail.append(line)
+            print(f"  [{name}] {line}", file=sys.stderr, flush=True)
+
+    reader = threading.Thread(target=echo, daemon=True)
+    reader.start()
+    timed_out = False
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.kill()           # our own child, by its handle
+        rc = proc.wait()
+    reader.join(timeout=10)
+    seconds = round(time.perf_counter() - started, 2)
+    result = None
+    if tmp.exists():
+        try:
+            result = json.loads(tmp.read_text(encoding="utf-8"))
+        except ValueError:
+            result = None
+        tmp.unlink(missing_ok=True)
+    if result is not None and not timed_out:
+        result["exit_code"] = rc
+        return result
+    why = f"timed out after {timeout:.0f} s" if timed_out else f"exit code {rc}, no result"
+    last = next((line.strip() for line in reversed(tail) if line.strip()), "")
+    if last:
+        why += f": {last[:300]}"
+    return {"bench": name, "title": script, "skipped": False, "reason": None,
+            "error": why, "stderr_tail": list(tail), "metrics": [], "details": {},
+            "exit_code": rc, "seconds": seconds}
+
+
+# --------------------------------------------------------------------------- formatting
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "ms":
+        text = f"{value:.3f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+        return f"{text} ms"
+    if unit == "q/s":
+        return f"{value:,.0f} q/s"
+    if unit == "%":
+        return f"{value:.1f} %"
+    return f"{value:.4f}" + (f" {unit}" if unit else "")
+
+
+def verdict(m: dict, bench: dict) -> str:
+    if bench.get("skipped"):
+        return "SKIP"
+    if m.get("pass") is None:
+        return "—" if not m.get("target") else "?"
+    return "PASS" if m["pass"] else "FAIL"
+
+
+def rows(results: dict[str, dict]) -> list[dict[str, str]]:
+    out = []
+    for name, bench in results.items():
+        if bench.get("error"):
+            out.append({"bench": name, "metric": f"{bench.get('title', name)}", "value": "—",
+                        "target": "—", "result": "ERROR", "baseline": "—", "ratio": "—",
+                        "note": bench["error"]})
+            continue
+        for m in bench["metrics"]:
+            base = "—"
+            if m.get("baseline") is not None:
+                unit = "" if m["name"].startswith("SciFact") else m["unit"]
+                base = fmt(m["baseline"], unit)
+                if m.get("baseline_name"):
+                    base += f" ({m['baseline_name']})"
+            out.append({
+                "bench": name, "metric": m["name"], "value": fmt(m["value"], m["unit"]),
+                "target": m.get("target") or "—", "result": verdict(m, bench),
+                "baseline": base,
+                "ratio": "—" if m.get("ratio") is None else f"×{m['ratio']:.2f}",
+                "note": (bench.get("reason") if bench.get("skipped") else m.get("note")) or "",
+            })
+    return out
+
+
+COLUMNS = [("bench", "bench"), ("metric", "metric"), ("value", "median / value"),
+           ("target", "target"), ("result", "result"), ("baseline", "baseline (same run)"),
+           ("ratio", "ratio"), ("note", "note")]
+
+
+def print_table(table_rows: list[dict[str, str]], header: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    style = {"PASS": "bold green", "FAIL": "bold red", "ERROR": "bold red", "SKIP": "yellow"}
+    table = Table(title=header, title_justify="left", show_lines=False)
+    for key, title in COLUMNS:
+        table.add_column(title, justify="right" if key in ("value", "ratio") else "left",
+                         overflow="fold")
+    for r in table_rows:
+        table.add_row(*[f"[{style[r[k]]}]{r[k]}[/]" if k == "result" and r[k] in style
+                        else r[k] for k, _ in COLUMNS])
+    Console(width=max(160, Console().width)).print(table)
+
+
+def markdown(table_rows: list[dict[str, str]], header_lines: list[str]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = [*header_lines, "",
+             "| " + " | ".join(t for _, t in COLUMNS) + " |",
+             "|" + "|".join("---:" if k in ("value", "ratio") else "---" for k, _ in COLUMNS) + "|"]
+    for r in table_rows:
+        value = r["result"]
+        r = dict(r, result=f"**{value}**" if value in ("FAIL", "ERROR") else value)
+        lines.append("| " + " | ".join(cell(r[k]) for k, _ in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- main
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHES)}")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per benchmark")
+    p.add_argument("--no-fail", action="store_true", help="exit 0 even if a target is missed")
+    args = p.parse_args()
+    names = list(BENCHES)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in BENCHES]
+        if unknown:
+            p.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHES)}")
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = c.environment()
+    load_before = env.get("loadavg_1m")
+    started = time.perf_counter()
+    results = {name: run_bench(name, BENCHES[name], args.timeout) for name in names}
+    try:
+        load_after = round(os.getloadavg()[0], 2)
+    except OSError:
+        load_after = None
+
+    metrics = [(n, m, b) for n, b in results.items() for m in b["metrics"]]
+    targets = [(n, m) for n, m, b in metrics if m.get("pass") is not None and not b.get("skipped")]
+    failed = [f"{n}: {m['name']}" for n, m in targets if not m["pass"]]
+    errors = [f"{n}: {b['error']}" for n, b in results.items() if b.get("error")]
+    skipped = [f"{n}: {b.get('reason')}" for n, b in results.items() if b.get("skipped")]
+    summary = {"targets": len(targets), "passed": len(targets) - len(failed),
+               "failed": failed, "errors": errors, "skipped": skipped}
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    doc = {"generated_at": now, "env": env, "loadavg_1m_before": load_before,
+           "loadavg_1m_after": load_after, "seconds": round(time.perf_counter() - started, 1),
+           "summary": summary, "benches": results}
+
+    tmp = RESULTS / "latest.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(RESULTS / "latest.json")
+
+    table_rows = rows(results)
+    header = (f"ltrr benchmarks — {now} — git {env.get('git', '?')} — "
+              f"{env.get('cpus')} CPUs, load {load_before} → {load_after} — "
+              f"Python {env.get('python')}")
+    verdict_line = (f"{summary['passed']}/{summary['targets']} targets met"
+                    + (f"; {len(errors)} error(s)" if errors else "")
+                    + (f"; {len(skipped)} skipped" if skipped else ""))
+    md_header = [
+        "# ltrr benchmark results", "",
+        f"- generated: {now} by `make bench` (`benchmarks/run_all.py`)",
+        f"- code: git {env.get('git', '?')}; Python {env.get('python')} on {env.get('platform')}",
+        f"- machine: {env.get('cpus')} CPUs, shared and noisy: 1-min load average "
+        f"{load_before} before, {load_after} after",
+        "- values are medians unless the metric says otherwise; baselines are measured in "
+        "the same run, ratio = value / baseline",
+        f"- **{verdict_line}**",
+    ]
+    tmp = RESULTS / "latest.md.tmp"
+    tmp.write_text(markdown(table_rows, md_header), encoding="utf-8")
+    tmp.replace(RESULTS / "latest.md")
+
+    print_table(table_rows, header)
+    print(verdict_line)
+    for line in (*failed, *errors):
+        print(f"  missed: {line}" if line in failed else f"  error: {line}")
+    for line in skipped:
+        print(f"  skipped: {line}")
+    print(f"wrote {(RESULTS / 'latest.json').relative_to(c.ROOT)} and "
+          f"{(RESULTS / 'latest.md').relative_to(c.ROOT)}")
+    return 0 if args.no_fail or not (failed or errors) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
