@@ -170,7 +170,7 @@ def _resolve(spec: Spec, registry: Registry, kind: Kind, node: ComponentSpec,
         if spec.model.requires:
             hint += f"; this spec requires: {', '.join(spec.model.requires)}"
         raise spec.error(CompileError, f"unknown {kind.value} '{node.use}'", use_path,
-                         hint=hint + " (`ltrr plugins` lists what is installed)")
+                         hint=hint + "; `ltrr plugins` lists what is installed")
     try:
         params = reg.cls.Params.model_validate(node.with_)
     except ValidationError as exc:

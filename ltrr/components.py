@@ -118,6 +118,14 @@ class Indexed:
     ``self.ctx.state_dir``.
     """
 
+    def state_key(self) -> dict[str, Any]:
+        """The params the built state depends on (default: all of them).
+
+        Narrow it so that changing a query-time param (a boost, k1) does not force a
+        rebuild; the index is rebuilt when the catalog or this key changes.
+        """
+        return self.params.model_dump(mode="json")
+
     def build(self, out_dir: Path, progress: Callable[[int, int], None]) -> dict[str, Any]:
         """Build state from ``self.ctx.catalog`` into ``out_dir``; return stats to show.
 
@@ -132,6 +140,7 @@ class Slotter(Component):
     kind = Kind.SLOTTER
 
     def slot_batch(self, queries: list[Query]) -> list[list[Slot]]:
+        """Slots found in each query, one list per query, in query order."""
         raise NotImplementedError
 
 
@@ -146,6 +155,11 @@ class Arm(Component):
     seed_types: ClassVar[frozenset[str]] = frozenset()
 
     def retrieve_batch(self, requests: list[ArmRequest]) -> list[list[Candidate]]:
+        """At most ``request.k`` candidates per request, best first, ranks from 1.
+
+        Receives every query of the batch that needs this arm in one call; must return
+        one list per request, in request order. Runs in a worker thread.
+        """
         raise NotImplementedError
 
 
@@ -155,6 +169,7 @@ class Policy(Component):
     kind = Kind.POLICY
 
     def choose_batch(self, contexts: list[PolicyContext]) -> list[Action]:
+        """One action (allocation of the budget over arms, with its pmf) per query."""
         raise NotImplementedError
 
 
@@ -164,6 +179,8 @@ class Merger(Component):
     kind = Kind.MERGER
 
     def merge(self, per_arm: dict[str, list[Candidate]], k: int) -> list[Merged]:
+        """One query's candidates by arm → at most ``k`` merged entities, best first,
+        each keeping every arm hit that found it (provenance)."""
         raise NotImplementedError
 
 
@@ -173,6 +190,7 @@ class Ranker(Component):
     kind = Kind.RANKER
 
     def rank(self, query: Query, merged: list[Merged], k: int) -> list[Ranked]:
+        """The final top ``k`` for one query, ranks from 1."""
         raise NotImplementedError
 
 

@@ -54,7 +54,9 @@ def ltrr_decision_made(decision: Decision) -> None:
 
     Example::
 
+        ARMS_USED = collections.Counter()
+
         @hookimpl
         def ltrr_decision_made(decision):
-            COUNTER[decision.action.allocation.keys().__str__()] += 1
+            ARMS_USED.update(decision.action.allocation)
     """

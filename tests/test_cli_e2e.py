@@ -95,7 +95,12 @@ def test_index_is_idempotent_and_stale_or_missing_indexes_are_reported(spec, tmp
     assert again.returncode == 0 and "up to date" in again.stderr
 
     data = yaml.safe_load(spec.read_text())
-    data["arms"][1]["with"]["k1"] = 1.2                    # params changed → stale
+    data["arms"][1]["with"]["k1"] = 1.2                    # query-time param: still current
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert ltrr("run", str(tuned), "-q", "x").returncode == 0
+
+    data["arms"][1]["with"]["fields"] = {"name": 1.0}      # indexed fields changed → stale
     stale = tmp_path / "stale.yaml"
     stale.write_text(yaml.safe_dump(data, sort_keys=False))
     done = ltrr("run", str(stale), "-q", "x")

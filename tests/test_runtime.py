@@ -138,6 +138,16 @@ def test_seeded_arm_gets_upstream_candidates_even_if_upstream_not_allocated(make
     assert all(c.arm == "expand" for r in d.ranking for c in r.sources)
 
 
+def test_seeds_flow_through_a_chain_where_only_the_last_arm_is_allocated(make):
+    arms = """  - {id: base, use: list}
+  - {id: hop, use: echo_seeds, from: [base], seeds: 4}
+  - {id: last, use: echo_seeds, from: [hop], seeds: 2}"""
+    with make(arms, "{last: 10}") as p:
+        d = p.run(Query("r1", "q"))
+    assert [c.entity_id for c in d.candidates["last"]] == ["a0", "a1"]
+    assert list(d.candidates) == ["last"]
+
+
 def test_decisions_are_logged_durably_with_action_and_timings(make, tmp_path):
     arms = "  - {id: only, use: list}"
     with make(arms, "{only: 8}", merge="rrf") as p:

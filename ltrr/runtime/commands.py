@@ -29,7 +29,8 @@ def index_plan(plan: Plan, *, force: bool = False) -> dict[str, Any]:
     """Build every indexed node's state, skipping those already current."""
     console = Console(stderr=True)
     workspace = Workspace(plan)
-    nodes = [(n, workspace.instantiate(n)) for n in (*plan.slotters, *plan.arms)]
+    every = (*plan.slotters, plan.policy, *plan.arms, plan.merge, plan.ranker)
+    nodes = [(n, workspace.instantiate(n)) for n in every]
     nodes = [(n, c) for n, c in nodes if isinstance(c, Indexed)]
     report: dict[str, Any] = {}
     if not nodes:
@@ -44,7 +45,7 @@ def index_plan(plan: Plan, *, force: bool = False) -> dict[str, Any]:
 
             stats = build_state(comp, update, force=force)
             if stats is None:
-                progress.update(task, description=f"{node.id}: up to date", total=1, completed=1)
+                progress.update(task, total=1, completed=1)
             report[node.id] = stats
     for node_id, stats in report.items():
         what = "up to date (use --force to rebuild)" if stats is None else \

@@ -23,12 +23,12 @@ FORMAT = 1
 
 
 def fingerprint(component: Component) -> str:
-    """Hash of what the node's state depends on: catalog bytes, component, params."""
+    """Hash of what the node's state depends on: catalog bytes, component, its state key."""
     blob = json.dumps({
         "format": FORMAT,
         "catalog": component.ctx.catalog.fingerprint,
         "component": f"{type(component).__module__}.{type(component).__qualname__}",
-        "params": component.params.model_dump(mode="json"),
+        "state": component.state_key(),
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -55,8 +55,8 @@ def check_state(component: Component, spec_path: Path) -> None:
         raise StateError(f"index manifest {state / MANIFEST} is unreadable", node=node,
                          hint=f"{fix} --force")
     if manifest.get("fingerprint") != fingerprint(component):
-        raise StateError("index is stale: the catalog or the node's params changed since "
-                         "it was built", node=node, hint=fix)
+        raise StateError("index is stale: the catalog or the params it was built from "
+                         "changed", node=node, hint=fix)
 
 
 def build_state(component: Component, progress: Callable[[int, int], None], *,

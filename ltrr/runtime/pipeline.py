@@ -172,11 +172,12 @@ class Pipeline:
         n = len(queries)
         results: dict[str, list[list[Candidate] | None]] = {}
         arms_ms = 0.0
+        needs = [self._needs(a.allocation) for a in actions]
         for wave in self.waves:
             pending: list[tuple[str, list[int], Future, float]] = []
             for arm in wave:
                 spec = self._arm_specs[arm]
-                need = [self._need(arm, actions[i].allocation) for i in range(n)]
+                need = [needs[i][arm] for i in range(n)]
                 idx = [i for i in range(n) if need[i] > 0]
                 if not idx:
                     continue
@@ -213,12 +214,17 @@ class Pipeline:
             arms_ms += inside
         return results, arms_ms
 
-    def _need(self, arm: str, allocation: dict[str, int]) -> int:
-        k = allocation.get(arm, 0)
-        for down in self.downstream[arm]:
-            if allocation.get(down, 0) > 0:
-                k = max(k, self._arm_specs[down].seeds)
-        return k
+    def _needs(self, allocation: dict[str, int]) -> dict[str, int]:
+        """How many candidates each arm must produce for one query: its allocation, or
+        more when an arm downstream of it (transitively) runs and takes its seeds."""
+        needs: dict[str, int] = {}
+        for node in reversed(self.plan.arms):            # downstream arms first
+            k = allocation.get(node.id, 0)
+            for down in self.downstream[node.id]:
+                if needs[down] > 0:
+                    k = max(k, self._arm_specs[down].seeds)
+            needs[node.id] = k
+        return needs
 
     def _seeds(self, arm: str, i: int, results, by_slotter) -> list[Candidate]:
         spec = self._arm_specs[arm]

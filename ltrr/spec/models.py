@@ -48,10 +48,11 @@ class ArmSpec(ComponentSpec):
     """A retrieval arm: proposes candidate entities for a query."""
 
     id: NodeId
-    from_: list[NodeId] = Field(default_factory=list, alias="from",
-                                description="Upstream arms whose candidates seed this one.")
+    from_: list[NodeId] = Field(default_factory=list, alias="from", description=(
+        "Upstream arms or slotters whose candidates (or entity slots) seed this arm."))
     deadline_ms: float = Field(1000.0, gt=0, description=(
-        "Per-query time budget; an arm that exceeds it is dropped from the response."))
+        "Time budget per query; a batch call gets deadline_ms × its queries. An arm that "
+        "exceeds it is dropped from those responses, with a note in their trace."))
     max_k: int = Field(1000, gt=0, description="Most candidates this arm may be asked for.")
     seeds: int = Field(10, gt=0, description=(
         "How many top candidates of each upstream arm seed this arm (with `from:`)."))
@@ -65,18 +66,26 @@ class PolicySpec(ComponentSpec):
 
 
 class MergeSpec(ComponentSpec):
+    """Combines the arms' candidates into one list with provenance."""
+
     use: ComponentName = "union"
 
 
 class RankerSpec(ComponentSpec):
+    """Orders the merged candidates into the final results."""
+
     use: ComponentName = "score"
 
 
 class OutputSpec(Model):
+    """What a response returns."""
+
     k: int = Field(10, gt=0, description="Number of results returned per query.")
 
 
 class LogSpec(Model):
+    """The durable decision log (one Parquet part per answered batch)."""
+
     decisions: bool = Field(True, description="Append a Decision record per query.")
     path: str | None = Field(None, description=(
         "Decision log directory, relative to the spec; default <state_dir>/decisions."))
@@ -85,9 +94,10 @@ class LogSpec(Model):
 class PipelineSpec(Model):
     """A whole retrieval-and-ranking pipeline."""
 
-    version: Literal[1] = 1
-    name: NodeId
-    description: str = ""
+    version: Literal[1] = Field(1, description="Spec format version; 1 is the only one.")
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description=(
+        "Pipeline name: names the default state directory and tags TREC runs."))
+    description: str = Field("", description="Free text for humans.")
     requires: list[str] = Field(default_factory=list, description=(
         "Python packages (distributions) providing third-party components this spec uses."))
     catalog: CatalogSpec
@@ -96,7 +106,7 @@ class PipelineSpec(Model):
     slotters: list[SlotterSpec] = Field(default_factory=list)
     arms: list[ArmSpec] = Field(min_length=1)
     policy: PolicySpec
-    merge: MergeSpec = MergeSpec()
-    ranker: RankerSpec = RankerSpec()
-    output: OutputSpec = OutputSpec()
-    log: LogSpec = LogSpec()
+    merge: MergeSpec = Field(MergeSpec(), description="The merge step (default: union).")
+    ranker: RankerSpec = Field(RankerSpec(), description="The ranker (default: score).")
+    output: OutputSpec = Field(OutputSpec(), description="Response size.")
+    log: LogSpec = Field(LogSpec(), description="Decision logging.")

@@ -54,6 +54,10 @@ class Bm25Arm(Arm, Indexed):
                                                                               else str(v))
             yield doc
 
+    def state_key(self) -> dict[str, Any]:
+        # boosts, k1, b, flat and threads are query-time settings: only the fields matter
+        return {"fields": sorted(self.params.fields)}
+
     def build(self, out_dir: Path, progress: Callable[[int, int], None]) -> dict[str, Any]:
         from ltrr_plugins.arms import lucene
 

@@ -8,7 +8,7 @@ from ltrr.types import Candidate, Merged
 
 
 def group_by_entity(per_arm: dict[str, list[Candidate]]) -> dict[str, list[Candidate]]:
-    """Candidates grouped by entity id, in first-seen order (arms in spec order)."""
+    """Candidates grouped by entity id, in first-seen order (arms in the order given)."""
     groups: dict[str, list[Candidate]] = {}
     for candidates in per_arm.values():
         for c in candidates:
@@ -17,7 +17,7 @@ def group_by_entity(per_arm: dict[str, list[Candidate]]) -> dict[str, list[Candi
 
 
 class UnionMerger(Merger):
-    """Union with provenance; ordered by best rank in any arm (round-robin interleave)."""
+    """Union with provenance, ordered by best rank in any arm, then by arms that found it."""
 
     name = "union"
 
