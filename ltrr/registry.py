@@ -86,10 +86,16 @@ def _plugin_manager() -> pluggy.PluginManager:
 
 
 def _collect(registry: Registry, plugin: Any, plugin_name: str, package: str, version: str):
-    # Called per plugin (not through pm.hook) to know which package gave which class.
-    impl = getattr(plugin, "ltrr_components", None)
-    if impl is None:
+    # Called per plugin (not through pm.hook) to know which package gave which class;
+    # only functions marked @hookimpl count, as pluggy itself would decide.
+    impls = [i for i in registry.pm.hook.ltrr_components.get_hookimpls() if i.plugin is plugin]
+    if not impls:
+        if callable(getattr(plugin, "ltrr_components", None)):
+            raise PluginError(f"plugin '{plugin_name}' (package '{package}') defines "
+                              "ltrr_components without @hookimpl",
+                              hint="decorate it with @ltrr.hookspecs.hookimpl")
         return
+    impl = impls[0].function
     registry.pm.trace("ltrr_components", f"plugin={plugin_name}", f"package={package}")
     try:
         classes = impl() or []

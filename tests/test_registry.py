@@ -11,6 +11,7 @@ import pytest
 
 from ltrr.components import Kind, Ranker
 from ltrr.errors import PluginError
+from ltrr.hookspecs import hookimpl
 from ltrr.registry import build_registry
 
 
@@ -31,7 +32,7 @@ def test_builtins_register_through_the_ltrr_entry_points():
 
 
 def test_two_packages_registering_one_name_is_an_error_naming_both():
-    dup = SimpleNamespace(ltrr_components=lambda: [OtherScore])
+    dup = SimpleNamespace(ltrr_components=hookimpl(lambda: [OtherScore]))
     with pytest.raises(PluginError) as err:
         build_registry(extra=[("my-scores", dup)])
     text = str(err.value)
@@ -40,7 +41,7 @@ def test_two_packages_registering_one_name_is_an_error_naming_both():
 
 
 def test_a_plugin_returning_a_non_component_is_rejected_with_its_name():
-    bad = SimpleNamespace(ltrr_components=lambda: [dict])
+    bad = SimpleNamespace(ltrr_components=hookimpl(lambda: [dict]))
     with pytest.raises(PluginError, match="plugin 'junk'.*not a Slotter, Arm"):
         build_registry(extra=[("junk", bad)])
 
@@ -50,7 +51,12 @@ def test_a_failing_plugin_hook_names_the_plugin():
         raise RuntimeError("no GPU")
 
     with pytest.raises(PluginError, match="plugin 'gpu-arms'.*RuntimeError: no GPU"):
-        build_registry(extra=[("gpu-arms", SimpleNamespace(ltrr_components=boom))])
+        build_registry(extra=[("gpu-arms", SimpleNamespace(ltrr_components=hookimpl(boom)))])
+
+
+def test_an_unmarked_hook_function_is_an_error_not_a_silent_registration():
+    with pytest.raises(PluginError, match="without @hookimpl"):
+        build_registry(extra=[("forgetful", SimpleNamespace(ltrr_components=lambda: []))])
 
 
 def test_disabled_plugins_are_not_loaded(monkeypatch):

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from ltrr.compiler import compile_spec
+from ltrr.hookspecs import hookimpl
 from ltrr.components import Arm, Params
 from ltrr.registry import build_registry
 from ltrr.runtime.decision_log import DecisionLog
@@ -64,7 +65,8 @@ class EchoSeedsArm(Arm):
                  for r, s in enumerate(q.seeds[:q.k], 1)] for q in requests]
 
 
-PLUGIN = SimpleNamespace(ltrr_components=lambda: [ListArm, SlowArm, BoomArm, EchoSeedsArm])
+PLUGIN = SimpleNamespace(
+    ltrr_components=hookimpl(lambda: [ListArm, SlowArm, BoomArm, EchoSeedsArm]))
 
 
 @pytest.fixture()
