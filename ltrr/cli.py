@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-log", action="store_true", help="do not append to the decision log")
     sp.add_argument("--batch-size", type=int, default=256)
 
+    sp = cmd("feedback", _feedback, "Ingest feedback events (JSONL or Parquet) and learn from "
+             "them; replaying a file adds nothing twice.")
+    sp.add_argument("events", type=Path, help="events file")
+
     sp = cmd("evaluate", _evaluate, "Run judged queries and report IR metrics (ir-measures).")
     sp.add_argument("--queries", type=Path, required=True, help="TSV or JSONL(.gz) queries")
     sp.add_argument("--qrels", type=Path, required=True, help="TREC or BEIR TSV(.gz) qrels")
@@ -155,6 +159,17 @@ def _run(args) -> int:
 
     plan = load_plan(args.spec)
     run_queries(plan, args)
+    return 0
+
+
+def _feedback(args) -> int:
+    from ltrr.compiler import load_plan
+    from ltrr.feedback.ingest import ingest_file
+
+    report = ingest_file(load_plan(args.spec), args.events)
+    print(f"{report['new']} new of {report['received']} events logged")
+    for node, stats in report["learners"].items():
+        print(f"{node}: " + ", ".join(f"{k}={v}" for k, v in (stats or {}).items()))
     return 0
 
 

@@ -28,7 +28,7 @@ RESERVED_IDS = ("query", "policy", "merge", "ranker", "output")
 # What flows along each kind of edge.
 QUERY, SLOTS, ACTION, CANDIDATES, MERGED, RANKED = (
     "Query", "Slots", "Action", "Candidates", "Merged", "Ranked")
-OUTPUT_TYPE = {Kind.SLOTTER: SLOTS, Kind.POLICY: ACTION, Kind.ARM: CANDIDATES,
+OUTPUT_TYPE = {Kind.ENCODER: "Encoder", Kind.SLOTTER: SLOTS, Kind.POLICY: ACTION, Kind.ARM: CANDIDATES,
                Kind.MERGER: MERGED, Kind.RANKER: RANKED}
 SEED_PORT = {SLOTS: "slots", CANDIDATES: "candidates"}
 
@@ -51,6 +51,7 @@ class Plan:
 
     spec: Spec
     graph: nx.DiGraph
+    encoders: tuple[PlanNode, ...]
     slotters: tuple[PlanNode, ...]
     policy: PlanNode
     arms: tuple[PlanNode, ...]          # topological order (upstream arms first)
@@ -62,8 +63,13 @@ class Plan:
     def model(self) -> PipelineSpec:
         return self.spec.model
 
+    @property
+    def nodes(self) -> tuple[PlanNode, ...]:
+        """Every component node, encoders first, in the order they are opened."""
+        return (*self.encoders, *self.slotters, self.policy, *self.arms, self.merge, self.ranker)
+
     def node(self, node_id: str) -> PlanNode:
-        for n in (*self.slotters, self.policy, *self.arms, self.merge, self.ranker):
+        for n in self.nodes:
             if n.id == node_id:
                 return n
         raise KeyError(node_id)
@@ -79,6 +85,8 @@ def compile_spec(spec: Spec, registry: Registry | None = None) -> Plan:
     _check_requires(spec)
     _check_ids(spec)
 
+    encoders = tuple(_resolve(spec, registry, Kind.ENCODER, e, ("encoders", i), e.id)
+                     for i, e in enumerate(m.encoders))
     slotters = tuple(_resolve(spec, registry, Kind.SLOTTER, s, ("slotters", i), s.id)
                      for i, s in enumerate(m.slotters))
     arms = {a.id: _resolve(spec, registry, Kind.ARM, a, ("arms", i), a.id)
@@ -89,9 +97,12 @@ def compile_spec(spec: Spec, registry: Registry | None = None) -> Plan:
 
     graph = nx.DiGraph()
     graph.add_node("query", kind="source", type=QUERY)
-    for n in (*slotters, policy, *arms.values(), merge, ranker):
+    every = (*encoders, *slotters, policy, *arms.values(), merge, ranker)
+    for n in every:
         graph.add_node(n.id, kind=n.kind.value, use=n.registration.name)
     graph.add_node("output", kind="sink")
+    for n in every:
+        _connect_references(graph, spec, n)
     for s in slotters:
         _connect(graph, spec, "query", s)
         _connect(graph, spec, s.id, policy, port="slots")
@@ -106,12 +117,14 @@ def compile_spec(spec: Spec, registry: Registry | None = None) -> Plan:
     graph.add_edge("ranker", "output", type=RANKED)
 
     order = [n for n in nx.topological_sort(graph) if n in arms]
-    view = PlanView(arms=tuple(arms), slotters=tuple(s.id for s in slotters), budget=m.policy.budget,
-                    output_k=m.output.k, arm_max_k={a.id: a.max_k for a in m.arms})
+    view = PlanView(arms=tuple(arms), slotters=tuple(s.id for s in slotters),
+                    budget=m.policy.budget, output_k=m.output.k,
+                    arm_max_k={a.id: a.max_k for a in m.arms},
+                    encoders=tuple(e.id for e in encoders))
     _check_budget(spec, view)
-    for n in (*slotters, policy, *arms.values(), merge, ranker):
+    for n in every:
         _run_component_checks(spec, n, view)
-    return Plan(spec=spec, graph=graph, slotters=slotters, policy=policy,
+    return Plan(spec=spec, graph=graph, encoders=encoders, slotters=slotters, policy=policy,
                 arms=tuple(arms[a] for a in order), merge=merge, ranker=ranker, view=view)
 
 
@@ -142,7 +155,7 @@ def _check_requires(spec: Spec) -> None:
 
 def _check_ids(spec: Spec) -> None:
     seen: dict[str, tuple] = {}
-    for section in ("slotters", "arms"):
+    for section in ("encoders", "slotters", "arms"):
         for i, node in enumerate(getattr(spec.model, section)):
             path = (section, i, "id")
             if node.id in RESERVED_IDS:
@@ -224,6 +237,24 @@ def _connect_seed(graph: nx.DiGraph, spec: Spec, up: str, arm: PlanNode, path: t
                          f"{arm.registration.name} arm '{arm.id}' accepts {wants}", path,
                          hint=hint)
     graph.add_edge(up, arm.id, type=src_type, port="seeds")
+
+
+def _connect_references(graph: nx.DiGraph, spec: Spec, node: PlanNode) -> None:
+    """Params that name other nodes (``encoder: minilm``) must name one of the right kind."""
+    for field, kind in node.registration.cls.references.items():
+        target = getattr(node.params, field, None)
+        if target is None:
+            continue
+        path = node.path + ("with", field)
+        known = [n for n, d in graph.nodes(data=True) if d.get("kind") == kind.value]
+        if target not in known:
+            close = difflib.get_close_matches(str(target), known, n=1)
+            hint = (f"did you mean '{close[0]}'?" if close else
+                    f"declare it under '{kind.value}s:'" if not known else
+                    f"{kind.value}s: {', '.join(known)}")
+            raise spec.error(CompileError, f"'{target}' is not a declared {kind.value}", path,
+                             hint=hint)
+        graph.add_edge(target, node.id, type=kind.value.capitalize(), port=field)
 
 
 def _check_acyclic(graph: nx.DiGraph, spec: Spec) -> None:

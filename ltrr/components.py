@@ -19,12 +19,16 @@ from pydantic import BaseModel, ConfigDict
 from ltrr.types import Action, ArmRequest, Candidate, Merged, PolicyContext, Query, Ranked, Slot
 
 if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
+
     from ltrr.catalog import Catalog
 
 
 class Kind(str, enum.Enum):
     """Component kinds, in the order a query meets them."""
 
+    ENCODER = "encoder"
     SLOTTER = "slotter"
     POLICY = "policy"
     ARM = "arm"
@@ -61,6 +65,7 @@ class PlanView:
     budget: int
     output_k: int
     arm_max_k: dict[str, int] = field(default_factory=dict)
+    encoders: tuple[str, ...] = ()
 
 
 @dataclass
@@ -72,22 +77,40 @@ class ComponentContext:
     spec_dir: Path
     catalog_loader: Callable[[], "Catalog"]
     plan: PlanView
+    node_loader: Callable[[str], "Component"] | None = None
 
     @property
     def catalog(self) -> "Catalog":
         return self.catalog_loader()
 
     def resolve(self, path: str | Path) -> Path:
+        """A path from the node's params, resolved against the spec's folder."""
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.spec_dir / p).resolve()
 
+    def node(self, node_id: str) -> "Component":
+        """Another node of the plan (e.g. an encoder named in params), opened, shared."""
+        if self.node_loader is None:
+            raise RuntimeError("no plan nodes are available in this context")
+        return self.node_loader(node_id)
+
+    @property
+    def learned_dir(self) -> Path:
+        """Where a learner keeps what it learned from feedback (survives re-indexing)."""
+        return self.state_dir.with_name(self.state_dir.name + ".learned")
+
 
 class Component:
-    """Common base: construction, lifecycle, compile-time checks."""
+    """Common base: construction, lifecycle, compile-time checks.
+
+    ``references`` maps params fields that name other nodes to the kind they must
+    be (``{"encoder": Kind.ENCODER}``); the compiler checks them and draws the edge.
+    """
 
     kind: ClassVar[Kind]
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = Params
+    references: ClassVar[dict[str, Kind]] = {}
 
     def __init__(self, params: BaseModel, ctx: ComponentContext):
         self.params = params
@@ -131,6 +154,39 @@ class Indexed:
 
         Call ``progress(done, total)`` as work advances (drives the progress bar).
         """
+        raise NotImplementedError
+
+
+class Learner:
+    """Mixin for components that learn from feedback (``ltrr feedback``, ``ltrr train``).
+
+    ``learn`` gets new interactions — feedback events joined to the decisions they
+    answer (see :func:`ltrr.feedback.interactions`) — and must persist what it
+    learned atomically under ``self.ctx.learned_dir`` before returning.
+    """
+
+    def learn(self, interactions: "pl.DataFrame") -> dict[str, Any]:
+        """Update from new interactions; return stats to show."""
+        raise NotImplementedError
+
+
+class Encoder(Component):
+    """Turns texts into vectors (shared by the arms that name it)."""
+
+    kind = Kind.ENCODER
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        raise NotImplementedError
+
+    def identity(self) -> str:
+        """What determines the vectors (model and settings): part of index fingerprints."""
+        return f"{self.name}:{self.params.model_dump_json()}"
+
+    def encode(self, texts: list[str], progress: Callable[[int, int], None] | None = None
+               ) -> "np.ndarray":
+        """``(len(texts), dim)`` float32 vectors, L2-normalised, in order."""
         raise NotImplementedError
 
 
@@ -195,6 +251,6 @@ class Ranker(Component):
 
 
 KIND_BASES: dict[Kind, type[Component]] = {
-    Kind.SLOTTER: Slotter, Kind.POLICY: Policy, Kind.ARM: Arm,
+    Kind.ENCODER: Encoder, Kind.SLOTTER: Slotter, Kind.POLICY: Policy, Kind.ARM: Arm,
     Kind.MERGER: Merger, Kind.RANKER: Ranker,
 }

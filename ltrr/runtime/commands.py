@@ -29,24 +29,26 @@ def index_plan(plan: Plan, *, force: bool = False) -> dict[str, Any]:
     """Build every indexed node's state, skipping those already current."""
     console = Console(stderr=True)
     workspace = Workspace(plan)
-    every = (*plan.slotters, plan.policy, *plan.arms, plan.merge, plan.ranker)
-    nodes = [(n, workspace.instantiate(n)) for n in every]
+    nodes = [(n, workspace.instantiate(n)) for n in plan.nodes]
     nodes = [(n, c) for n, c in nodes if isinstance(c, Indexed)]
     report: dict[str, Any] = {}
     if not nodes:
         console.print("nothing to index: no node of this pipeline keeps an index")
         return report
-    with _progress(console) as progress:
-        for node, comp in nodes:
-            task = progress.add_task(f"{node.id} ({node.registration.name})", total=None)
+    try:
+        with _progress(console) as progress:
+            for node, comp in nodes:
+                task = progress.add_task(f"{node.id} ({node.registration.name})", total=None)
 
-            def update(done: int, total: int, task=task) -> None:
-                progress.update(task, completed=done, total=total)
+                def update(done: int, total: int, task=task) -> None:
+                    progress.update(task, completed=done, total=total)
 
-            stats = build_state(comp, update, force=force)
-            if stats is None:
-                progress.update(task, total=1, completed=1)
-            report[node.id] = stats
+                stats = build_state(comp, update, force=force)
+                if stats is None:
+                    progress.update(task, total=1, completed=1)
+                report[node.id] = stats
+    finally:
+        workspace.close()
     for node_id, stats in report.items():
         what = "up to date (use --force to rebuild)" if stats is None else \
             ", ".join(f"{k}={v}" for k, v in stats.items())

@@ -1,22 +1,16 @@
-"""Durable, append-only decision log: one Parquet part file per appended batch.
+"""Durable, append-only decision log: one Parquet part per answered batch.
 
-Parts are written atomically (temp + fsync + rename) and never modified, so a
-reader (``polars.scan_parquet(dir / "*.parquet")``, DuckDB) sees whole batches
-only, and a crash loses at most the batch being written.
+Read it with ``polars.scan_parquet(<state_dir>/decisions/*.parquet)`` or DuckDB.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import time
-import uuid
 from pathlib import Path
 
 import polars as pl
 
-from ltrr.state import atomic_write_bytes
+from ltrr.parquet_log import ParquetLog
 from ltrr.types import Decision
 
 _CANDIDATE = pl.Struct({"entity_id": pl.String, "arm": pl.String, "rank": pl.Int32,
@@ -64,26 +58,15 @@ def decision_row(d: Decision) -> dict:
     }
 
 
-class DecisionLog:
+class DecisionLog(ParquetLog):
     """Appends decisions under ``directory`` as immutable Parquet parts."""
 
     def __init__(self, directory: Path):
-        self.directory = Path(directory)
+        super().__init__(directory, SCHEMA)
 
     def append(self, decisions: list[Decision]) -> Path | None:
+        """Log a batch of decisions as one part."""
         if not decisions:
             return None
-        frame = pl.DataFrame([decision_row(d) for d in decisions], schema=SCHEMA)
-        name = f"part-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
-        path = self.directory / name
-        buf = io.BytesIO()
-        frame.write_parquet(buf, compression="zstd")
-        atomic_write_bytes(path, buf.getvalue())
-        return path
-
-    def read(self) -> pl.DataFrame:
-        """Every logged decision, oldest part first."""
-        parts = sorted(self.directory.glob("part-*.parquet"))
-        if not parts:
-            return SCHEMA.to_frame()
-        return pl.concat([pl.read_parquet(p) for p in parts])
+        return self.append_frame(pl.DataFrame([decision_row(d) for d in decisions],
+                                              schema=SCHEMA))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ltrr.compiler import Plan
 
-_STAGE = {"source": 0, "slotter": 1, "policy": 2, "arm": 3, "merger": 5, "ranker": 6, "sink": 7}
+_STAGE = {"source": 0, "encoder": 1, "slotter": 1, "policy": 2, "arm": 3, "merger": 5,
+          "ranker": 6, "sink": 7}
 
 
 def _label(plan: Plan, node: str) -> str:
@@ -42,7 +43,7 @@ def draw_png(plan: Plan, path: Path) -> None:
                                       if kind == "arm" else 0)
     nx.set_node_attributes(g, layer, "layer")
     pos = nx.multipartite_layout(g, subset_key="layer")
-    colors = {"source": "#dddddd", "slotter": "#b3d9ff", "policy": "#ffd9b3", "arm": "#c2f0c2",
+    colors = {"encoder": "#fff2b3", "source": "#dddddd", "slotter": "#b3d9ff", "policy": "#ffd9b3", "arm": "#c2f0c2",
               "merger": "#f0c2f0", "ranker": "#ffb3b3", "sink": "#dddddd"}
     fig, ax = plt.subplots(figsize=(2.2 * (max(layer.values()) + 1), 1.2 + 1.1 * max(
         sum(1 for v in layer.values() if v == lv) for lv in set(layer.values()))))

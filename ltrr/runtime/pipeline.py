@@ -46,8 +46,7 @@ class Pipeline:
         spec = plan.spec
         self.workspace = Workspace(plan)
         self.components: dict[str, Component] = {
-            node.id: self.workspace.instantiate(node)
-            for node in (*plan.slotters, plan.policy, *plan.arms, plan.merge, plan.ranker)}
+            node.id: self.workspace.instantiate(node) for node in plan.nodes}
         self.waves = _waves(plan)
         self.downstream = {a.id: [d.id for d in plan.arms if a.id in plan.upstream(d.id)]
                            for a in plan.arms}
@@ -60,8 +59,9 @@ class Pipeline:
         if check:
             for comp in self.components.values():
                 check_state(comp, spec.path)
-        for comp in self.components.values():
+        for node_id, comp in self.components.items():   # encoders first: arms use them
             comp.open()
+            self.workspace.adopt(node_id, comp)
 
     @property
     def catalog(self) -> Catalog:
@@ -69,8 +69,7 @@ class Pipeline:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        for comp in self.components.values():
-            comp.close()
+        self.workspace.close()
 
     def __enter__(self) -> "Pipeline":
         return self

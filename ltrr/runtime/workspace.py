@@ -1,4 +1,4 @@
-"""A compiled plan's surroundings: its catalog (loaded once, lazily) and component factory."""
+"""A compiled plan's surroundings: its catalog (loaded once, lazily) and its components."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ from ltrr.components import Component, ComponentContext
 
 
 class Workspace:
-    """Builds the components of a plan, sharing one lazily loaded catalog."""
+    """Builds the components of a plan, sharing one lazily loaded catalog.
+
+    :meth:`opened` returns a node's component opened once and shared: that is how
+    an arm reaches the encoder it names (``ctx.node("minilm")``).
+    """
 
     def __init__(self, plan: Plan):
         self.plan = plan
         self._catalog: Catalog | None = None
+        self._opened: dict[str, Component] = {}
 
     @property
     def catalog(self) -> Catalog:
@@ -26,5 +31,23 @@ class Workspace:
         spec = self.plan.spec
         ctx = ComponentContext(node_id=node.id, state_dir=spec.state_dir / node.id,
                                spec_dir=spec.base_dir, catalog_loader=lambda: self.catalog,
-                               plan=self.plan.view)
+                               plan=self.plan.view, node_loader=self.opened)
         return node.registration.cls(node.params, ctx)
+
+    def opened(self, node_id: str) -> Component:
+        """The shared, opened component of ``node_id`` (instantiated on first use)."""
+        comp = self._opened.get(node_id)
+        if comp is None:
+            comp = self.instantiate(self.plan.node(node_id))
+            comp.open()
+            self._opened[node_id] = comp
+        return comp
+
+    def adopt(self, node_id: str, component: Component) -> None:
+        """Register an already opened component as the shared one for ``node_id``."""
+        self._opened[node_id] = component
+
+    def close(self) -> None:
+        for comp in self._opened.values():
+            comp.close()
+        self._opened.clear()

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ValidationError
 from ltrr.errors import SpecError
 from ltrr.spec.loader import PathKey, SourceMap
 
-_NODE_LISTS = ("slotters", "arms")
-_SINGLETONS = ("policy", "merge", "ranker", "catalog", "output", "log")
+_NODE_LISTS = ("encoders", "slotters", "arms")
+_SINGLETONS = ("policy", "merge", "ranker", "catalog", "output", "log", "feedback")
 
 
 def node_and_field(data: Any, path: PathKey) -> tuple[str | None, str | None]:

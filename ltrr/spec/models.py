@@ -38,6 +38,12 @@ class ComponentSpec(Model):
                                   description="The component's parameters.")
 
 
+class EncoderSpec(ComponentSpec):
+    """A text encoder (e.g. a sentence-transformers model) that arms refer to by id."""
+
+    id: NodeId
+
+
 class SlotterSpec(ComponentSpec):
     """A query-understanding step: finds slots (tags, entities, ...) in the query."""
 
@@ -91,6 +97,15 @@ class LogSpec(Model):
         "Decision log directory, relative to the spec; default <state_dir>/decisions."))
 
 
+class FeedbackSpec(Model):
+    """How feedback events count: a weight per event type (reward and learning signal)."""
+
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"click": 1.0, "play": 1.0, "favorite": 2.0, "purchase": 3.0,
+                                 "skip": -0.5, "impression": 0.0},
+        description="Weight of each event type; types not listed are rejected on ingestion.")
+
+
 class PipelineSpec(Model):
     """A whole retrieval-and-ranking pipeline."""
 
@@ -103,6 +118,8 @@ class PipelineSpec(Model):
     catalog: CatalogSpec
     state_dir: str | None = Field(None, description=(
         "Where indexes, models and logs live, relative to the spec; default .ltrr/<name>."))
+    encoders: list[EncoderSpec] = Field(default_factory=list, description=(
+        "Text encoders, shared by the arms that name them."))
     slotters: list[SlotterSpec] = Field(default_factory=list)
     arms: list[ArmSpec] = Field(min_length=1)
     policy: PolicySpec
@@ -110,3 +127,4 @@ class PipelineSpec(Model):
     ranker: RankerSpec = Field(RankerSpec(), description="The ranker (default: score).")
     output: OutputSpec = Field(OutputSpec(), description="Response size.")
     log: LogSpec = Field(LogSpec(), description="Decision logging.")
+    feedback: FeedbackSpec = Field(FeedbackSpec(), description="Feedback event weights.")
