@@ -131,3 +131,20 @@ def test_score_ranker_orders_by_fused_score_and_cuts_at_k(catalog):
     merged = [Merged("a", 0.1, []), Merged("b", 0.9, []), Merged("c", 0.5, [])]
     out = r.rank(Query("r", "x"), merged, k=2)
     assert [(x.rank, x.entity_id) for x in out] == [(1, "b"), (2, "c")]
+
+
+def test_weighted_fusion_normalises_each_arm_then_weights(catalog):
+    from ltrr_plugins.mergers.weighted import WeightedMerger, WeightedParams, normalized
+
+    lexical = [Candidate("a", "lexical", 1, 30.0), Candidate("b", "lexical", 2, 10.0)]
+    dense = [Candidate("b", "dense", 1, 0.9), Candidate("c", "dense", 2, 0.5),
+             Candidate("d", "dense", 3, 0.1)]
+    m = WeightedMerger(WeightedParams(weights={"dense": 2.0}), ctx(catalog))
+    scores = {x.entity_id: x.score for x in m.merge({"lexical": lexical, "dense": dense}, 10)}
+    # minmax: lexical a=1, b=0; dense b=1, c=0.5, d=0 (x2)
+    assert scores == pytest.approx({"a": 1.0, "b": 2.0, "c": 1.0, "d": 0.0})
+    z = normalized([1.0, 2.0, 3.0], WeightedParams(normalize="zscore").normalize)
+    assert z == pytest.approx([-1.2247449, 0.0, 1.2247449])
+    assert normalized([5.0, 5.0], WeightedParams().normalize) == [1.0, 1.0]
+    assert [p.path for p in WeightedMerger.check(WeightedParams(weights={"x": 1}), VIEW)] == [
+        ("weights", "x")]
