@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 from ltrr.catalog import Catalog
 from ltrr.compiler import Plan
-from ltrr.components import Component
+from ltrr.components import Component, Indexed
+from ltrr.errors import LtrrError, StateError
 from ltrr.registry import Registry, default_registry
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.indexing import check_state
@@ -60,7 +61,7 @@ class Pipeline:
             for comp in self.components.values():
                 check_state(comp, spec.path)
         for node_id, comp in self.components.items():   # encoders first: arms use them
-            comp.open()
+            _open(comp, spec.path)
             self.workspace.adopt(node_id, comp)
 
     @property
@@ -236,6 +237,21 @@ class Pipeline:
             elif results.get(up) and results[up][i]:
                 seeds.extend(results[up][i][: spec.seeds])
         return seeds
+
+
+def _open(comp: Component, spec_path) -> None:
+    """Open a component; a failure to load built state becomes a StateError with the fix."""
+    try:
+        comp.open()
+    except LtrrError:
+        raise
+    except Exception as exc:
+        if not isinstance(comp, Indexed):
+            raise
+        raise StateError(f"cannot load its index from {comp.ctx.state_dir} "
+                         f"({type(exc).__name__}: {exc}); it may be corrupt",
+                         node=comp.ctx.node_id,
+                         hint=f"rebuild it with `ltrr index {spec_path} --force`") from exc
 
 
 def _timed(fn: Callable, arg):
