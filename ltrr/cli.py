@@ -86,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="ir-measures names (default: nDCG@10 R@100 R@1000 RR@10)")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sp.add_argument("--run", type=Path, help="also write the run in TREC format here")
+    sp.add_argument("--by", metavar="FIELD",
+                    help="also report the measures per value of this JSONL query field "
+                         "(e.g. --by type)")
+    sp.add_argument("--per-arm", action="store_true",
+                    help="also score each arm's own candidates (what the pipeline took from "
+                         "it, in its rank order), e.g. with --measures R@10 R@100")
     sp.add_argument("--batch-size", type=int, default=256)
     return p
 

@@ -5,6 +5,7 @@ Metrics come from ir-measures (pytrec_eval underneath), not hand-written code.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,151 @@ def evaluate_run(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, in
     return {"measures": {str(m): aggregate[m] for m in parsed},
             "queries": len(run), "judged_queries": len(set(run) & set(qrels)),
             "per_query": per_query}
+
+
+# --- grouped and per-arm evaluation ---------------------------------------------------------
+
+MISSING = "(none)"      # group of a query whose JSONL line lacks the --by field
+
+
+def read_query_fields(path: Path) -> dict[str, dict[str, Any]]:
+    """Every field of each JSONL query line, by query id (the id as ``read_queries`` reads it).
+
+    ``read_queries`` keeps only id, text, user and context; ``--by`` needs the rest (``type``,
+    ``target``, ...), so the file is read again here.
+    """
+    path = Path(path)
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    if Path(name).suffix.lower() not in (".jsonl", ".json", ".ndjson"):
+        raise RunError("--by needs a JSONL query file (a TSV line has no fields to group by)",
+                       where=Location(str(path)),
+                       hint='write the queries as JSONL: {"id": ..., "query": ..., "type": ...}')
+    fields: dict[str, dict[str, Any]] = {}
+    for n, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise RunError(f"invalid JSON: {exc}", where=Location(str(path), n)) from None
+        if isinstance(obj, dict):
+            fields[str(obj.get("id", obj.get("_id", n)))] = obj
+    return fields
+
+
+def groups_by(fields: dict[str, dict[str, Any]], qids: list[str], by: str,
+              path: Path | str = "queries") -> dict[str, str]:
+    """Query id → group label: the value of field ``by`` (as text), ``(none)`` if absent."""
+    present = [q for q in qids if by in fields.get(q, {})]
+    if not present:
+        seen = sorted({k for q in qids for k in fields.get(q, {})} - {"query", "text"})
+        raise RunError(f"no judged query has a field '{by}'", where=Location(str(path)),
+                       field="--by", hint=f"fields in the file: {', '.join(seen) or 'none'}")
+    out = {}
+    for q in qids:
+        value = fields.get(q, {}).get(by, MISSING)
+        out[q] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return out
+
+
+def arm_runs(decisions: list[Decision], arms: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per arm, an ir-measures run of the candidates the pipeline took from it.
+
+    ``Decision.candidates[arm]`` is in the arm's own rank order; scores are ``1/rank`` so
+    that order survives ties in the arm's scores. A query where the arm contributed nothing
+    (not allocated, failed, found nothing) has an empty list, which scores 0.
+    """
+    return {arm: {d.request_id: {c.entity_id: 1.0 / c.rank
+                                 for c in d.candidates.get(arm, ())}
+                  for d in decisions}
+            for arm in arms}
+
+
+def _aggregate(run, qrels, qids, parsed) -> dict[str, float]:
+    import ir_measures
+
+    sub_qrels = {q: qrels[q] for q in qids if q in qrels}
+    sub_run = {q: run.get(q, {}) for q in qids}
+    values = ir_measures.calc_aggregate(parsed, sub_qrels, sub_run)
+    return {str(m): float(values.get(m, 0.0)) for m in parsed}
+
+
+def evaluate_breakdown(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]],
+                       measures, *, groups: dict[str, str] | None = None,
+                       arms: dict[str, dict[str, dict[str, float]]] | None = None
+                       ) -> dict[str, Any]:
+    """Measures per group of queries and per arm (× group), all computed by ir-measures.
+
+    ``groups`` maps query id → label (order of first appearance is kept); ``arms`` maps arm
+    id → its run (see :func:`arm_runs`). Queries are those of ``run`` with judgements.
+    Returns ``{"groups": {label: {"queries", "measures"}}, "arms": {arm: {"measures",
+    "queries_with_candidates", "groups": {label: {...}}}}}`` (keys present when asked for).
+    """
+    parsed = parse_measures(list(measures))
+    qids = [q for q in run if q in qrels]
+    members: dict[str, list[str]] = {}
+    if groups is not None:
+        for q in qids:
+            members.setdefault(groups.get(q, MISSING), []).append(q)
+    out: dict[str, Any] = {}
+    if groups is not None:
+        out["groups"] = {g: {"queries": len(qs), "measures": _aggregate(run, qrels, qs, parsed)}
+                         for g, qs in members.items()}
+    if arms is not None:
+        out["arms"] = {}
+        for arm, arun in arms.items():
+            entry: dict[str, Any] = {
+                "measures": _aggregate(arun, qrels, qids, parsed),
+                "queries_with_candidates": sum(bool(arun.get(q)) for q in qids)}
+            if groups is not None:
+                entry["groups"] = {
+                    g: {"queries": len(qs),
+                        "queries_with_candidates": sum(bool(arun.get(q)) for q in qs),
+                        "measures": _aggregate(arun, qrels, qs, parsed)}
+                    for g, qs in members.items()}
+            out["arms"][arm] = entry
+    return out
+
+
+def print_evaluation(result: dict[str, Any], name: str, n_queries: int,
+                     console=None) -> None:
+    """The tables of ``ltrr evaluate``: overall, by group, and per arm (one per measure)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    measures = list(result["measures"])
+    groups = result.get("groups")
+    arms = result.get("arms")
+    title = f"{name}: {n_queries} judged queries"
+    if groups is None and arms is None:
+        table = Table("measure", "value", title=title, title_justify="left", box=None)
+        for m, value in result["measures"].items():
+            table.add_row(m, f"{value:.4f}")
+        console.print(table)
+        return
+    # (label, queries, the ranking's measures, the group key into arms' entries or None)
+    rows = [(g, e["queries"], e["measures"], g) for g, e in (groups or {}).items()]
+    rows.append(("all", result["judged_queries"], result["measures"], None))
+    label = result.get("by", "")
+    console.print(f"[bold]{title}[/bold]: the ranking" + (f", by {label}" if label else ""))
+    table = Table(label or "queries", "n", *measures, box=None)
+    for column in table.columns[1:]:
+        column.justify = "right"
+    for g, n, values, _ in rows:
+        table.add_row(g, str(n), *(f"{values[m]:.4f}" for m in measures))
+    console.print(table)
+    if not arms:
+        return
+    for m in measures:
+        console.print()
+        console.print(f"[bold]{m}[/bold] of the ranking and of each arm's candidates"
+                      + (f", by {label}" if label else ""))
+        table = Table(label or "queries", "n", "ranking", *arms, box=None)
+        for column in table.columns[1:]:
+            column.justify = "right"
+        for g, n, values, key in rows:
+            per_arm = [(arms[a] if key is None else arms[a]["groups"][key])["measures"][m]
+                       for a in arms]
+            table.add_row(g, str(n), f"{values[m]:.4f}", *(f"{v:.4f}" for v in per_arm))
+        console.print(table)

@@ -103,11 +103,17 @@ def write_trec(decisions: list[Decision], out: TextIO, tag: str, k: int | None =
 
 
 def evaluate_plan(plan: Plan, args) -> dict[str, Any]:
-    """``ltrr evaluate``: answer the judged queries, score the ranking with ir-measures."""
-    from rich.table import Table
+    """``ltrr evaluate``: answer the judged queries, score the ranking with ir-measures.
 
-    from ltrr.evaluation import DEFAULT_MEASURES, evaluate_run, parse_measures, read_qrels, run_of
+    ``--by FIELD`` also scores each group of queries sharing a value of that JSONL field;
+    ``--per-arm`` also scores each arm's own candidate list (``Decision.candidates``).
+    """
+    from ltrr.evaluation import (
+        DEFAULT_MEASURES, arm_runs, evaluate_breakdown, evaluate_run, groups_by,
+        parse_measures, print_evaluation, read_qrels, read_query_fields, run_of)
 
+    by = getattr(args, "by", None)
+    per_arm = getattr(args, "per_arm", False)
     qrels = read_qrels(args.qrels)
     measures = args.measures or list(DEFAULT_MEASURES)
     parse_measures(measures)    # fail on a bad measure name before running anything
@@ -115,24 +121,30 @@ def evaluate_plan(plan: Plan, args) -> dict[str, Any]:
     if not queries:
         raise RunError("no query id in the query file has judgements in the qrels",
                        hint="check that both files use the same query ids")
+    groups = None
+    if by:                      # fail on a bad --by before running anything
+        groups = groups_by(read_query_fields(args.queries), [q.request_id for q in queries],
+                           by, args.queries)
     with Pipeline(plan, log_decisions=False) as pipeline:
         decisions = answer(pipeline, queries, args.batch_size)
     if args.run:
         with open(args.run, "w", encoding="utf-8") as f:
             write_trec(decisions, f, plan.model.name)
-    result = evaluate_run(run_of(decisions), qrels, measures)
+    run = run_of(decisions)
+    result = evaluate_run(run, qrels, measures)
     totals = [d.timings_ms["total"] for d in decisions]
     result["median_ms_per_query"] = sorted(totals)[len(totals) // 2]
     result["pipeline"] = plan.model.name
     result["spec_hash"] = plan.spec.hash
+    if by or per_arm:
+        arms = arm_runs(decisions, [a.id for a in plan.arms]) if per_arm else None
+        result.update(evaluate_breakdown(run, qrels, measures, groups=groups, arms=arms))
+        if by:
+            result["by"] = by
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "per_query"}, indent=2))
     else:
-        table = Table("measure", "value", title=f"{plan.model.name}: {len(queries)} judged "
-                      "queries", title_justify="left", box=None)
-        for name, value in result["measures"].items():
-            table.add_row(name, f"{value:.4f}")
-        Console().print(table)
+        print_evaluation(result, plan.model.name, len(queries), Console())
     return result
 
 

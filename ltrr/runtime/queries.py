@@ -22,11 +22,12 @@ def _stem_suffix(path: Path) -> str:
     return Path(name).suffix.lower()
 
 
-def read_queries(path: Path) -> list[Query]:
+def read_queries(path: Path | str) -> list[Query]:
     """TSV: ``id<TAB>query`` per line. JSONL: ``{"id", "query" | "text", "user_id"?}``.
 
     Errors name the file and line.
     """
+    path = Path(path)
     try:
         lines = read_text(Path(path)).splitlines()
     except FileNotFoundError:
