@@ -119,3 +119,22 @@ def test_feedback_cli_reports_new_events(tmp_path):
     assert "0 new of 1 events logged" in done.stdout
     log = pl.read_parquet(tmp_path / ".ltrr/t/events/*.parquet")
     assert log["entity_id"].to_list() == ["a"]
+
+
+def test_a_failed_learner_catches_up_on_the_next_ingestion(plan, tmp_path, monkeypatch):
+    plan, _ = plan
+    first = write(tmp_path / "a.jsonl", [{"entity_id": "a1", "type": "click", "query": "x"}])
+
+    def broken(self, interactions):
+        raise RuntimeError("learner crashed")
+
+    monkeypatch.setattr(RecordingArm, "learn", broken)
+    with pytest.raises(RuntimeError):
+        ingest(plan, read_events(first))
+    monkeypatch.undo()
+    SEEN.clear()
+    second = write(tmp_path / "b.jsonl", [{"entity_id": "a2", "type": "play", "query": "y"}])
+    report = ingest(plan, read_events(second))
+    assert report["learners"]["rec"] == {"rows": 2}          # the missed event and the new one
+    assert sorted(SEEN[0]["entity_id"].to_list()) == ["a1", "a2"]
+    assert ingest(plan, read_events(second))["learners"] == {}   # nothing pending

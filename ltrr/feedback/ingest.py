@@ -1,4 +1,11 @@
-"""``ltrr feedback``: log new events durably, then let every learner learn from them."""
+"""``ltrr feedback``: log new events durably, then let every learner catch up on them.
+
+Each learner keeps a cursor (the event-log parts it has learned from) next to its
+learned state. Learning happens after the events are safely logged, and a
+learner's cursor advances only after its ``learn`` returned, so a learner that
+failed or was interrupted catches up on the next ingestion (at-least-once), and
+a learner added to a pipeline later learns from the whole history.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +15,23 @@ from typing import Any
 import polars as pl
 
 from ltrr.compiler import Plan
-from ltrr.components import Learner
+from ltrr.components import Component, Learner
 from ltrr.feedback.events import EventLog, read_events
 from ltrr.feedback.interactions import interactions
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.workspace import Workspace
+from ltrr.state import atomic_write_json
+
+CURSOR = "cursor.json"
 
 
 def event_log(plan: Plan) -> EventLog:
+    """The pipeline's feedback event log."""
     return EventLog(plan.spec.state_dir / "events")
 
 
 def decision_log(plan: Plan) -> DecisionLog:
+    """The pipeline's decision log."""
     m = plan.model
     return DecisionLog(plan.spec.resolve(m.log.path) if m.log.path
                        else plan.spec.state_dir / "decisions")
@@ -36,22 +48,45 @@ def decisions_for(plan: Plan, request_ids: list[str]) -> pl.DataFrame:
             .collect())
 
 
+def _cursor(learner: Component) -> set[str]:
+    import json
+
+    path = learner.ctx.learned_dir / CURSOR
+    try:
+        return set(json.loads(path.read_text())["parts"])
+    except FileNotFoundError:
+        return set()
+
+
+def catch_up(plan: Plan, learner: Component) -> dict[str, Any] | None:
+    """Feed ``learner`` every logged event it has not learned from yet."""
+    log = event_log(plan)
+    done = _cursor(learner)
+    pending = [p for p in log.parts() if p.name not in done]
+    if not pending:
+        return None
+    events = log.read(pending)
+    ids = events["request_id"].drop_nulls().unique().to_list()
+    joined = interactions(events, decisions_for(plan, ids), plan.model.feedback.weights)
+    stats = learner.learn(joined)
+    atomic_write_json(learner.ctx.learned_dir / CURSOR,
+                      {"parts": sorted(done | {p.name for p in pending})})
+    return stats
+
+
 def ingest(plan: Plan, events: pl.DataFrame, workspace: Workspace | None = None
            ) -> dict[str, Any]:
-    """Append ``events`` not seen before, then feed them to the plan's learners."""
+    """Append ``events`` not seen before, then bring every learner up to date."""
     new = event_log(plan).append_new(events)
     report: dict[str, Any] = {"received": events.height, "new": new.height, "learners": {}}
-    if new.height == 0:
-        return report
-    ids = new["request_id"].drop_nulls().unique().to_list()
-    joined = interactions(new, decisions_for(plan, ids), plan.model.feedback.weights)
     own = workspace is None
     workspace = workspace or Workspace(plan)
     try:
         for node in plan.nodes:
             if issubclass(node.registration.cls, Learner):
-                learner = workspace.opened(node.id)
-                report["learners"][node.id] = learner.learn(joined)
+                stats = catch_up(plan, workspace.opened(node.id))
+                if stats is not None:
+                    report["learners"][node.id] = stats
     finally:
         if own:
             workspace.close()
