@@ -68,7 +68,7 @@ def _yaml_blocks(path: Path) -> list[tuple[int, str]]:
             for m in re.finditer(r"^```yaml\n(.*?)^```", text, re.S | re.M)]
 
 
-FULL_SPECS = [(path, line, block) for path in sorted(DOCS.glob("*.md"))
+FULL_SPECS = [(path, line, block) for path in sorted(DOCS.rglob("*.md"))
               for line, block in _yaml_blocks(path)
               if isinstance(data := yaml.safe_load(block), dict) and {"name", "arms"} <= set(data)]
 
@@ -91,7 +91,7 @@ def _anchors(path: Path) -> set[str]:
     return slugs | set(re.findall(r'<a id="([^"]+)">', text))
 
 
-@pytest.mark.parametrize("path", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(DOCS.rglob("*.md")), ids=lambda p: str(p.relative_to(DOCS)))
 def test_relative_links_resolve(path):
     text = path.read_text(encoding="utf-8")
     broken = []

@@ -14,7 +14,8 @@ from ltrr.parquet_log import ParquetLog
 from ltrr.types import Decision
 
 _CANDIDATE = pl.Struct({"entity_id": pl.String, "arm": pl.String, "rank": pl.Int32,
-                        "score": pl.Float64, "seed": pl.String})
+                        "score": pl.Float64, "seed": pl.String,
+                        "features": pl.String})      # JSON object, or null
 SCHEMA = pl.Schema({
     "request_id": pl.String,
     "timestamp": pl.Float64,
@@ -49,7 +50,8 @@ def decision_row(d: Decision) -> dict:
         "action_index": d.action.index, "probability": d.action.probability,
         "pmf": json.dumps(d.action.pmf),
         "candidates": [{"entity_id": c.entity_id, "arm": c.arm, "rank": c.rank,
-                        "score": c.score, "seed": c.seed}
+                        "score": c.score, "seed": c.seed,
+                        "features": json.dumps(c.features) if c.features else None}
                        for cands in d.candidates.values() for c in cands],
         "ranking": [{"rank": r.rank, "entity_id": r.entity_id, "score": r.score,
                      "arms": [c.arm for c in r.sources]} for r in d.ranking],

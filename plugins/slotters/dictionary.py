@@ -111,7 +111,8 @@ class DictionarySlotter(Slotter):
             for (i, j, _), col, row in zip(fuzzy, best, found):
                 if row[col] > 0:
                     matches.append((j - i, float(row[col]) / 100.0, i, j, self._keys[col]))
-        matches.sort(key=lambda m: (-m[0], -m[1], m[2]))
+        # exact matches beat fuzzy ones of any length; then longer spans, better scores
+        matches.sort(key=lambda m: (m[1] < 1.0, -m[0], -m[1], m[2]))
         taken: set[int] = set()
         slots: list[Slot] = []
         for _, score, i, j, key in matches:
