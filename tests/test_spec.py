@@ -381,3 +381,25 @@ def test_requires_checks_versions_and_quotes_the_install_hint(tmp_path):
     bad = load_spec_text(base + "requires: ['not a requirement!!']\n", tmp_path / "s.yaml")
     with pytest.raises(CompileError, match="not a valid requirement"):
         compile_spec(bad)
+
+
+def test_discriminated_union_errors_name_the_kind_and_drop_the_tag_from_the_path(tmp_path):
+    from ltrr.compiler import compile_spec
+    from ltrr.errors import CompileError
+    from ltrr.spec import load_spec_text
+
+    def spec(relation: str):
+        return load_spec_text(
+            "name: t\ncatalog: {path: c.parquet}\narms:\n  - id: g\n    use: graph\n"
+            f"    with:\n      relations:\n        - {relation}\npolicy: {{budget: 10}}\n",
+            tmp_path / "s.yaml")
+
+    with pytest.raises(CompileError) as err:
+        compile_spec(spec("{kind: co_ocurrence, path: p.parquet, group: u, entity: a}"))
+    assert "unknown kind 'co_ocurrence'" in str(err.value)
+    assert "did you mean 'co_occurrence'?" in str(err.value)
+    assert err.value.field == "with.relations.0"
+    with pytest.raises(CompileError) as err:
+        compile_spec(spec("{kind: co_occurrence, path: p.parquet, group: u, entity: a, alpha: 1}"))
+    assert err.value.field == "with.relations.0.alpha"
+    assert "s.yaml:8:" in str(err.value)

@@ -55,11 +55,10 @@ def _unwrap(ann: Any) -> tuple[type[BaseModel] | None, bool]:
     if origin in (dict, collections.abc.Mapping):
         model, _ = _unwrap(args[1]) if len(args) == 2 else (None, False)
         return model, model is not None
-    for arg in args:
-        model, keyed = _unwrap(arg)
-        if model is not None:
-            return model, keyed
-    return None, False
+    found = [m for m in (_unwrap(arg) for arg in args) if m[0] is not None]
+    if len({m for m, _ in found}) > 1:
+        return None, False          # a union of models: which one applies is not known here
+    return found[0] if found else (None, False)
 
 
 def _model_at(root: type[BaseModel], path: Sequence[str | int]) -> type[BaseModel] | None:
@@ -105,6 +104,13 @@ def _sentence(err: dict[str, Any], model: type[BaseModel] | None) -> tuple[str, 
         return f"{err['msg'].lower()}", "declare at least one entry"
     if kind == "string_pattern_mismatch":
         return f"{value!r} is not a valid id", "use a letter, then letters, digits, '_' or '-'"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx") or {}
+        expected = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
+        close = difflib.get_close_matches(str(ctx.get("tag")), expected, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else None
+        return (f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} "
+                f"'{ctx.get('tag')}'; expected one of: {', '.join(expected)}", hint)
     if kind == "literal_error":
         return f"{err['msg']}, got {value!r}", None
     shown = repr(value)
@@ -113,12 +119,40 @@ def _sentence(err: dict[str, Any], model: type[BaseModel] | None) -> tuple[str, 
     return f"{err['msg']}, got {shown}", None
 
 
+def _walk(data: Any, path: PathKey) -> Any:
+    for p in path:
+        try:
+            data = data[p]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _data_loc(data: Any, loc: PathKey) -> PathKey:
+    """``loc`` without the segments pydantic adds that are not in the data (union tags)."""
+    out: list[str | int] = []
+    for i, p in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(data, dict) and p in data:
+            data = data[p]
+        elif isinstance(data, list) and isinstance(p, int) and p < len(data):
+            data = data[p]
+        elif isinstance(data, dict) and isinstance(p, str) and not last:
+            continue        # e.g. the tag of a discriminated union: not a key of the data
+        else:
+            data = None
+        out.append(p)
+    return tuple(out)
+
+
 def spec_errors(exc: ValidationError, *, root: type[BaseModel], data: Any, smap: SourceMap,
                 prefix: PathKey = ()) -> SpecError:
     """One :class:`SpecError` for a validation failure; extra errors follow on new lines."""
     raw = []
+    base = _walk(data, prefix)
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not isinstance(p, str) or not p.startswith("function-"))
+        loc = _data_loc(base, loc)
         parent = _model_at(root, loc[:-1]) if err["type"] == "extra_forbidden" else None
         raw.append((err, loc, parent))
     # A misspelt required key shows up twice: as the unknown key and as the missing one.
