@@ -66,6 +66,7 @@ class Action:
     probability: float = 1.0
     pmf: list[tuple[dict[str, int], float]] = field(default_factory=list)
     index: int = 0
+    features: dict | None = None      # the context features the policy decided on
 
 
 @dataclass(slots=True)

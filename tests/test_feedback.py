@@ -138,3 +138,21 @@ def test_a_failed_learner_catches_up_on_the_next_ingestion(plan, tmp_path, monke
     assert report["learners"]["rec"] == {"rows": 2}          # the missed event and the new one
     assert sorted(SEEN[0]["entity_id"].to_list()) == ["a1", "a2"]
     assert ingest(plan, read_events(second))["learners"] == {}   # nothing pending
+
+
+def test_interactions_carry_candidate_membership_and_the_action(plan, tmp_path):
+    plan, reg = plan
+    with Pipeline(plan, registry=reg) as p:
+        p.run(Query("req-9", "q"))
+    events = write(tmp_path / "e.jsonl", [
+        {"request_id": "req-9", "entity_id": "a2", "type": "play"},
+        {"request_id": "req-9", "entity_id": "zz", "type": "play"},
+        {"request_id": "unknown", "entity_id": "a0", "type": "click"}])
+    SEEN.clear()
+    ingest(plan, read_events(events))
+    rows = {r["entity_id"]: r for r in SEEN[0].to_dicts()}
+    assert rows["a2"]["in_candidates"] and rows["a2"]["arms"] == ["rec"]
+    assert rows["a2"]["allocation"] == [{"arm": "rec", "k": 3}]
+    assert rows["a2"]["probability"] == 1.0
+    assert not rows["zz"]["in_candidates"]
+    assert not rows["a0"]["in_candidates"] and rows["a0"]["allocation"] is None

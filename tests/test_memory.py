@@ -14,7 +14,7 @@ import pytest
 
 from ltrr.compiler import load_plan
 from ltrr.errors import StateError
-from ltrr.feedback.interactions import INTERACTION_COLUMNS
+from ltrr.feedback.interactions import EVENT_COLUMNS
 from ltrr.runtime.commands import index_plan
 from ltrr.runtime.pipeline import Pipeline
 from ltrr.runtime.workspace import Workspace
@@ -86,7 +86,7 @@ def events(rows: list[tuple], start: int = 0) -> pl.DataFrame:
         schema={"event_id": pl.String, "request_id": pl.String, "user_id": pl.String,
                 "query": pl.String, "entity_id": pl.String, "type": pl.String,
                 "weight": pl.Float64, "position": pl.Int32, "timestamp": pl.Float64},
-    ).select(INTERACTION_COLUMNS)
+    ).select(EVENT_COLUMNS)
 
 
 # --- keys ---------------------------------------------------------------------------------

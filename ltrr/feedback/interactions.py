@@ -4,24 +4,36 @@ from __future__ import annotations
 
 import polars as pl
 
-INTERACTION_COLUMNS = ("event_id", "request_id", "user_id", "query", "entity_id", "type",
-                       "weight", "position", "timestamp")
+EVENT_COLUMNS = ("event_id", "request_id", "user_id", "query", "entity_id", "type", "weight",
+                 "position", "timestamp")
+DECISION_COLUMNS = ("in_candidates", "arms", "allocation", "probability", "action_index", "pmf",
+                    "action_features")
+INTERACTION_COLUMNS = EVENT_COLUMNS + DECISION_COLUMNS
 
 
 def interactions(events: pl.DataFrame, decisions: pl.DataFrame,
                  weights: dict[str, float]) -> pl.DataFrame:
-    """Events with the query text and user of their decision, and the type's weight.
+    """Events with what is known of their decision, and the type's weight.
 
-    An event's own ``query``/``user_id`` win over the decision's (events from other
-    systems may carry them); events whose request is unknown keep their own values.
+    Adds the decision's query and user (an event's own ``query``/``user_id`` win:
+    events from other systems may carry them), ``in_candidates`` (the entity was in
+    the decision's candidate set), ``arms`` (the arms that proposed it), and the
+    policy's ``allocation`` / ``probability`` / ``action_index`` / ``pmf`` /
+    ``action_features`` — everything a policy needs to learn from the event. Events
+    whose request is unknown keep nulls there.
     """
+    cands = (decisions.select("request_id", "candidates").explode("candidates")
+             .unnest("candidates")
+             .group_by("request_id", "entity_id").agg(pl.col("arm").alias("arms")))
     dec = decisions.select(pl.col("request_id"), pl.col("query").alias("_query"),
-                           pl.col("user_id").alias("_user"))
-    joined = events.join(dec, on="request_id", how="left")
+                           pl.col("user_id").alias("_user"), "allocation", "probability",
+                           "action_index", "pmf", "action_features")
     weight_map = pl.DataFrame({"type": list(weights), "weight": list(weights.values())},
                               schema={"type": pl.String, "weight": pl.Float64})
-    return (joined
+    return (events.join(dec, on="request_id", how="left")
+            .join(cands, on=["request_id", "entity_id"], how="left")
             .with_columns(pl.coalesce("query", "_query").alias("query"),
-                          pl.coalesce("user_id", "_user").alias("user_id"))
+                          pl.coalesce("user_id", "_user").alias("user_id"),
+                          pl.col("arms").is_not_null().alias("in_candidates"))
             .join(weight_map, on="type", how="left")
             .select(INTERACTION_COLUMNS))

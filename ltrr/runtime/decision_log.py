@@ -30,6 +30,7 @@ SCHEMA = pl.Schema({
     "action_index": pl.Int32,
     "probability": pl.Float64,
     "pmf": pl.String,                           # JSON [[allocation, p], ...]
+    "action_features": pl.String,               # JSON: the policy's context features
     "candidates": pl.List(_CANDIDATE),
     "ranking": pl.List(pl.Struct({"rank": pl.Int32, "entity_id": pl.String,
                                   "score": pl.Float64, "arms": pl.List(pl.String)})),
@@ -49,6 +50,7 @@ def decision_row(d: Decision) -> dict:
         "allocation": [{"arm": a, "k": k} for a, k in d.action.allocation.items()],
         "action_index": d.action.index, "probability": d.action.probability,
         "pmf": json.dumps(d.action.pmf),
+        "action_features": json.dumps(d.action.features) if d.action.features else None,
         "candidates": [{"entity_id": c.entity_id, "arm": c.arm, "rank": c.rank,
                         "score": c.score, "seed": c.seed,
                         "features": json.dumps(c.features) if c.features else None}
