@@ -32,6 +32,10 @@ BENCHES = {
     "validate": "bench_validate.py",
     "overhead": "bench_overhead.py",
     "bm25": "bench_bm25.py",
+    "bm25_structured": "bench_bm25_structured.py",
+    "memory": "bench_memory.py",
+    "graph": "bench_graph.py",
+    "policy": "bench_policy.py",
     "scifact": "bench_scifact.py",
 }
 RESULTS = c.BENCH_DIR / "results"

@@ -27,6 +27,9 @@ def spec(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("music")
     data = yaml.safe_load((ROOT / "pipelines/music.yaml").read_text())
     data["catalog"]["path"] = str(ROOT / "examples/data/lastfm/artists.parquet")
+    for arm in data["arms"]:                       # relation files, relative to pipelines/
+        for rel in arm.get("with", {}).get("relations", []):
+            rel["path"] = str((ROOT / "pipelines" / rel["path"]).resolve())
     data["state_dir"] = str(folder / "state")
     path = folder / "music.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -7,7 +7,7 @@ import polars as pl
 EVENT_COLUMNS = ("event_id", "request_id", "user_id", "query", "entity_id", "type", "weight",
                  "position", "timestamp")
 DECISION_COLUMNS = ("in_candidates", "arms", "allocation", "probability", "action_index", "pmf",
-                    "action_features")
+                    "action_features", "timings_ms")
 INTERACTION_COLUMNS = EVENT_COLUMNS + DECISION_COLUMNS
 
 
@@ -27,7 +27,7 @@ def interactions(events: pl.DataFrame, decisions: pl.DataFrame,
              .group_by("request_id", "entity_id").agg(pl.col("arm").alias("arms")))
     dec = decisions.select(pl.col("request_id"), pl.col("query").alias("_query"),
                            pl.col("user_id").alias("_user"), "allocation", "probability",
-                           "action_index", "pmf", "action_features")
+                           "action_index", "pmf", "action_features", "timings_ms")
     weight_map = pl.DataFrame({"type": list(weights), "weight": list(weights.values())},
                               schema={"type": pl.String, "weight": pl.Float64})
     return (events.join(dec, on="request_id", how="left")

@@ -1,0 +1,130 @@
+"""``ltrr train``: replay a logged history (decisions + feedback events) into the learners.
+
+With the pipeline's own state folder (the default) this is :func:`catch_up` for
+every learner: each learns from the event-log parts it has not seen. With another
+folder (``--log DIR`` holding ``decisions/`` and ``events/``, e.g. collected by a
+uniform logging policy elsewhere) the events are replayed part by part, oldest
+first, joined to that folder's decisions; a per-learner cursor keyed by the folder
+makes replaying the same log twice a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+
+from ltrr.compiler import Plan
+from ltrr.components import Component, Learner
+from ltrr.errors import RunError
+from ltrr.feedback.events import EventLog
+from ltrr.feedback.ingest import catch_up, decision_log, event_log
+from ltrr.feedback.interactions import interactions
+from ltrr.runtime.decision_log import DecisionLog
+from ltrr.runtime.workspace import Workspace
+from ltrr.state import atomic_write_json
+
+TRAIN_CURSOR = "train-cursor.json"
+
+
+def _is_own(plan: Plan, log_dir: Path) -> bool:
+    own = event_log(plan).directory.parent.resolve()
+    return (log_dir.resolve() == own
+            and decision_log(plan).directory.resolve() == (own / "decisions").resolve())
+
+
+def _decisions(log: DecisionLog, request_ids: list[str]) -> pl.DataFrame:
+    parts = log.parts()
+    if not parts or not request_ids:
+        return log.schema.to_frame()
+    return (pl.scan_parquet(parts)
+            .filter(pl.col("request_id").is_in(pl.Series(request_ids).implode()))
+            .collect())
+
+
+def _merge_stats(total: dict[str, Any], stats: dict[str, Any] | None) -> None:
+    if not stats:
+        return
+    n_old, n_new = total.get("learned", 0), stats.get("learned", 0)
+    for k, v in stats.items():
+        if k == "mean_reward" and isinstance(v, (int, float)):
+            m_old = total.get(k, 0.0)
+            total[k] = (round((m_old * n_old + v * n_new) / (n_old + n_new), 4)
+                        if n_old + n_new else v)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and k in total \
+                and isinstance(total[k], (int, float)):
+            total[k] = round(total[k] + v, 3) if isinstance(v, float) else total[k] + v
+        else:
+            total[k] = v
+
+
+def _replay(plan: Plan, learner: Component, log_dir: Path,
+            progress: Callable[[int, int], None] | None) -> dict[str, Any] | None:
+    events_log = EventLog(log_dir / "events")
+    dlog = DecisionLog(log_dir / "decisions")
+    cursor_path = learner.ctx.learned_dir / TRAIN_CURSOR
+    try:
+        cursors = json.loads(cursor_path.read_text())
+    except FileNotFoundError:
+        cursors = {}
+    key = str(log_dir.resolve())
+    done = set(cursors.get(key, []))
+    pending = [p for p in events_log.parts() if p.name not in done]
+    if not pending:
+        return None
+    total: dict[str, Any] = {"parts": 0}
+    weights = plan.model.feedback.weights
+    for n, part in enumerate(pending, 1):
+        events = events_log.read([part])
+        ids = events["request_id"].drop_nulls().unique().to_list()
+        _merge_stats(total, learner.learn(interactions(events, _decisions(dlog, ids), weights)))
+        total["parts"] += 1
+        done.add(part.name)
+        cursors[key] = sorted(done)
+        atomic_write_json(cursor_path, cursors)
+        if progress:
+            progress(n, len(pending))
+    return total
+
+
+def train(plan: Plan, log_dir: Path | None = None, *, nodes: list[str] | None = None,
+          workspace: Workspace | None = None,
+          progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Replay the log in ``log_dir`` (default: the pipeline's own) into its learners.
+
+    Returns ``{"log": dir, "learners": {node id: stats or None (nothing new)}}``.
+    """
+    log_dir = Path(log_dir) if log_dir is not None else event_log(plan).directory.parent
+    learners = [n.id for n in plan.nodes if issubclass(n.registration.cls, Learner)]
+    if nodes:
+        unknown = [n for n in nodes if n not in learners]
+        if unknown:
+            raise RunError(f"'{unknown[0]}' is not a learning node of this pipeline",
+                           field="--node", hint="learners: " + (", ".join(learners) or "none"))
+        learners = [n for n in learners if n in nodes]
+    own = _is_own(plan, log_dir)
+    if not own and not (log_dir / "events").is_dir():
+        raise RunError(f"{log_dir} holds no event log (no events/ folder)", field="--log",
+                       hint="point --log at a pipeline state folder with decisions/ and "
+                            "events/ (e.g. .ltrr/<name>)")
+    if not own and not (log_dir / "decisions").is_dir():
+        raise RunError(f"{log_dir} holds no decision log (no decisions/ folder)", field="--log",
+                       hint="events can only teach a policy together with the decisions "
+                            "they answer")
+    report: dict[str, Any] = {"log": str(log_dir), "learners": {}}
+    mine = workspace is None
+    workspace = workspace or Workspace(plan)
+    try:
+        for node_id in learners:
+            learner = workspace.opened(node_id)
+            if own:
+                report["learners"][node_id] = catch_up(plan, learner)
+            else:
+                cb = (lambda d, t, _n=node_id: progress(_n, d, t)) if progress else None
+                report["learners"][node_id] = _replay(plan, learner, log_dir, cb)
+    finally:
+        if mine:
+            workspace.close()
+    return report
