@@ -109,8 +109,10 @@ def interaction_rows(actions, contexts, rewarded=True, event_type="play"):
                      "arms": [arm] if hit else None,
                      "allocation": [{"arm": k, "k": v} for k, v in a.allocation.items()],
                      "probability": a.probability, "action_index": a.index,
-                     "pmf": json.dumps(a.pmf), "action_features": json.dumps(a.features)})
-    return pl.DataFrame(rows).select(INTERACTION_COLUMNS)
+                     "pmf": json.dumps(a.pmf), "action_features": json.dumps(a.features),
+                     "timings_ms": None})
+    return pl.DataFrame(rows, schema_overrides={"timings_ms": pl.String}).select(
+        INTERACTION_COLUMNS)
 
 
 def best_share(policy) -> float:
