@@ -27,6 +27,7 @@ def fingerprint(component: Component) -> str:
     blob = json.dumps({
         "format": FORMAT,
         "catalog": component.ctx.catalog.fingerprint,
+        "catalog_id": component.ctx.catalog.id_column,
         "component": f"{type(component).__module__}.{type(component).__qualname__}",
         "state": component.state_key(),
     }, sort_keys=True)

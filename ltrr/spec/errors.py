@@ -111,6 +111,10 @@ def _sentence(err: dict[str, Any], model: type[BaseModel] | None) -> tuple[str, 
         hint = f"did you mean '{close[0]}'?" if close else None
         return (f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} "
                 f"'{ctx.get('tag')}'; expected one of: {', '.join(expected)}", hint)
+    if kind == "union_tag_not_found":
+        disc = str((err.get("ctx") or {}).get("discriminator", "kind")).strip("'")
+        return f"missing '{disc}', which says which variant this is", \
+            f"add '{disc}:'; `ltrr schema --components` lists the variants"
     if kind == "literal_error":
         return f"{err['msg']}, got {value!r}", None
     shown = repr(value)

@@ -1,0 +1,430 @@
+"""``dense`` arm: nearest neighbours of the query's embedding in a faiss index.
+
+The catalog's ``fields`` are joined into one text per entity and embedded by the
+encoder node named in ``encoder:``; vectors are L2-normalised, so inner product is
+cosine similarity. Index types: ``flat`` (exact), ``hnsw`` (graph, approximate,
+no training) and ``ivfpq`` (inverted lists + product quantization, trained, compact).
+
+Embeddings are cached next to the state folder (``<state_dir>/<node>.cache/``),
+keyed by the catalog's content, the encoder's identity and the fields: rebuilding
+(``ltrr index --force``, another index type) reuses them instead of re-encoding.
+
+Optional personalization: ``learn`` (fed by ``ltrr feedback``) keeps, per user, the
+entities they engaged with; a request with a ``user_id`` then searches with its
+query vector blended with the mean vector of that history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Union
+
+from pydantic import Field
+
+from ltrr.components import Arm, Encoder, Indexed, Kind, Learner, Params
+from ltrr.errors import StateError
+from ltrr.hookspecs import hookimpl
+from ltrr.state import atomic_write_json, fsync_dir
+from ltrr.types import ArmRequest, Candidate
+
+if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
+
+CACHE_FORMAT = 1
+CACHE_KEEP = 3          # embedding matrices kept in the cache (most recently used)
+
+
+class FlatIndex(Params):
+    type: Literal["flat"] = Field("flat", description="Exact inner-product search.")
+
+
+class HnswIndex(Params):
+    type: Literal["hnsw"] = Field(description="Hierarchical navigable small-world graph.")
+    m: int = Field(32, ge=4, le=256, description="Graph neighbours per node (build time).")
+    ef_construction: int = Field(200, ge=8, description="Candidate list size while building.")
+    ef_search: int = Field(128, ge=1, description=(
+        "Candidate list size while searching (query time; at least k is used)."))
+
+
+class IvfPqIndex(Params):
+    type: Literal["ivfpq"] = Field(description="Inverted lists with product quantization.")
+    nlist: int = Field(256, ge=1, description=(
+        "Number of inverted lists (k-means cells); needs at least this many vectors to train, "
+        "ideally 39x more."))
+    m: int = Field(48, ge=1, description=(
+        "Sub-quantizers per vector; must divide the encoder's dimension (384 for MiniLM)."))
+    nbits: int = Field(8, ge=1, le=16, description=(
+        "Bits per sub-quantizer code; training needs at least 2**nbits vectors."))
+    nprobe: int = Field(16, ge=1, description="Inverted lists visited per query (query time).")
+
+
+IndexSpec = Annotated[Union[FlatIndex, HnswIndex, IvfPqIndex], Field(discriminator="type")]
+
+
+class PersonalizeParams(Params):
+    weight: float = Field(0.3, gt=0, le=1, description=(
+        "Share of the user's vector in the blended query vector: "
+        "normalize((1 - weight) * query + weight * user)."))
+    max_history: int = Field(50, ge=1, description=(
+        "Most recent engaged entities kept per user (their weighted mean is the user vector)."))
+    events: list[str] | None = Field(None, description=(
+        "Event types that count as engagement; default: every type whose feedback weight is "
+        "positive. Events with a weight <= 0 never count."))
+
+
+class DenseParams(Params):
+    encoder: str = Field(description="Id of the encoder node (under `encoders:`) that embeds "
+                                     "the catalog and the queries.")
+    fields: list[str] = Field(min_length=1, description=(
+        "Catalog columns whose text is embedded, joined with `separator` (list columns are "
+        "joined with ', '; nulls are skipped)."))
+    separator: str = Field(" ", description="Joins the fields' values into one text.")
+    index: IndexSpec = Field(FlatIndex(), description=(
+        "faiss index: {type: flat} | {type: hnsw, m, ef_construction, ef_search} | "
+        "{type: ivfpq, nlist, m, nbits, nprobe}."))
+    threads: int | None = Field(None, ge=1, description=(
+        "faiss (OpenMP) threads for searches and builds; default: all cores. Process-wide."))
+    personalize: PersonalizeParams | None = Field(None, description=(
+        "Blend each request's query vector with its user's history vector (learned from "
+        "feedback); off when absent."))
+
+
+class DenseArm(Arm, Indexed, Learner):
+    """Dense retrieval: faiss nearest neighbours of the query embedding (flat/HNSW/IVF-PQ)."""
+
+    name = "dense"
+    Params = DenseParams
+    references = {"encoder": Kind.ENCODER}
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _encoder(self) -> Encoder:
+        enc = self.ctx.node(self.params.encoder)
+        if not isinstance(enc, Encoder):   # the compiler checks the kind; be explicit anyway
+            raise StateError(f"'{self.params.encoder}' is not an encoder",
+                             node=self.ctx.node_id, field="with.encoder",
+                             hint="name a node declared under 'encoders:'")
+        return enc
+
+    def _texts(self) -> list[str]:
+        frame = self.ctx.catalog.frame
+        columns = list(self.params.fields)
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise StateError(f"catalog has no column(s) {', '.join(missing)}",
+                             node=self.ctx.node_id, field="with.fields",
+                             hint=f"columns: {', '.join(frame.columns)}")
+        values = [frame[c].to_list() for c in columns]
+        sep = self.params.separator
+        out = []
+        for row in zip(*values):
+            parts = []
+            for v in row:
+                if v is None:
+                    continue
+                v = ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+                if v:
+                    parts.append(v)
+            out.append(sep.join(parts))
+        return out
+
+    @property
+    def cache_dir(self) -> Path:
+        """Embedding cache: survives index rebuilds, keyed by what the vectors depend on."""
+        return self.ctx.state_dir.with_name(self.ctx.node_id + ".cache")
+
+    def _cache_key(self, encoder: Encoder) -> str:
+        blob = json.dumps({"format": CACHE_FORMAT, "catalog": self.ctx.catalog.fingerprint,
+                           "ids": self.ctx.catalog.id_column, "encoder": encoder.identity(),
+                           "fields": list(self.params.fields),
+                           "separator": self.params.separator}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    def state_key(self) -> dict[str, Any]:
+        # ef_search, nprobe, threads and personalize are query-time settings
+        idx = self.params.index.model_dump(mode="json", exclude={"ef_search", "nprobe"})
+        return {"fields": list(self.params.fields), "separator": self.params.separator,
+                "index": idx, "encoder": self._encoder().identity(),
+                "id_column": self.ctx.catalog.id_column}     # ids.json depends on it
+
+    # --- build --------------------------------------------------------------------------
+
+    def _embeddings(self, encoder: Encoder, progress: Callable[[int, int], None]
+                    ) -> tuple["np.ndarray", Path, bool, float]:
+        """The catalog's embeddings from the cache, or encoded now and cached."""
+        import numpy as np
+
+        n = len(self.ctx.catalog)
+        path = self.cache_dir / f"embeddings-{self._cache_key(encoder)}.npy"
+        if path.is_file():
+            try:
+                vectors = np.load(path, mmap_mode="r")
+                if vectors.shape[0] == n and vectors.dtype == np.float32 and vectors.ndim == 2:
+                    os.utime(path)   # most recently used
+                    progress(n, n)
+                    return vectors, path, True, 0.0
+            except (OSError, ValueError):
+                pass                  # unreadable: encode again and replace it
+        texts = self._texts()
+        encoder.dim                  # load the model (and export it once) before timing
+        started = time.perf_counter()
+        vectors = encoder.encode(texts, progress)
+        seconds = time.perf_counter() - started
+        if vectors.shape[0] != n:
+            raise StateError(f"encoder returned {vectors.shape[0]} vectors for {n} texts",
+                             node=self.ctx.node_id, field="with.encoder")
+        _atomic_save(path, np.ascontiguousarray(vectors, dtype=np.float32))
+        _prune(self.cache_dir, keep=CACHE_KEEP)
+        return vectors, path, False, seconds
+
+    def build(self, out_dir: Path, progress: Callable[[int, int], None]) -> dict[str, Any]:
+        import faiss
+        import numpy as np
+
+        encoder = self._encoder()
+        if self.params.threads:
+            faiss.omp_set_num_threads(self.params.threads)
+        ids = self.ctx.catalog.ids
+        vectors, cached, reused, seconds = self._embeddings(encoder, progress)
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, dim = x.shape
+        index = self._new_index(dim, n)
+        if not index.is_trained:
+            index.train(x)
+        for start in range(0, n, 10_000):      # adds in chunks: progress on big catalogs
+            index.add(x[start:start + 10_000])
+        faiss.write_index(index, str(out_dir / "index.faiss"))
+        _link_or_copy(cached, out_dir / "vectors.npy")
+        atomic_write_json(out_dir / "ids.json", ids)
+        stats: dict[str, Any] = {"documents": n, "dim": dim, "index": self.params.index.type,
+                                 "embeddings": "reused" if reused else "encoded"}
+        if not reused:
+            stats["encode_seconds"] = round(seconds, 1)
+            stats["docs_per_second"] = round(n / seconds, 1) if seconds else None
+        return stats
+
+    def _new_index(self, dim: int, n: int):
+        import faiss
+
+        spec, node = self.params.index, self.ctx.node_id
+        if isinstance(spec, HnswIndex):
+            index = faiss.IndexHNSWFlat(dim, spec.m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = spec.ef_construction
+            return index
+        if isinstance(spec, IvfPqIndex):
+            if dim % spec.m:
+                divisors = [d for d in range(1, min(dim, 96) + 1) if dim % d == 0]
+                raise StateError(f"m={spec.m} does not divide the embedding dimension {dim}",
+                                 node=node, field="with.index.m",
+                                 hint=f"use one of {', '.join(map(str, divisors[-6:]))}")
+            need = max(spec.nlist, 2 ** spec.nbits)
+            if n < need:
+                raise StateError(
+                    f"ivfpq cannot be trained on {n} vectors: nlist={spec.nlist} and "
+                    f"nbits={spec.nbits} (2**nbits = {2 ** spec.nbits} codes) need at least "
+                    f"{need}", node=node, field="with.index",
+                    hint=f"lower with.index.nlist and with.index.nbits (e.g. nlist "
+                         f"{max(1, n // 39)}, nbits {max(1, min(8, (n // 39).bit_length() - 1))})"
+                         ", or use type: flat or hnsw for a catalog this small")
+            quantizer = faiss.IndexFlatIP(dim)
+            index = faiss.IndexIVFPQ(quantizer, dim, spec.nlist, spec.m, spec.nbits,
+                                     faiss.METRIC_INNER_PRODUCT)
+            return index
+        return faiss.IndexFlatIP(dim)
+
+    # --- serve --------------------------------------------------------------------------
+
+    def open(self) -> None:
+        import faiss
+        import numpy as np
+
+        node, state = self.ctx.node_id, self.ctx.state_dir
+        self._lock = threading.Lock()
+        self._enc = self._encoder()
+        if self.params.threads:
+            faiss.omp_set_num_threads(self.params.threads)
+        try:
+            self._index = faiss.read_index(str(state / "index.faiss"))
+            self._ids: list[str] = json.loads((state / "ids.json").read_text())
+            self._vectors = np.load(state / "vectors.npy", mmap_mode="r")
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StateError(f"cannot read the dense index in {state}: {exc}", node=node,
+                             hint="rebuild it with `ltrr index <spec> --force`") from exc
+        spec = self.params.index
+        if isinstance(spec, HnswIndex):
+            faiss.downcast_index(self._index).hnsw.efSearch = spec.ef_search
+        elif isinstance(spec, IvfPqIndex):
+            faiss.extract_index_ivf(self._index).nprobe = spec.nprobe
+        dim = self._enc.dim                # loads the model now, not on the first query
+        if dim != self._index.d:
+            raise StateError(f"the index holds {self._index.d}-d vectors but encoder "
+                             f"'{self.params.encoder}' makes {dim}-d ones", node=node,
+                             field="with.encoder", hint="rebuild with `ltrr index <spec>`")
+        self._rows: dict[str, int] | None = None
+        self._history: dict[str, list[list]] = self._load_history()
+        self._user_vecs: dict[str, np.ndarray] = {}
+
+    def close(self) -> None:
+        self._index = None
+        self._vectors = None
+
+    def retrieve_batch(self, requests: list[ArmRequest]) -> list[list[Candidate]]:
+        if not requests:
+            return []
+        q = self._enc.encode([r.query.text for r in requests])
+        if self.params.personalize is not None and self._history:
+            self._personalize(q, requests)
+        k = min(max(r.k for r in requests), self._index.ntotal)
+        if k <= 0:
+            return [[] for _ in requests]
+        scores, rows = self._index.search(q, k)
+        arm, ids = self.ctx.node_id, self._ids
+        out = []
+        for r, s_row, i_row in zip(requests, scores.tolist(), rows.tolist()):
+            out.append([Candidate(ids[i], arm, rank, s)
+                        for rank, (s, i) in enumerate(
+                            ((s, i) for s, i in zip(s_row[:r.k], i_row[:r.k]) if i >= 0), 1)])
+        return out
+
+    # --- personalization ----------------------------------------------------------------
+
+    @property
+    def _profiles_path(self) -> Path:
+        return self.ctx.learned_dir / "profiles.json"
+
+    def _load_history(self) -> dict[str, list[list]]:
+        path = self._profiles_path
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+            return {str(u): list(h) for u, h in data["users"].items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"learned profiles {path} are unreadable: {exc}",
+                             node=self.ctx.node_id, field="with.personalize",
+                             hint=f"delete {path} and replay feedback with `ltrr feedback`"
+                             ) from exc
+
+    def _row(self, entity: str) -> int | None:
+        if self._rows is None:
+            self._rows = {e: i for i, e in enumerate(self._ids)}
+        return self._rows.get(entity)
+
+    def user_vector(self, user: str) -> "np.ndarray | None":
+        """The user's unit vector: weighted mean of their engaged entities' embeddings."""
+        import numpy as np
+
+        vec = self._user_vecs.get(user)
+        if vec is not None:
+            return vec
+        history = self._history.get(user)
+        if not history:
+            return None
+        rows, weights = [], []
+        for entity, weight, _ in history:
+            row = self._row(entity)
+            if row is not None:
+                rows.append(row)
+                weights.append(weight)
+        if not rows:
+            return None
+        w = np.asarray(weights, dtype=np.float32)[:, None]
+        vec = (np.asarray(self._vectors[rows], dtype=np.float32) * w).sum(axis=0) / w.sum()
+        norm = float(np.linalg.norm(vec))
+        if norm < 1e-9:
+            return None
+        vec = (vec / norm).astype(np.float32)
+        self._user_vecs[user] = vec
+        return vec
+
+    def _personalize(self, q: "np.ndarray", requests: list[ArmRequest]) -> None:
+        import numpy as np
+
+        w = self.params.personalize.weight
+        for i, r in enumerate(requests):
+            if r.query.user_id is None:
+                continue
+            u = self.user_vector(str(r.query.user_id))
+            if u is None:
+                continue
+            v = (1.0 - w) * q[i] + w * u
+            q[i] = v / max(float(np.linalg.norm(v)), 1e-12)
+
+    def learn(self, interactions: "pl.DataFrame") -> dict[str, Any]:
+        """Add the new engagements to each user's history (persisted atomically)."""
+        import polars as pl
+
+        p = self.params.personalize
+        if p is None:
+            return {"personalize": "off"}
+        rows = interactions.filter(pl.col("user_id").is_not_null()
+                                   & pl.col("entity_id").is_not_null()
+                                   & (pl.col("weight").fill_null(0.0) > 0))
+        if p.events is not None:
+            rows = rows.filter(pl.col("type").is_in(p.events))
+        rows = rows.sort("timestamp", nulls_last=False)
+        with self._lock:
+            history = {u: list(h) for u, h in self._history.items()}
+            touched: set[str] = set()
+            for user, entity, weight, ts in rows.select(
+                    "user_id", "entity_id", "weight", "timestamp").iter_rows():
+                history.setdefault(user, []).append([entity, float(weight),
+                                                     float(ts or 0.0)])
+                touched.add(user)
+            for user in touched:
+                h = sorted(history[user], key=lambda e: e[2])
+                history[user] = h[-p.max_history:]
+            if touched:
+                atomic_write_json(self._profiles_path, {"format": 1, "users": history})
+            vecs = {u: v for u, v in self._user_vecs.items() if u not in touched}
+            self._history, self._user_vecs = history, vecs
+        return {"events": rows.height, "users_updated": len(touched), "users": len(history)}
+
+
+# --- files ------------------------------------------------------------------------------
+
+def _atomic_save(path: Path, array: "np.ndarray") -> None:
+    """np.save to a temp file in the same folder, fsync, rename: readers never see half."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _prune(folder: Path, keep: int) -> None:
+    files = sorted(folder.glob("embeddings-*.npy"), key=lambda p: p.stat().st_mtime,
+                   reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link the cached matrix into the state (no second copy on disk) or copy it."""
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+@hookimpl
+def ltrr_components():
+    return [DenseArm]
