@@ -36,6 +36,9 @@ BENCHES = {
     "memory": "bench_memory.py",
     "graph": "bench_graph.py",
     "policy": "bench_policy.py",
+    "dense": "bench_dense.py",
+    "arm_strengths": "bench_arm_strengths.py",
+    "simulate": "bench_simulate.py",
     "scifact": "bench_scifact.py",
 }
 RESULTS = c.BENCH_DIR / "results"

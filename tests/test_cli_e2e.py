@@ -22,21 +22,9 @@ def ltrr(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def spec(tmp_path_factory) -> Path:
+def spec(music_spec) -> Path:
     """The default music pipeline, with its state in a temp folder, indexed once."""
-    folder = tmp_path_factory.mktemp("music")
-    data = yaml.safe_load((ROOT / "pipelines/music.yaml").read_text())
-    data["catalog"]["path"] = str(ROOT / "examples/data/lastfm/artists.parquet")
-    for arm in data["arms"]:                       # relation files, relative to pipelines/
-        for rel in arm.get("with", {}).get("relations", []):
-            rel["path"] = str((ROOT / "pipelines" / rel["path"]).resolve())
-    data["state_dir"] = str(folder / "state")
-    path = folder / "music.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    done = ltrr("index", str(path))
-    assert done.returncode == 0, done.stderr
-    assert "documents=17632" in done.stderr
-    return path
+    return music_spec
 
 
 def run_jsonl(spec: Path, *queries: str) -> list[dict]:
@@ -49,7 +37,7 @@ def run_jsonl(spec: Path, *queries: str) -> list[dict]:
 def test_ranked_artists_for_exact_and_misspelled_names(spec):
     exact, misspelled, tag = run_jsonl(spec, "britney spears", "metalica", "death metal")
     assert exact["results"][0]["id"] == "289"            # Britney Spears
-    assert set(exact["results"][0]["arms"]) == {"names", "lexical"}
+    assert {"names", "lexical"} <= set(exact["results"][0]["arms"])
     assert misspelled["results"][0]["id"] == "707"        # Metallica, via the fuzzy slotter
     assert {"slot": "artist", "value": "Metallica"} in [
         {k: s[k] for k in ("slot", "value")} for s in misspelled["slots"]]
@@ -66,8 +54,13 @@ def test_table_output_is_readable(spec):
 def test_lucene_syntax_in_queries_is_plain_text(spec):
     star, syntax, words = run_jsonl(spec, "*:*", "radiohead OR *:*", "radiohead")
     # parsed as Lucene syntax, "*:*" would match every artist; as text it matches none
-    assert star["results"] == []
-    assert [r["id"] for r in syntax["results"]] == [r["id"] for r in words["results"]]
+    # (other arms, e.g. the dense one, may still propose something)
+    assert not any("lexical" in r["arms"] for r in star["results"])
+
+    def lexical(d):
+        return [(r["id"], r["arms"]["lexical"]) for r in d["results"] if "lexical" in r["arms"]]
+
+    assert lexical(syntax) == lexical(words) != []
 
 
 def test_queries_file_trec_output_and_decision_log(spec, tmp_path):

@@ -89,17 +89,9 @@ def ltrr(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def spec(tmp_path_factory) -> Path:
+def spec(music_spec) -> Path:
     """pipelines/music.yaml with its state in a temp folder, indexed once."""
-    folder = tmp_path_factory.mktemp("music-eval")
-    data = yaml.safe_load((ROOT / "pipelines/music.yaml").read_text())
-    data["catalog"]["path"] = str(ROOT / "examples/data/lastfm/artists.parquet")
-    data["state_dir"] = str(folder / "state")
-    path = folder / "music.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    done = ltrr("index", str(path))
-    assert done.returncode == 0, done.stderr
-    return path
+    return music_spec
 
 
 def test_evaluate_by_type_per_arm_json(spec):
