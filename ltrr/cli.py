@@ -79,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
              "them; replaying a file adds nothing twice.")
     sp.add_argument("events", type=Path, help="events file")
 
+    sp = cmd("train", _train, "Replay a decision + event log into the pipeline's learners "
+             "(offline learning); replaying the same log twice adds nothing.")
+    sp.add_argument("--log", type=Path, metavar="DIR",
+                    help="state folder holding decisions/ and events/ (default: the "
+                         "pipeline's own)")
+    sp.add_argument("--node", action="append", metavar="ID",
+                    help="train only this learner (repeatable; default: all learners)")
+
     sp = cmd("evaluate", _evaluate, "Run judged queries and report IR metrics (ir-measures).")
     sp.add_argument("--queries", type=Path, required=True, help="TSV or JSONL(.gz) queries")
     sp.add_argument("--qrels", type=Path, required=True, help="TREC or BEIR TSV(.gz) qrels")
@@ -93,6 +101,28 @@ def _parser() -> argparse.ArgumentParser:
                     help="also score each arm's own candidates (what the pipeline took from "
                          "it, in its rank order), e.g. with --measures R@10 R@100")
     sp.add_argument("--batch-size", type=int, default=256)
+
+    sp = cmd("simulate", _simulate, "Simulate users searching: rounds of serve, engage (click "
+             "model), learn, per policy; report recall, regret and plots.")
+    sp.add_argument("--user-model", default="lastfm",
+                    help="registered user model (default: lastfm)")
+    sp.add_argument("--with", dest="with_", action="append", metavar="KEY=VALUE",
+                    help="user-model option, value in YAML (repeatable), e.g. --with eta=0.5")
+    sp.add_argument("--sessions", type=int, default=2000, help="sessions per policy")
+    sp.add_argument("--policies", help="comma-separated policy names or policy YAML files "
+                    "(default: the spec's policy)")
+    sp.add_argument("--seed", type=int, default=0, help="seeds sessions and engagement")
+    sp.add_argument("--round-size", type=int, default=200,
+                    help="sessions served before each learning step")
+    sp.add_argument("--step", type=int, help="grid step of the comparator allocations "
+                    "(default: budget/10 or the nearest divisor)")
+    sp.add_argument("--max-arms", type=int, help="most arms per comparator allocation")
+    sp.add_argument("--out", "-o", type=Path, help="output folder (default: "
+                    "<state_dir>/simulations/<user-model>-n<sessions>-s<seed>)")
+    sp.add_argument("--keep-state", action="store_true",
+                    help="keep each policy's decision/event logs and learned state under "
+                         "OUT/state/<policy>")
+    sp.add_argument("--json", action="store_true", help="print the JSON summary")
     return p
 
 
@@ -179,11 +209,31 @@ def _feedback(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from ltrr.compiler import load_plan
+    from ltrr.feedback.train import train
+
+    report = train(load_plan(args.spec), args.log, nodes=args.node)
+    print(f"replayed {report['log']}")
+    for node, stats in report["learners"].items():
+        print(f"{node}: " + (", ".join(f"{k}={v}" for k, v in stats.items()) if stats
+                             else "nothing new to learn"))
+    return 0
+
+
 def _evaluate(args) -> int:
     from ltrr.compiler import load_plan
     from ltrr.runtime.commands import evaluate_plan
 
     evaluate_plan(load_plan(args.spec), args)
+    return 0
+
+
+def _simulate(args) -> int:
+    from ltrr.compiler import load_plan
+    from ltrr.simulate.commands import simulate_command
+
+    simulate_command(load_plan(args.spec), args)
     return 0
 
 

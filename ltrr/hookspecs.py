@@ -18,6 +18,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from ltrr.components import Component
+    from ltrr.simulate import UserModel
     from ltrr.types import Decision
 
 hookspec = pluggy.HookspecMarker("ltrr")
@@ -40,6 +41,23 @@ def ltrr_components() -> list[type[Component]]:
         @hookimpl
         def ltrr_components():
             return [PopularityRanker]
+    """
+
+
+@hookspec
+def ltrr_user_models() -> list[type[UserModel]]:
+    """Return the simulated-user classes this plugin provides (``ltrr simulate``).
+
+    Each class subclasses :class:`ltrr.simulate.UserModel`, sets ``name`` (what
+    ``ltrr simulate --user-model`` names), ``Params`` (a pydantic model of its
+    ``--with key=value`` options) and ``event_types``. Names must be unique across
+    all installed plugins. All results are collected.
+
+    Example::
+
+        @hookimpl
+        def ltrr_user_models():
+            return [LastfmUsers]
     """
 
 

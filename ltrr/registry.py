@@ -20,6 +20,7 @@ import pluggy
 from ltrr import hookspecs
 from ltrr.components import KIND_BASES, Component, Kind
 from ltrr.errors import PluginError
+from ltrr.simulate.model import UserModel
 
 GROUP = "ltrr"
 
@@ -40,12 +41,28 @@ class Registration:
         return self.cls.summary()
 
 
+@dataclass(frozen=True)
+class UserModelRegistration:
+    """One registered simulated-user model (``ltrr simulate``) and where it came from."""
+
+    name: str
+    cls: type[UserModel]
+    plugin: str
+    package: str
+    version: str
+
+    @property
+    def summary(self) -> str:
+        return self.cls.summary()
+
+
 class Registry:
-    """Registered components by kind and name, plus the plugin manager."""
+    """Registered components by kind and name, user models by name, the plugin manager."""
 
     def __init__(self, pm: pluggy.PluginManager):
         self.pm = pm
         self._by_key: dict[tuple[Kind, str], Registration] = {}
+        self.user_models: dict[str, UserModelRegistration] = {}
 
     def add(self, reg: Registration) -> None:
         key = (reg.kind, reg.name)
@@ -85,24 +102,32 @@ def _plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
+def _impl(registry: Registry, hook: str, plugin: Any, plugin_name: str, package: str):
+    """The plugin's @hookimpl function for ``hook``, or None."""
+    impls = [i for i in getattr(registry.pm.hook, hook).get_hookimpls() if i.plugin is plugin]
+    if not impls:
+        if callable(getattr(plugin, hook, None)):
+            raise PluginError(f"plugin '{plugin_name}' (package '{package}') defines "
+                              f"{hook} without @hookimpl",
+                              hint="decorate it with @ltrr.hookspecs.hookimpl")
+        return None
+    return impls[0].function
+
+
+def _call(registry: Registry, hook: str, impl, plugin_name: str, package: str) -> list:
+    registry.pm.trace(hook, f"plugin={plugin_name}", f"package={package}")
+    try:
+        return impl() or []
+    except Exception as exc:
+        raise PluginError(f"plugin '{plugin_name}' (package '{package}') failed in "
+                          f"{hook}: {type(exc).__name__}: {exc}") from exc
+
+
 def _collect(registry: Registry, plugin: Any, plugin_name: str, package: str, version: str):
     # Called per plugin (not through pm.hook) to know which package gave which class;
     # only functions marked @hookimpl count, as pluggy itself would decide.
-    impls = [i for i in registry.pm.hook.ltrr_components.get_hookimpls() if i.plugin is plugin]
-    if not impls:
-        if callable(getattr(plugin, "ltrr_components", None)):
-            raise PluginError(f"plugin '{plugin_name}' (package '{package}') defines "
-                              "ltrr_components without @hookimpl",
-                              hint="decorate it with @ltrr.hookspecs.hookimpl")
-        return
-    impl = impls[0].function
-    registry.pm.trace("ltrr_components", f"plugin={plugin_name}", f"package={package}")
-    try:
-        classes = impl() or []
-    except Exception as exc:
-        raise PluginError(f"plugin '{plugin_name}' (package '{package}') failed in "
-                          f"ltrr_components: {type(exc).__name__}: {exc}") from exc
-    for cls in classes:
+    impl = _impl(registry, "ltrr_components", plugin, plugin_name, package)
+    for cls in _call(registry, "ltrr_components", impl, plugin_name, package) if impl else []:
         kind = getattr(cls, "kind", None)
         if not (isinstance(cls, type) and issubclass(cls, Component) and kind in KIND_BASES):
             raise PluginError(f"plugin '{plugin_name}' (package '{package}') returned {cls!r}, "
@@ -111,6 +136,22 @@ def _collect(registry: Registry, plugin: Any, plugin_name: str, package: str, ve
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin '{plugin_name}': component {cls.__name__} has no name")
         registry.add(Registration(kind, name, cls, plugin_name, package, version))
+    impl = _impl(registry, "ltrr_user_models", plugin, plugin_name, package)
+    for cls in _call(registry, "ltrr_user_models", impl, plugin_name, package) if impl else []:
+        if not (isinstance(cls, type) and issubclass(cls, UserModel)):
+            raise PluginError(f"plugin '{plugin_name}' (package '{package}') returned {cls!r} "
+                              "from ltrr_user_models, which is not a UserModel subclass")
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin '{plugin_name}': user model {cls.__name__} has no name")
+        other = registry.user_models.get(name)
+        if other is not None and other.cls is not cls:
+            raise PluginError(
+                f"user model '{name}' is registered twice: by package '{other.package}' "
+                f"(plugin '{other.plugin}') and by package '{package}' (plugin '{plugin_name}')",
+                hint="uninstall one of them, or disable one with LTRR_DISABLE_PLUGINS=<plugin>")
+        registry.user_models[name] = UserModelRegistration(name, cls, plugin_name, package,
+                                                           version)
 
 
 def build_registry(extra: list[tuple[str, Any]] | None = None) -> Registry:

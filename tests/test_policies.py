@@ -11,9 +11,6 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 
-import ltrr_plugins.policies.epsilon_greedy as eg_module
-import ltrr_plugins.policies.uniform as uniform_module
-import ltrr_plugins.policies.vw as vw_module
 from ltrr.cli import main
 from ltrr.compiler import compile_spec
 from ltrr.components import Arm, Params, PlanView
@@ -60,8 +57,8 @@ CONTEXTS = {"like": ("like song {i}", "y-8", json.dumps([["y", 10]])),
 
 @pytest.fixture()
 def registry():
-    return build_registry(extra=[("toy", TOY), ("uniform", uniform_module),
-                                 ("epsilon_greedy", eg_module), ("vw", vw_module)])
+    # the policies come through their entry points, like any installed plugin
+    return build_registry(extra=[("toy", TOY)])
 
 
 @pytest.fixture()

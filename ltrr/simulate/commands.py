@@ -1,0 +1,129 @@
+"""``ltrr simulate``: parse the options, run with a rich progress display, print a table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ltrr.compiler import Plan
+from ltrr.errors import RunError
+from ltrr.registry import Registry, default_registry
+from ltrr.simulate.engine import PolicyChoice, SimConfig, simulate
+
+
+def parse_with(items: list[str] | None) -> dict[str, Any]:
+    """``["eta=0.5", "mix={exact: 1}"]`` → params; values are YAML (numbers, lists, maps)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise RunError(f"--with '{item}' is not key=value", field="--with",
+                           hint="e.g. --with eta=0.5 --with 'mix={exact: 1, tag: 1}'")
+        try:
+            out[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise RunError(f"--with {key}: value is not valid YAML ({exc.problem})",
+                           field=f"with.{key.strip()}",
+                           hint="quote structured values: --with 'mix={exact: 1}'") from None
+    return out
+
+
+def policy_choices(plan: Plan, text: str | None, registry: Registry | None = None
+                   ) -> list[PolicyChoice]:
+    """``--policies``: registered policy names or YAML files holding a policy block.
+
+    A name runs that policy with the spec's ``policy.with`` when the spec uses it, else
+    with its defaults. A file (``.yaml``/``.yml``) holds ``use``, optional ``with`` and
+    optional ``label`` (default: the file's stem). Default: the spec's own policy.
+    """
+    from ltrr.components import Kind
+    from ltrr.spec.loader import load_yaml
+
+    registry = registry or default_registry()
+    spec_policy = plan.model.policy
+    if not text:
+        return [PolicyChoice(spec_policy.use, spec_policy.use, dict(spec_policy.with_))]
+    out = []
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        if item.endswith((".yaml", ".yml")):
+            path = Path(item)
+            data, _ = load_yaml(path)
+            if not isinstance(data, dict) or not isinstance(data.get("use"), str) \
+                    or set(data) - {"use", "with", "label"} \
+                    or not isinstance(data.get("with", {}), dict):
+                raise RunError("a policy file holds a mapping with 'use' (a policy name), "
+                               "optional 'with' (its params) and optional 'label'",
+                               where=str(path), field="--policies",
+                               hint="e.g. {use: static, with: {allocation: {lexical: 100}}, label: lexical}")
+            out.append(PolicyChoice(str(data.get("label") or path.stem), data["use"],
+                                    dict(data.get("with") or {}), source=str(path)))
+        elif registry.find(Kind.POLICY, item) is not None:
+            params = dict(spec_policy.with_) if item == spec_policy.use else {}
+            out.append(PolicyChoice(item, item, params))
+        else:
+            close = registry.closest(Kind.POLICY, item)
+            raise RunError(f"unknown policy '{item}'", field="--policies",
+                           hint=(f"did you mean '{close}'? " if close else "")
+                           + "installed: " + ", ".join(registry.names(Kind.POLICY))
+                           + "; or give a YAML file with a policy block")
+    return out
+
+
+def default_out(plan: Plan, args) -> Path:
+    return plan.spec.state_dir / "simulations" / f"{args.user_model}-n{args.sessions}-s{args.seed}"
+
+
+def simulate_command(plan: Plan, args, registry: Registry | None = None) -> dict[str, Any]:
+    """Run ``ltrr simulate`` for parsed ``args``; print a table (or JSON); return the summary."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.table import Table
+
+    from ltrr.simulate.report import write_report
+
+    registry = registry or default_registry()
+    out = Path(args.out) if args.out else default_out(plan, args)
+    config = SimConfig(sessions=args.sessions, seed=args.seed, round_size=args.round_size,
+                       step=args.step, max_arms=args.max_arms,
+                       keep_state=out / "state" if args.keep_state else None)
+    choices = policy_choices(plan, args.policies, registry)
+    err = Console(stderr=True)
+    tasks: dict[str, Any] = {}
+    with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=err, transient=False) as bar:
+        def progress(label: str, done: int, total: int, stats: dict[str, Any]) -> None:
+            if label not in tasks:
+                name = "sampling sessions" if label == "sessions" else f"policy {label}"
+                tasks[label] = bar.add_task(name, total=total, note="")
+            note = f"recall {stats['recall']:.3f}" if "recall" in stats else ""
+            bar.update(tasks[label], completed=done, note=note)
+
+        result = simulate(plan, args.user_model, parse_with(args.with_), choices, config,
+                          registry=registry, progress=progress)
+    summary = write_report(result, out)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return summary
+    table = Table("policy", "recall", "best fixed", "type oracle", "regret/1k Q1→Q4 (fixed)",
+                  "regret/1k Q1→Q4 (oracle)", "ms/session", box=None)
+    for label, p in summary["policies"].items():
+        rb = p["regret"]["per_1000_by_quarter"]["vs_best_fixed"]
+        ro = p["regret"]["per_1000_by_quarter"]["vs_type_oracle"]
+        table.add_row(label, f"{p['recall']:.4f}", f"{p['best_fixed']['recall']:.4f}",
+                      f"{p['oracle_per_type']['recall']:.4f}", f"{rb[0]:.1f} → {rb[-1]:.1f}",
+                      f"{ro[0]:.1f} → {ro[-1]:.1f}", f"{p['timings']['ms_per_session']:.1f}")
+    console = Console()
+    console.print(table)
+    best = summary["best_static"]
+    console.print(f"best fixed allocation in hindsight: {best['allocation']} "
+                  f"(recall {best['recall']:.4f})")
+    console.print(f"wrote {out}/summary.json, sessions.parquet, "
+                  + ", ".join(Path(p).name for p in summary["plots"].values()))
+    return summary
