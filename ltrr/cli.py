@@ -87,9 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--node", action="append", metavar="ID",
                     help="train only this learner (repeatable; default: all learners)")
 
-    sp = cmd("evaluate", _evaluate, "Run judged queries and report IR metrics (ir-measures).")
-    sp.add_argument("--queries", type=Path, required=True, help="TSV or JSONL(.gz) queries")
-    sp.add_argument("--qrels", type=Path, required=True, help="TREC or BEIR TSV(.gz) qrels")
+    sp = cmd("evaluate", _evaluate, "Run judged queries and report IR metrics (ir-measures), "
+             "or estimate the spec's policy's value on a logged pipeline (--log: IPS, SNIPS, DR).")
+    sp.add_argument("--queries", type=Path, help="TSV or JSONL(.gz) queries")
+    sp.add_argument("--qrels", type=Path, help="TREC or BEIR TSV(.gz) qrels")
+    sp.add_argument("--log", type=Path, help="off-policy evaluation: a state dir (decisions/ "
+                    "and events/) logged by some policy; estimates the spec's policy's value")
     sp.add_argument("--measures", nargs="+", default=None,
                     help="ir-measures names (default: nDCG@10 R@100 R@1000 RR@10)")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -223,9 +226,38 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     from ltrr.compiler import load_plan
+    from ltrr.errors import RunError
+
+    plan = load_plan(args.spec)
+    if args.log is not None:
+        if args.queries or args.qrels:
+            raise RunError("--log (off-policy evaluation) and --queries/--qrels (judged "
+                           "queries) are two different evaluations", hint="use one of them")
+        return _evaluate_log(plan, args)
+    if not (args.queries and args.qrels):
+        raise RunError("evaluate needs --queries and --qrels, or --log",
+                       hint="e.g. ltrr evaluate spec.yaml --queries q.jsonl --qrels qrels.tsv")
     from ltrr.runtime.commands import evaluate_plan
 
-    evaluate_plan(load_plan(args.spec), args)
+    evaluate_plan(plan, args)
+    return 0
+
+
+def _evaluate_log(plan, args) -> int:
+    import json
+
+    from ltrr.ope import ope_report, print_ope_table
+    from ltrr.runtime.workspace import Workspace
+
+    workspace = Workspace(plan)
+    try:
+        report = ope_report(plan, args.log, workspace.opened(plan.policy.id))
+    finally:
+        workspace.close()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print_ope_table(report)
     return 0
 
 

@@ -143,6 +143,27 @@ class BanditPolicy(Policy, Learner):
             pmfs = self._pmfs(feats)
         return [list(zip(self.space.actions, p)) for p in pmfs]
 
+    def pmf_logged(self, features: dict, actions: list[dict[str, int]]) -> list[float]:
+        """Probabilities of ``actions`` (logged allocations) for logged ``features``:
+        what off-policy evaluation asks (:class:`ltrr.ope.LoggedPmfPolicy`). Mass this
+        policy puts on actions outside the list is dropped and the rest renormalised."""
+        from ltrr.ope import action_key
+
+        (pmf,) = self.pmf([features or {}])
+        probs = {action_key(a): p for a, p in pmf}
+        out = [probs.get(action_key(a), 0.0) for a in actions]
+        total = sum(out)
+        return [p / total for p in out] if total > 0 else [1.0 / len(out)] * len(out)
+
+    def rewards(self, interactions: "pl.DataFrame") -> "pl.DataFrame":
+        """One reward per decision, as this policy learns it (for off-policy evaluation)."""
+        import polars as pl
+
+        outs = outcomes(interactions, self.params.reward)
+        return pl.DataFrame({"request_id": [o.request_id for o in outs],
+                             "reward": [float(o.reward) for o in outs]},
+                            schema={"request_id": pl.String, "reward": pl.Float64})
+
     # --- learning ----------------------------------------------------------------------
 
     def learn(self, interactions: "pl.DataFrame") -> dict[str, Any]:
