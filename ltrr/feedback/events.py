@@ -17,6 +17,7 @@ import polars as pl
 
 from ltrr.errors import Location, RunError
 from ltrr.parquet_log import ParquetLog
+from ltrr.timestamps import parse_timestamp
 
 EVENT_SCHEMA = pl.Schema({
     "event_id": pl.String,       # unique; derived from the other fields when absent
@@ -41,15 +42,11 @@ def derived_event_id(row: dict) -> str:
 def _timestamp(value, where: Location) -> float | None:
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            pass
-    raise RunError(f"timestamp {value!r} is neither epoch seconds nor ISO 8601", where=where,
-                   field="timestamp")
+    parsed = parse_timestamp(value)
+    if parsed is None:
+        raise RunError(f"timestamp {value!r} is neither epoch seconds nor ISO 8601",
+                       where=where, field="timestamp")
+    return parsed
 
 
 def _check_row(row: dict, where: Location, weights: dict[str, float] | None) -> dict:

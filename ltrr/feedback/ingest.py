@@ -37,9 +37,11 @@ def decision_log(plan: Plan) -> DecisionLog:
                        else plan.spec.state_dir / "decisions")
 
 
-def decisions_for(plan: Plan, request_ids: list[str]) -> pl.DataFrame:
-    """The logged decisions with these request ids (read lazily, only what is needed)."""
-    log = decision_log(plan)
+def decisions_for(plan: Plan, request_ids: list[str], log: DecisionLog | None = None
+                  ) -> pl.DataFrame:
+    """The decisions with these request ids, from ``log`` (default: the plan's own),
+    read lazily: only what is needed."""
+    log = log or decision_log(plan)
     parts = log.parts()
     if not parts or not request_ids:
         return log.schema.to_frame()

@@ -20,7 +20,7 @@ from ltrr.compiler import Plan
 from ltrr.components import Component, Learner
 from ltrr.errors import RunError
 from ltrr.feedback.events import EventLog
-from ltrr.feedback.ingest import catch_up, decision_log, event_log
+from ltrr.feedback.ingest import catch_up, decision_log, decisions_for, event_log
 from ltrr.feedback.interactions import interactions
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.workspace import Workspace
@@ -33,15 +33,6 @@ def _is_own(plan: Plan, log_dir: Path) -> bool:
     own = event_log(plan).directory.parent.resolve()
     return (log_dir.resolve() == own
             and decision_log(plan).directory.resolve() == (own / "decisions").resolve())
-
-
-def _decisions(log: DecisionLog, request_ids: list[str]) -> pl.DataFrame:
-    parts = log.parts()
-    if not parts or not request_ids:
-        return log.schema.to_frame()
-    return (pl.scan_parquet(parts)
-            .filter(pl.col("request_id").is_in(pl.Series(request_ids).implode()))
-            .collect())
 
 
 def _merge_stats(total: dict[str, Any], stats: dict[str, Any] | None) -> None:
@@ -79,7 +70,7 @@ def _replay(plan: Plan, learner: Component, log_dir: Path,
     for n, part in enumerate(pending, 1):
         events = events_log.read([part])
         ids = events["request_id"].drop_nulls().unique().to_list()
-        _merge_stats(total, learner.learn(interactions(events, _decisions(dlog, ids), weights)))
+        _merge_stats(total, learner.learn(interactions(events, decisions_for(plan, ids, dlog), weights)))
         total["parts"] += 1
         done.add(part.name)
         cursors[key] = sorted(done)

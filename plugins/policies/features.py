@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ltrr.components import Params
+from ltrr.timestamps import parse_timestamp
 from ltrr.types import PolicyContext
 
 FeatureGroup = Literal["query", "slots", "time", "user"]
@@ -80,17 +81,6 @@ def _script(text: str) -> str:
                  else "other")
             counts[s] = counts.get(s, 0) + 1
     return max(counts, key=counts.get) if counts else "ascii"
-
-
-def _timestamp(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
-    return None
 
 
 class UserHistory:
@@ -190,7 +180,7 @@ class ContextFeaturizer:
             elif g == "slots":
                 out[g] = self.slot_features(q.text, ctx.slots)
             elif g == "time":
-                out[g] = self.time_features(_timestamp(q.context.get("timestamp"))
+                out[g] = self.time_features(parse_timestamp(q.context.get("timestamp"))
                                             if q.context else None)
             elif g == "user":
                 out[g] = self.user.features(q.user_id)
