@@ -54,6 +54,9 @@ def write_spec(folder: Path) -> Path:
     data["catalog"]["path"] = str((c.MUSIC_SPEC.parent / data["catalog"]["path"]).resolve())
     data["state_dir"] = str(folder / "state")
     data.setdefault("log", {})["decisions"] = False
+    for arm in data["arms"]:                       # relation files, relative to pipelines/
+        for rel in arm.get("with", {}).get("relations", []):
+            rel["path"] = str((c.MUSIC_SPEC.parent / rel["path"]).resolve())
     for arm in data["arms"]:
         if arm.get("use") == "bm25":
             arm["with"] = LEXICAL

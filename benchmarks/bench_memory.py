@@ -50,7 +50,7 @@ def synth_interactions(arm, catalog, pairs_target: int, seed: int):
     """Interactions (the learn() input) until ``pairs_target`` distinct (key, entity) pairs."""
     import polars as pl
 
-    from ltrr.feedback.interactions import INTERACTION_COLUMNS
+    from ltrr.feedback.interactions import EVENT_COLUMNS
     from ltrr_plugins.slotters.dictionary import normalize
 
     rng = random.Random(seed)
@@ -89,7 +89,7 @@ def synth_interactions(arm, catalog, pairs_target: int, seed: int):
          "type": [r[2] for r in rows], "weight": [r[3] for r in rows],
          "position": [1] * len(rows), "timestamp": [r[4] for r in rows]},
         schema_overrides={"request_id": pl.String, "position": pl.Int32})
-    return frame.select(INTERACTION_COLUMNS), texts, zipf
+    return frame.select(EVENT_COLUMNS), texts, zipf
 
 
 def main() -> int:

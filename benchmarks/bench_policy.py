@@ -74,9 +74,8 @@ def contexts(n: int, seed: int, catalog) -> list:
 
 def interactions(policy, ctxs, rng):
     """One 'play' per decision, retrieved when a random arm of the allocation found it."""
-    import polars as pl
 
-    from ltrr.feedback.interactions import INTERACTION_COLUMNS
+    from ltrr.feedback.interactions import interaction_frame
 
     actions = policy.choose_batch(ctxs)
     rows = []
@@ -91,7 +90,7 @@ def interactions(policy, ctxs, rng):
                      "allocation": [{"arm": k, "k": v} for k, v in a.allocation.items()],
                      "probability": a.probability, "action_index": a.index,
                      "pmf": json.dumps(a.pmf), "action_features": json.dumps(a.features)})
-    return pl.DataFrame(rows).select(INTERACTION_COLUMNS)
+    return interaction_frame(rows)
 
 
 def main() -> int:

@@ -129,7 +129,7 @@ def main() -> int:
     from ltrr.compiler import load_plan
     from ltrr.components import ComponentContext
     from ltrr.evaluation import evaluate_run, read_qrels
-    from ltrr.feedback.interactions import INTERACTION_COLUMNS
+    from ltrr.feedback.interactions import interaction_frame
     from ltrr.runtime.commands import index_plan
     from ltrr.runtime.pipeline import Pipeline
     from ltrr.runtime.queries import read_queries
@@ -280,7 +280,7 @@ def main() -> int:
                             rewards.append(r)
                             rows.append(_row(rid, texts[qid], pol.space.actions[i], probs[i], i,
                                              pmf, ns, r, epoch))
-                        pol.learn(pl.DataFrame(rows).select(INTERACTION_COLUMNS))
+                        pol.learn(interaction_frame(rows))
                 learn_s = perf_counter() - t
                 # --- 3. greedy on test
                 pmfs = pol.pmf([ns_of(q) for q in test_ids])

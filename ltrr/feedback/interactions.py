@@ -11,6 +11,15 @@ DECISION_COLUMNS = ("in_candidates", "arms", "allocation", "probability", "actio
 INTERACTION_COLUMNS = EVENT_COLUMNS + DECISION_COLUMNS
 
 
+def interaction_frame(rows: list[dict]) -> pl.DataFrame:
+    """An interactions frame from row dicts (learners' tests, simulators, benchmarks);
+    columns a row leaves out are null."""
+    frame = pl.DataFrame(rows) if rows else pl.DataFrame()
+    missing = [c for c in INTERACTION_COLUMNS if c not in frame.columns]
+    return frame.with_columns(pl.lit(None).alias(c) for c in missing).select(
+        INTERACTION_COLUMNS)
+
+
 def interactions(events: pl.DataFrame, decisions: pl.DataFrame,
                  weights: dict[str, float]) -> pl.DataFrame:
     """Events with what is known of their decision, and the type's weight.

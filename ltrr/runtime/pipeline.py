@@ -171,7 +171,9 @@ class Pipeline:
         """Run the arms wave by wave.
 
         Returns arm id → per-query candidate lists (None where the arm was not run or
-        was dropped), and the time spent inside arms (each wave counted as its slowest arm).
+        was dropped), and the time spent inside arms: per wave, the arms' summed time,
+        capped at the wave's wall time (arms that overlap count once; arms that queue for
+        the cores or the GIL count fully — that wait is theirs, not the framework's).
         """
         n = len(queries)
         results: dict[str, list[list[Candidate] | None]] = {}
@@ -208,14 +210,14 @@ class Pipeline:
                     timings[arm] = _ms(t_wave)
                 else:
                     timings[arm] = elapsed
-                    inside = max(inside, elapsed)
+                    inside += elapsed
                     for i, cands in zip(idx, lists):
                         out[i] = cands
                     continue
                 for i in idx:
                     traces[i].append(note)
-                inside = max(inside, timings[arm])
-            arms_ms += inside
+                inside += timings[arm]
+            arms_ms += min(inside, _ms(t_wave))
         return results, arms_ms
 
     def _needs(self, allocation: dict[str, int]) -> dict[str, int]:
