@@ -75,6 +75,7 @@ class Pipeline:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.workspace.close()
+        gc.unfreeze()      # let what this pipeline loaded be collected again
 
     def __enter__(self) -> "Pipeline":
         return self

@@ -317,9 +317,8 @@ def run_policy(plan: Plan, choice: PolicyChoice, sessions: list[Session], model:
                 if progress:
                     progress(choice.label, hi, n, {"recall": float(reward[:hi].mean())})
         finally:
-            pipeline.close()
+            pipeline.close()   # also unfreezes what the pipeline froze
             del pipeline
-            gc.unfreeze()      # the pipeline froze its objects; let the next one's be freed
             gc.collect()
     total = time.perf_counter() - started
     return PolicyRun(choice.label, choice.use, dict(choice.params), reward, alloc, ranks,
