@@ -181,6 +181,7 @@ class Pipeline:
         arms_ms = 0.0
         needs = [self._needs(a.allocation) for a in actions]
         for wave in self.waves:
+            wave_started = perf_counter()
             pending: list[tuple[str, list[int], Future, float]] = []
             for arm in wave:
                 spec = self._arm_specs[arm]
@@ -218,7 +219,9 @@ class Pipeline:
                 for i in idx:
                     traces[i].append(note)
                 inside += timings[arm]
-            arms_ms += min(inside, _ms(t_wave))
+            # arms start running while later ones are still being submitted: cap by the
+            # wall time since the wave's first submission
+            arms_ms += min(inside, _ms(wave_started))
         return results, arms_ms
 
     def _needs(self, allocation: dict[str, int]) -> dict[str, int]:
