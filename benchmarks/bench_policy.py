@@ -43,12 +43,12 @@ BUDGET = 100
 CONFIGS = [
     ("uniform", "uniform", {"step": 25}),
     ("epsilon_greedy", "epsilon_greedy", {"step": 25}),
-    ("vw squarecb (default)", "vw", {"step": 25}),
-    ("vw epsilon", "vw", {"step": 25, "exploration": "epsilon"}),
+    ("vw epsilon (default)", "vw", {"step": 25}),
+    ("vw squarecb", "vw", {"step": 25, "exploration": "squarecb"}),
     ("vw softmax", "vw", {"step": 25, "exploration": "softmax"}),
     ("vw bag 5", "vw", {"step": 25, "exploration": "bag", "bag": 5}),
     ("vw cover 5", "vw", {"step": 25, "exploration": "cover", "cover": 5}),
-    ("vw squarecb, step 10, max_arms 3", "vw", {"step": 10, "max_arms": 3}),
+    ("vw epsilon, step 10, max_arms 3", "vw", {"step": 10, "max_arms": 3}),
 ]
 FEATURES = ["query", "slots", "time", "user"]
 
@@ -166,7 +166,7 @@ def main() -> int:
             batch_ms = (perf_counter() - t) * 1000 / len(batch)
             p50 = c.median(single)
             total = p50 + learn_ms
-            is_target = label.startswith("vw squarecb (default)")
+            is_target = label.startswith("vw epsilon (default)")
             metrics.append(c.metric(
                 f"{label}: learn+predict per decision ({len(pol.space)} actions)", total, "ms",
                 target=f"< {TARGET_MS} ms" if is_target else None,
