@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from ltrr.spec import resolve_path
 from ltrr.types import Action, ArmRequest, Candidate, Merged, PolicyContext, Query, Ranked, Slot
 
 if TYPE_CHECKING:
@@ -85,8 +86,7 @@ class ComponentContext:
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the node's params, resolved against the spec's folder."""
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else (self.spec_dir / p).resolve()
+        return resolve_path(self.spec_dir, path)
 
     def node(self, node_id: str) -> "Component":
         """Another node of the plan (e.g. an encoder named in params), opened, shared."""

@@ -11,6 +11,16 @@ DECISION_COLUMNS = ("in_candidates", "arms", "allocation", "probability", "actio
 INTERACTION_COLUMNS = EVENT_COLUMNS + DECISION_COLUMNS
 
 
+def require_columns(interactions: pl.DataFrame, needed: tuple[str, ...], node: str) -> None:
+    """Raise a RunError naming ``node`` if ``interactions`` lacks any of ``needed``."""
+    from ltrr.errors import RunError
+
+    missing = [c for c in needed if c not in interactions.columns]
+    if missing:
+        raise RunError(f"interactions lack column(s) {', '.join(missing)}", node=node,
+                       hint="pass the output of ltrr.feedback.interactions()")
+
+
 def interaction_frame(rows: list[dict]) -> pl.DataFrame:
     """An interactions frame from row dicts (learners' tests, simulators, benchmarks);
     columns a row leaves out are null."""

@@ -61,8 +61,9 @@ class UserModelContext:
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the params, resolved against the spec's folder."""
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else (self.spec_dir / p).resolve()
+        from ltrr.spec import resolve_path
+
+        return resolve_path(self.spec_dir, path)
 
 
 class UserModel:

@@ -16,7 +16,13 @@ from ltrr.spec.errors import node_and_field, spec_errors
 from ltrr.spec.loader import PathKey, SourceMap, load_yaml, load_yaml_text
 from ltrr.spec.models import ArmSpec, PipelineSpec, SlotterSpec
 
-__all__ = ["Spec", "load_spec", "load_spec_text", "PipelineSpec", "ArmSpec", "SlotterSpec"]
+def resolve_path(base: Path, path: str | Path) -> Path:
+    """``path`` from a spec (``~`` expanded), resolved against ``base`` unless absolute."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (Path(base) / p).resolve()
+
+
+__all__ = ["resolve_path", "Spec", "load_spec", "load_spec_text", "PipelineSpec", "ArmSpec", "SlotterSpec"]
 
 
 @dataclass(frozen=True)
@@ -34,8 +40,7 @@ class Spec:
 
     def resolve(self, relative: str | Path) -> Path:
         """A path from the spec, resolved against the spec file's folder."""
-        p = Path(relative).expanduser()
-        return p if p.is_absolute() else (self.base_dir / p).resolve()
+        return resolve_path(self.base_dir, relative)
 
     @property
     def state_dir(self) -> Path:

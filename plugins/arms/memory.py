@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from pydantic import Field, field_validator
 
 from ltrr.components import Arm, Indexed, Learner, Params
-from ltrr.errors import RunError, StateError
+from ltrr.errors import StateError
 from ltrr.hookspecs import hookimpl
 from ltrr.state import atomic_write_bytes
 from ltrr.types import ArmRequest, Candidate
@@ -471,11 +471,9 @@ class MemoryArm(Arm, Indexed, Learner):
         """Add new interactions to the memory; persist atomically; return stats."""
         import polars as pl
 
-        missing = [c for c in INTERACTION_NEEDS if c not in interactions.columns]
-        if missing:
-            raise RunError(f"interactions lack column(s) {', '.join(missing)}",
-                           node=self.ctx.node_id,
-                           hint="pass the output of ltrr.feedback.interactions()")
+        from ltrr.feedback.interactions import require_columns
+
+        require_columns(interactions, INTERACTION_NEEDS, self.ctx.node_id)
         started = time.perf_counter()
         with self._lock:
             df = interactions.select(

@@ -7,7 +7,7 @@ from pydantic import Field
 from ltrr.components import Merger, Params, PlanView, Problem
 from ltrr.hookspecs import hookimpl
 from ltrr.types import Candidate, Merged
-from ltrr_plugins.mergers.union import group_by_entity
+from ltrr_plugins.mergers.union import group_by_entity, unknown_arm_weights
 
 
 class RrfParams(Params):
@@ -24,9 +24,7 @@ class RrfMerger(Merger):
 
     @classmethod
     def check(cls, params: RrfParams, plan: PlanView) -> list[Problem]:
-        return [Problem(f"weights name '{arm}', which is not an arm", ("weights", arm),
-                        hint=f"arms: {', '.join(plan.arms)}")
-                for arm in params.weights if arm not in plan.arms]
+        return unknown_arm_weights(params.weights, plan)
 
     def merge(self, per_arm: dict[str, list[Candidate]], k: int) -> list[Merged]:
         weights, offset = self.params.weights, self.params.k

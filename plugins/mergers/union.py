@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ltrr.components import Merger
+from ltrr.components import Merger, PlanView, Problem
 from ltrr.hookspecs import hookimpl
 from ltrr.types import Candidate, Merged
 
@@ -14,6 +14,13 @@ def group_by_entity(per_arm: dict[str, list[Candidate]]) -> dict[str, list[Candi
         for c in candidates:
             groups.setdefault(c.entity_id, []).append(c)
     return groups
+
+
+def unknown_arm_weights(weights: dict[str, float], plan: PlanView) -> list[Problem]:
+    """A problem for each per-arm weight naming something that is not an arm."""
+    return [Problem(f"weights name '{arm}', which is not an arm", ("weights", arm),
+                    hint=f"arms: {', '.join(plan.arms)}")
+            for arm in weights if arm not in plan.arms]
 
 
 class UnionMerger(Merger):

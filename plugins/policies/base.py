@@ -168,11 +168,9 @@ class BanditPolicy(Policy, Learner):
 
     def learn(self, interactions: "pl.DataFrame") -> dict[str, Any]:
         """Learn from new interactions; persist atomically; return stats."""
-        missing = [c for c in NEEDED if c not in interactions.columns]
-        if missing:
-            raise RunError(f"interactions lack column(s) {', '.join(missing)}",
-                           node=self.ctx.node_id,
-                           hint="pass the output of ltrr.feedback.interactions()")
+        from ltrr.feedback.interactions import require_columns
+
+        require_columns(interactions, NEEDED, self.ctx.node_id)
         started = time.perf_counter()
         outs = outcomes(interactions, self.params.reward)
         examples: list[tuple[Namespaces, int, float, float]] = []
