@@ -327,6 +327,58 @@ def test_policy_learns_which_allocation_each_context_needs(make_plan, use, with_
         ws.close()
 
 
+# The right arm is the XOR of a query feature (a "like" cue) and a slot feature (a tag
+# matched): no sum of a query×action and a slot×action score can express it, the cubic
+# query×slots×action interaction can.
+XOR_TARGET = {(False, False): "y-8", (True, False): "x-8", (False, True): "x-8",
+              (True, True): "y-8"}
+
+
+def xor_ctx(like: bool, tagged: bool, i: int) -> PolicyContext:
+    text = f"like rock {i}" if like else f"rock {i}"
+    slots = [Slot("tag", "rock", text.index("rock"), text.index("rock") + 4, 1.0)] if tagged \
+        else []
+    return PolicyContext(Query(f"{int(like)}{int(tagged)}-{i}", text, None), slots)
+
+
+def xor_rows(actions, contexts):
+    rows = interaction_rows(actions, [ctx("plain", 0)] * len(actions))
+    hits, targets = [], []
+    for a, c in zip(actions, contexts):
+        key = c.query.request_id.split("-")[0]
+        target = XOR_TARGET[(key[0] == "1", key[1] == "1")]
+        arm, rank = target.split("-")
+        hits.append(a.allocation.get(arm, 0) >= int(rank))
+        targets.append(target)
+    return rows.with_columns(pl.Series("in_candidates", hits), pl.Series("entity_id", targets),
+                             pl.Series("request_id", [c.query.request_id for c in contexts]),
+                             pl.Series("event_id", [f"e-{c.query.request_id}" for c in contexts]))
+
+
+@pytest.mark.parametrize("interactions,solvable", [("[QA, SA]", False), ("[QA, SA, QSA]", True)])
+def test_vw_cubic_interaction_learns_a_conjunction_of_query_and_slots(make_plan, interactions,
+                                                                      solvable):
+    plan = make_plan("vw", f"{{step: 5, exploration: epsilon, epsilon: 0.2, learning_rate: 0.5, "
+                           f"interactions: {interactions}}}")
+    ws = Workspace(plan)
+    try:
+        policy = ws.opened("policy")
+        rng = random.Random(0)
+        n = 0
+        for _ in range(60):
+            contexts = [xor_ctx(rng.random() < 0.5, rng.random() < 0.5, (n := n + 1))
+                        for _ in range(20)]
+            policy.learn(xor_rows(policy.choose_batch(contexts), contexts))
+        right = 0
+        for (like, tagged), target in XOR_TARGET.items():
+            pmf = policy.pmf([xor_ctx(like, tagged, 10_000)])[0]
+            best = max(pmf, key=lambda ap: ap[1])[0]
+            right += best == {target.split("-")[0]: 10}
+        assert (right == 4) is solvable, f"greedy action right in {right} of 4 contexts"
+    finally:
+        ws.close()
+
+
 def test_uniform_does_not_learn_a_preference(make_plan):
     ws = Workspace(make_plan("uniform", "{step: 5}"))
     try:
