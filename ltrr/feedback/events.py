@@ -12,6 +12,7 @@ import json
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import polars as pl
 
@@ -75,6 +76,21 @@ def _check_row(row: dict, where: Location, weights: dict[str, float] | None) -> 
     if out["timestamp"] is None:
         out["timestamp"] = time.time()
     return out
+
+
+def events_from_rows(rows: list, where: "Callable[[int], Location]",
+                     weights: dict[str, float] | None = None) -> pl.DataFrame:
+    """Validated events from already-parsed rows (e.g. an HTTP request's JSON body).
+
+    ``where(i)`` locates row ``i`` in error messages (e.g. ``request field events[3]``).
+    """
+    checked = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise RunError("each event must be a JSON object", where=where(i))
+        checked.append(_check_row(row, where(i), weights))
+    return pl.DataFrame(checked, schema=EVENT_SCHEMA, orient="row") if checked else \
+        EVENT_SCHEMA.to_frame()
 
 
 def read_events(path: Path, weights: dict[str, float] | None = None) -> pl.DataFrame:
