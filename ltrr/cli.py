@@ -114,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--sessions", type=int, default=2000, help="sessions per policy")
     sp.add_argument("--policies", help="comma-separated policy names or policy YAML files "
                     "(default: the spec's policy)")
+    sp.add_argument("--rankers", help="comma-separated ranker names or ranker YAML files "
+                    "(default: the spec's ranker); every policy runs with every ranker")
     sp.add_argument("--seed", type=int, default=0, help="seeds sessions and engagement")
     sp.add_argument("--round-size", type=int, default=200,
                     help="sessions served before each learning step")

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from ltrr.spec import resolve_path
-from ltrr.types import Action, ArmRequest, Candidate, Merged, PolicyContext, Query, Ranked, Slot
+from ltrr.types import (Action, ArmRequest, Candidate, Merged, PolicyContext, Query, RankRequest,
+                        Ranked, Slot)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -165,6 +166,11 @@ class Learner:
     learned atomically under ``self.ctx.learned_dir`` before returning.
     """
 
+    #: Set by learners that also need the decisions the interactions answer (every
+    #: logged column, e.g. all candidates and slots): they get ``learn(interactions,
+    #: decisions=frame)``; see :func:`ltrr.feedback.interactions.learn_from`.
+    learns_from_decisions = False
+
     def learn(self, interactions: "pl.DataFrame") -> dict[str, Any]:
         """Update from new interactions; return stats to show."""
         raise NotImplementedError
@@ -248,6 +254,11 @@ class Ranker(Component):
     def rank(self, query: Query, merged: list[Merged], k: int) -> list[Ranked]:
         """The final top ``k`` for one query, ranks from 1."""
         raise NotImplementedError
+
+    def rank_batch(self, requests: list[RankRequest]) -> list[list[Ranked]]:
+        """Rankings for a batch (default: :meth:`rank` per request). Learned rankers
+        override it to score the whole batch at once and to use the slots."""
+        return [self.rank(r.query, r.merged, r.k) for r in requests]
 
 
 KIND_BASES: dict[Kind, type[Component]] = {

@@ -91,6 +91,17 @@ class Merged:
 
 
 @dataclass(slots=True)
+class RankRequest:
+    """What a ranker receives for one query of a batch: the merged candidates, best
+    first by fused score, and how many results to return."""
+
+    query: Query
+    slots: list[Slot]
+    merged: list[Merged]
+    k: int
+
+
+@dataclass(slots=True)
 class Ranked:
     """A final result: position (1-based), entity and ranker score, with provenance."""
 

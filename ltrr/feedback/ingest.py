@@ -17,7 +17,7 @@ import polars as pl
 from ltrr.compiler import Plan
 from ltrr.components import Component, Learner
 from ltrr.feedback.events import EventLog, read_events
-from ltrr.feedback.interactions import interactions
+from ltrr.feedback.interactions import interactions, learn_from
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.workspace import Workspace
 from ltrr.state import atomic_write_json
@@ -69,8 +69,9 @@ def catch_up(plan: Plan, learner: Component) -> dict[str, Any] | None:
         return None
     events = log.read(pending)
     ids = events["request_id"].drop_nulls().unique().to_list()
-    joined = interactions(events, decisions_for(plan, ids), plan.model.feedback.weights)
-    stats = learner.learn(joined)
+    decisions = decisions_for(plan, ids)
+    joined = interactions(events, decisions, plan.model.feedback.weights)
+    stats = learn_from(learner, joined, decisions)
     atomic_write_json(learner.ctx.learned_dir / CURSOR,
                       {"parts": sorted(done | {p.name for p in pending})})
     return stats

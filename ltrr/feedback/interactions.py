@@ -21,6 +21,14 @@ def require_columns(interactions: pl.DataFrame, needed: tuple[str, ...], node: s
                        hint="pass the output of ltrr.feedback.interactions()")
 
 
+def learn_from(learner, interactions: pl.DataFrame, decisions: pl.DataFrame):
+    """Call ``learner.learn`` with the interactions, and with the decisions they answer
+    when the learner asks for them (``learns_from_decisions``)."""
+    if getattr(learner, "learns_from_decisions", False):
+        return learner.learn(interactions, decisions=decisions)
+    return learner.learn(interactions)
+
+
 def interaction_frame(rows: list[dict]) -> pl.DataFrame:
     """An interactions frame from row dicts (learners' tests, simulators, benchmarks);
     columns a row leaves out are null."""

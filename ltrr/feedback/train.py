@@ -21,7 +21,7 @@ from ltrr.components import Component, Learner
 from ltrr.errors import RunError
 from ltrr.feedback.events import EventLog
 from ltrr.feedback.ingest import catch_up, decision_log, decisions_for, event_log
-from ltrr.feedback.interactions import interactions
+from ltrr.feedback.interactions import interactions, learn_from
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.workspace import Workspace
 from ltrr.state import atomic_write_json
@@ -70,7 +70,9 @@ def _replay(plan: Plan, learner: Component, log_dir: Path,
     for n, part in enumerate(pending, 1):
         events = events_log.read([part])
         ids = events["request_id"].drop_nulls().unique().to_list()
-        _merge_stats(total, learner.learn(interactions(events, decisions_for(plan, ids, dlog), weights)))
+        decisions = decisions_for(plan, ids, dlog)
+        _merge_stats(total, learn_from(learner, interactions(events, decisions, weights),
+                                       decisions))
         total["parts"] += 1
         done.add(part.name)
         cursors[key] = sorted(done)

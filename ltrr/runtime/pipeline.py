@@ -26,7 +26,7 @@ from ltrr.registry import Registry, default_registry
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.indexing import check_state
 from ltrr.runtime.workspace import Workspace
-from ltrr.types import ArmRequest, Candidate, Decision, PolicyContext, Query, Slot
+from ltrr.types import ArmRequest, Candidate, Decision, PolicyContext, Query, RankRequest, Slot
 
 TRACE = bool(os.environ.get("LTRR_TRACE"))
 
@@ -121,7 +121,8 @@ class Pipeline:
             merged_all.append(merger.merge(per_arm, budget))
         timings["merge"] = _ms(t)
         t = perf_counter()
-        rankings = [ranker.rank(q, m, k_out) for q, m in zip(queries, merged_all)]
+        rankings = ranker.rank_batch([RankRequest(q, slots[i], merged_all[i], k_out)
+                                      for i, q in enumerate(queries)])
         timings["ranker"] = _ms(t)
 
         per_query: dict[str, float] = {}

@@ -74,6 +74,54 @@ def policy_choices(plan: Plan, text: str | None, registry: Registry | None = Non
     return out
 
 
+def ranker_choices(plan: Plan, text: str | None, registry: Registry | None = None
+                   ) -> list[tuple[str, dict[str, Any]]]:
+    """``--rankers``: ``(label, ranker block)`` pairs from registered ranker names or YAML
+    files holding a ranker block (``use``, optional ``with`` and ``label``). A name runs
+    with the spec's ``ranker.with`` when the spec uses that ranker, else its defaults."""
+    from ltrr.components import Kind
+    from ltrr.spec.loader import load_yaml
+
+    registry = registry or default_registry()
+    spec_ranker = plan.model.ranker
+    out = []
+    for item in (s.strip() for s in (text or "").split(",")):
+        if not item:
+            continue
+        if item.endswith((".yaml", ".yml")):
+            path = Path(item)
+            data, _ = load_yaml(path)
+            if not isinstance(data, dict) or not isinstance(data.get("use"), str) \
+                    or set(data) - {"use", "with", "label"} \
+                    or not isinstance(data.get("with", {}), dict):
+                raise RunError("a ranker file holds a mapping with 'use' (a ranker name), "
+                               "optional 'with' (its params) and optional 'label'",
+                               where=str(path), field="--rankers",
+                               hint="e.g. {use: lightgbm, with: {popularity: popularity}}")
+            out.append((str(data.get("label") or path.stem),
+                        {"use": data["use"], "with": dict(data.get("with") or {})}))
+        elif registry.find(Kind.RANKER, item) is not None:
+            params = dict(spec_ranker.with_) if item == spec_ranker.use else {}
+            out.append((item, {"use": item, "with": params}))
+        else:
+            close = registry.closest(Kind.RANKER, item)
+            raise RunError(f"unknown ranker '{item}'", field="--rankers",
+                           hint=(f"did you mean '{close}'? " if close else "")
+                           + "installed: " + ", ".join(registry.names(Kind.RANKER))
+                           + "; or give a YAML file with a ranker block")
+    return out
+
+
+def with_rankers(policies: list[PolicyChoice], rankers: list[tuple[str, dict[str, Any]]]
+                 ) -> list[PolicyChoice]:
+    """Every policy with every ranker (labels ``policy+ranker`` when several rankers)."""
+    if not rankers:
+        return policies
+    return [PolicyChoice(p.label if len(rankers) == 1 else f"{p.label}+{label}", p.use,
+                         dict(p.params), p.source, block)
+            for p in policies for label, block in rankers]
+
+
 def default_out(plan: Plan, args) -> Path:
     return plan.spec.state_dir / "simulations" / f"{args.user_model}-n{args.sessions}-s{args.seed}"
 
@@ -92,7 +140,8 @@ def simulate_command(plan: Plan, args, registry: Registry | None = None) -> dict
     config = SimConfig(sessions=args.sessions, seed=args.seed, round_size=args.round_size,
                        step=args.step, max_arms=args.max_arms,
                        keep_state=out / "state" if args.keep_state else None)
-    choices = policy_choices(plan, args.policies, registry)
+    choices = with_rankers(policy_choices(plan, args.policies, registry),
+                           ranker_choices(plan, getattr(args, "rankers", None), registry))
     err = Console(stderr=True)
     tasks: dict[str, Any] = {}
     with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
@@ -112,13 +161,14 @@ def simulate_command(plan: Plan, args, registry: Registry | None = None) -> dict
         print(json.dumps(summary, indent=2))
         return summary
     table = Table("policy", "recall", "best fixed", "type oracle", "regret/1k Q1→Q4 (fixed)",
-                  "regret/1k Q1→Q4 (oracle)", "ms/session", box=None)
+                  "regret/1k Q1→Q4 (oracle)", "MRR", "ms/session", box=None)
     for label, p in summary["policies"].items():
         rb = p["regret"]["per_1000_by_quarter"]["vs_best_fixed"]
         ro = p["regret"]["per_1000_by_quarter"]["vs_type_oracle"]
         table.add_row(label, f"{p['recall']:.4f}", f"{p['best_fixed']['recall']:.4f}",
                       f"{p['oracle_per_type']['recall']:.4f}", f"{rb[0]:.1f} → {rb[-1]:.1f}",
-                      f"{ro[0]:.1f} → {ro[-1]:.1f}", f"{p['timings']['ms_per_session']:.1f}")
+                      f"{ro[0]:.1f} → {ro[-1]:.1f}", f"{p['mrr']:.4f}",
+                      f"{p['timings']['ms_per_session']:.1f}")
     console = Console()
     console.print(table)
     best = summary["best_static"]

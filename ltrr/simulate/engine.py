@@ -51,6 +51,7 @@ class PolicyChoice:
     use: str
     params: dict[str, Any] = field(default_factory=dict)
     source: str | None = None          # the file it was read from, for error messages
+    ranker: dict[str, Any] | None = None   # a ranker block replacing the spec's ({use, with})
 
 
 @dataclass
@@ -81,6 +82,7 @@ class PolicyRun:
     clicked: Any           # (S,) bool
     timings: dict[str, float]
     state_dir: str | None = None
+    ranker: dict[str, Any] | None = None   # the ranker block it ran with
 
 
 @dataclass
@@ -205,6 +207,8 @@ def policy_plan(plan: Plan, choice: PolicyChoice, state: Path,
     data = copy.deepcopy(plan.spec.data)
     data["policy"] = {"use": choice.use, "budget": plan.model.policy.budget,
                       "with": copy.deepcopy(choice.params)}
+    if choice.ranker is not None:
+        data["ranker"] = copy.deepcopy(choice.ranker)
     data["state_dir"] = str(state)
     data["log"] = {"decisions": True}
     try:
@@ -327,7 +331,8 @@ def run_policy(plan: Plan, choice: PolicyChoice, sessions: list[Session], model:
                               "probe": round(t_probe, 3), "engage": round(t_engage, 3),
                               "learn": round(t_learn, 3),
                               "ms_per_session": round(1000 * total / max(n, 1), 3)},
-                     state_dir=str(state) if config.keep_state else None)
+                     state_dir=str(state) if config.keep_state else None,
+                     ranker=copy.deepcopy(pplan.spec.data.get("ranker") or {"use": "score"}))
 
 
 def simulate(plan: Plan, user_model: str, user_params: dict[str, Any],

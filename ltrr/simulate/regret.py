@@ -152,6 +152,7 @@ def _account_run(run: PolicyRun, grid, arms, budget, types, type_names, quarters
         return [round(1000 * float(reg[q].sum()) / max(len(q), 1), 2) for q in quarters]
 
     share = run.alloc / float(budget)
+    rr = np.where(run.shown > 0, 1.0 / np.maximum(run.shown, 1), 0.0)
     summary = {
         "use": run.use, "params": run.params,
         "recall": round(float(got.mean()), 4),
@@ -159,6 +160,12 @@ def _account_run(run: PolicyRun, grid, arms, budget, types, type_names, quarters
         "recall_by_type": by_type(got),
         "clicked": round(float(run.clicked.mean()), 4),
         "target_shown": round(float((run.shown > 0).mean()), 4),
+        # reciprocal rank of the target in the final ranking (0 when not shown): the
+        # ranker's figure, as the candidate recall is the policy's
+        "mrr": round(float(rr.mean()), 4),
+        "mrr_by_quarter": [round(float(rr[q].mean()), 4) for q in quarters],
+        "mrr_by_type": by_type(rr),
+        "ranker": run.ranker,
         "best_fixed": {"allocation": _alloc_dict(arms, grid[m_best]),
                        "recall": round(float(best.mean()), 4),
                        "recall_by_quarter": [round(float(best[q].mean()), 4) for q in quarters],
@@ -186,6 +193,6 @@ def _account_run(run: PolicyRun, grid, arms, budget, types, type_names, quarters
     if run.state_dir:
         summary["state_dir"] = run.state_dir
     series = {"reward": got, "best": best.astype(np.float64), "oracle": oracle.astype(np.float64),
-              "share": share, "types": types}
+              "share": share, "types": types, "rr": rr}
     return summary, series
 
