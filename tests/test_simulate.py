@@ -309,12 +309,32 @@ def test_cli_simulate(spec, tmp_path, capsys, cli_registry):
     (["--with", "eta=-2"], "node 'lastfm' field 'with.eta'"),
     (["--policies", "static,static"], "policies must be given once each"),
     (["--sessions", "0"], "--sessions must be positive"),
+    (["--rankers", "lightgmb"], "unknown ranker 'lightgmb' (hint: did you mean 'lightgbm'?"),
 ])
 def test_cli_errors(spec, tmp_path, capsys, cli_registry, argv, message):
     code = main(["simulate", str(spec), "--sessions", "5", "--out", str(tmp_path)] + argv)
     err = capsys.readouterr().err
     assert code == 1 and message in err, err
     assert "Traceback" not in err
+
+
+def test_cli_simulate_compares_rankers_on_the_same_sessions(spec, tmp_path, capsys,
+                                                           cli_registry):
+    rk = tmp_path / "lgbm.yaml"
+    rk.write_text("use: lightgbm\nlabel: lgbm\nwith: {popularity: popularity, min_requests: 20,"
+                  " retrain_every: 20, n_estimators: 20}\n")
+    code = main(["simulate", str(spec), "--sessions", "80", "--round-size", "20",
+                 "--rankers", f"score,{rk}", "--seed", "2", "--out", str(tmp_path / "o"),
+                 "--json"])
+    assert code == 0
+    runs = json.loads(capsys.readouterr().out)["policies"]
+    assert list(runs) == ["static+score", "static+lgbm"]
+    assert runs["static+lgbm"]["ranker"]["use"] == "lightgbm"
+    assert runs["static+score"]["ranker"] == {"use": "score", "with": {}}
+    # same sessions, same policy: the same candidates; only the order may differ
+    assert runs["static+lgbm"]["recall"] == runs["static+score"]["recall"]
+    for r in runs.values():
+        assert 0 <= r["mrr"] <= r["target_shown"] and len(r["mrr_by_quarter"]) == 4
 
 
 def test_cli_bad_policy_params_from_a_file(spec, tmp_path, capsys, cli_registry):

@@ -31,21 +31,15 @@ def parse_with(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def policy_choices(plan: Plan, text: str | None, registry: Registry | None = None
-                   ) -> list[PolicyChoice]:
-    """``--policies``: registered policy names or YAML files holding a policy block.
-
-    A name runs that policy with the spec's ``policy.with`` when the spec uses it, else
-    with its defaults. A file (``.yaml``/``.yml``) holds ``use``, optional ``with`` and
-    optional ``label`` (default: the file's stem). Default: the spec's own policy.
-    """
-    from ltrr.components import Kind
+def component_blocks(kind, text: str, spec_use: str, spec_with: dict[str, Any], option: str,
+                     example: str, registry: Registry) -> list[tuple[str, dict[str, Any], str | None]]:
+    """``(label, {use, with}, source file)`` for each item of a comma-separated option:
+    registered names of ``kind`` or YAML files holding a block (``use``, optional ``with``
+    and ``label``, default the file's stem). A name runs with the spec's ``with`` when the
+    spec uses it, else with its defaults."""
     from ltrr.spec.loader import load_yaml
 
-    registry = registry or default_registry()
-    spec_policy = plan.model.policy
-    if not text:
-        return [PolicyChoice(spec_policy.use, spec_policy.use, dict(spec_policy.with_))]
+    noun = kind.value
     out = []
     for item in (s.strip() for s in text.split(",")):
         if not item:
@@ -56,60 +50,48 @@ def policy_choices(plan: Plan, text: str | None, registry: Registry | None = Non
             if not isinstance(data, dict) or not isinstance(data.get("use"), str) \
                     or set(data) - {"use", "with", "label"} \
                     or not isinstance(data.get("with", {}), dict):
-                raise RunError("a policy file holds a mapping with 'use' (a policy name), "
+                raise RunError(f"a {noun} file holds a mapping with 'use' (a {noun} name), "
                                "optional 'with' (its params) and optional 'label'",
-                               where=str(path), field="--policies",
-                               hint="e.g. {use: static, with: {allocation: {lexical: 100}}, label: lexical}")
-            out.append(PolicyChoice(str(data.get("label") or path.stem), data["use"],
-                                    dict(data.get("with") or {}), source=str(path)))
-        elif registry.find(Kind.POLICY, item) is not None:
-            params = dict(spec_policy.with_) if item == spec_policy.use else {}
-            out.append(PolicyChoice(item, item, params))
+                               where=str(path), field=option, hint=f"e.g. {example}")
+            out.append((str(data.get("label") or path.stem),
+                        {"use": data["use"], "with": dict(data.get("with") or {})}, str(path)))
+        elif registry.find(kind, item) is not None:
+            out.append((item, {"use": item, "with": dict(spec_with) if item == spec_use else {}},
+                        None))
         else:
-            close = registry.closest(Kind.POLICY, item)
-            raise RunError(f"unknown policy '{item}'", field="--policies",
+            close = registry.closest(kind, item)
+            raise RunError(f"unknown {noun} '{item}'", field=option,
                            hint=(f"did you mean '{close}'? " if close else "")
-                           + "installed: " + ", ".join(registry.names(Kind.POLICY))
-                           + "; or give a YAML file with a policy block")
+                           + "installed: " + ", ".join(registry.names(kind))
+                           + f"; or give a YAML file with a {noun} block")
     return out
+
+
+def policy_choices(plan: Plan, text: str | None, registry: Registry | None = None
+                   ) -> list[PolicyChoice]:
+    """``--policies``: registered policy names or YAML files holding a policy block
+    (see :func:`component_blocks`). Default: the spec's own policy."""
+    from ltrr.components import Kind
+
+    spec_policy = plan.model.policy
+    if not text:
+        return [PolicyChoice(spec_policy.use, spec_policy.use, dict(spec_policy.with_))]
+    blocks = component_blocks(Kind.POLICY, text, spec_policy.use, spec_policy.with_,
+                              "--policies", "{use: static, with: {allocation: {lexical: 100}}, "
+                              "label: lexical}", registry or default_registry())
+    return [PolicyChoice(label, b["use"], b["with"], source=src) for label, b, src in blocks]
 
 
 def ranker_choices(plan: Plan, text: str | None, registry: Registry | None = None
                    ) -> list[tuple[str, dict[str, Any]]]:
-    """``--rankers``: ``(label, ranker block)`` pairs from registered ranker names or YAML
-    files holding a ranker block (``use``, optional ``with`` and ``label``). A name runs
-    with the spec's ``ranker.with`` when the spec uses that ranker, else its defaults."""
+    """``--rankers``: ``(label, ranker block)`` pairs (see :func:`component_blocks`)."""
     from ltrr.components import Kind
-    from ltrr.spec.loader import load_yaml
 
-    registry = registry or default_registry()
     spec_ranker = plan.model.ranker
-    out = []
-    for item in (s.strip() for s in (text or "").split(",")):
-        if not item:
-            continue
-        if item.endswith((".yaml", ".yml")):
-            path = Path(item)
-            data, _ = load_yaml(path)
-            if not isinstance(data, dict) or not isinstance(data.get("use"), str) \
-                    or set(data) - {"use", "with", "label"} \
-                    or not isinstance(data.get("with", {}), dict):
-                raise RunError("a ranker file holds a mapping with 'use' (a ranker name), "
-                               "optional 'with' (its params) and optional 'label'",
-                               where=str(path), field="--rankers",
-                               hint="e.g. {use: lightgbm, with: {popularity: popularity}}")
-            out.append((str(data.get("label") or path.stem),
-                        {"use": data["use"], "with": dict(data.get("with") or {})}))
-        elif registry.find(Kind.RANKER, item) is not None:
-            params = dict(spec_ranker.with_) if item == spec_ranker.use else {}
-            out.append((item, {"use": item, "with": params}))
-        else:
-            close = registry.closest(Kind.RANKER, item)
-            raise RunError(f"unknown ranker '{item}'", field="--rankers",
-                           hint=(f"did you mean '{close}'? " if close else "")
-                           + "installed: " + ", ".join(registry.names(Kind.RANKER))
-                           + "; or give a YAML file with a ranker block")
-    return out
+    blocks = component_blocks(Kind.RANKER, text or "", spec_ranker.use, spec_ranker.with_,
+                              "--rankers", "{use: lightgbm, with: {popularity: popularity}}",
+                              registry or default_registry())
+    return [(label, b) for label, b, _ in blocks]
 
 
 def with_rankers(policies: list[PolicyChoice], rankers: list[tuple[str, dict[str, Any]]]

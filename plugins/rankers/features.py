@@ -39,11 +39,11 @@ ALL_GROUPS: tuple[str, ...] = ("arms", "fused", "popularity", "slots", "text", "
 class RankerFeatureParams(Params):
     """Which candidate features a learned ranker sees."""
 
-    features: list[FeatureGroup] = Field(default_factory=lambda: list(ALL_GROUPS), description=(
+    features: list[FeatureGroup] | None = Field(None, description=(
         "Feature groups: arms (found, 1/rank, score per arm; arm count), fused (merger score "
         "and 1/rank), popularity, slots (entity and attribute slot matches), text (query-"
         "title similarity), personal (the user's past engagement with the candidate and "
-        "its tags)."))
+        "its tags). Default: every group whose catalog columns are set."))
     popularity: str | None = Field(None, description=(
         "Numeric catalog column for the popularity feature (log1p); needed by 'popularity'."))
     title: str | None = Field(None, description=(
@@ -54,8 +54,17 @@ class RankerFeatureParams(Params):
         "Slot type → catalog column (list or scalar) a candidate must carry the slot's "
         "value in, e.g. {tag: tags}: one 'slots.<type>' feature each."))
 
+    def groups(self) -> list[str]:
+        """The feature groups in use: ``features``, or every group whose columns are set."""
+        if self.features is not None:
+            return [g for g in ALL_GROUPS if g in self.features]
+        return [g for g in ALL_GROUPS if (g != "popularity" or self.popularity)
+                and (g != "text" or self.title)]
+
     def check_features(self, plan: PlanView) -> list[Problem]:
         problems = []
+        if self.features is None:
+            return problems
         if "popularity" in self.features and not self.popularity:
             problems.append(Problem("the 'popularity' feature group needs a catalog column",
                                     ("popularity",), hint="e.g. popularity: popularity"))
@@ -115,7 +124,7 @@ class FeatureBuilder:
 
     def __init__(self, params: RankerFeatureParams, arms: tuple[str, ...], catalog,
                  profiles: UserProfiles):
-        self.groups = [g for g in ALL_GROUPS if g in params.features]
+        self.groups = params.groups()
         self.arms = list(arms)
         self.params = params
         self.profiles = profiles
