@@ -40,6 +40,8 @@ BENCHES = {
     "arm_strengths": "bench_arm_strengths.py",
     "simulate": "bench_simulate.py",
     "scifact": "bench_scifact.py",
+    "feedback": "bench_feedback.py",
+    "ranker": "bench_ranker.py",
 }
 RESULTS = c.BENCH_DIR / "results"
 

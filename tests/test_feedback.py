@@ -156,3 +156,228 @@ def test_interactions_carry_candidate_membership_and_the_action(plan, tmp_path):
     assert rows["a2"]["probability"] == 1.0
     assert not rows["zz"]["in_candidates"]
     assert not rows["a0"]["in_candidates"] and rows["a0"]["allocation"] is None
+
+
+# --- the vectorised reader, the shared join, outcomes (issue 5: ingestion at speed) ---------
+
+MIXED = [
+    {"event_id": "e1", "request_id": "r1", "user_id": "u1", "entity_id": "a1",
+     "type": "click", "position": 2, "timestamp": 100.5},
+    {"request_id": "r1", "user_id": "u1", "entity_id": "a2", "type": "play",
+     "timestamp": 101},                                        # id derived
+    {"user_id": "u2", "entity_id": 17, "type": "skip", "query": "metal",
+     "timestamp": 102.25},                                     # organic, integer entity
+    {"event_id": "e4", "entity_id": "a3", "type": "click", "timestamp": 99.0,
+     "query": None, "position": None},
+    {"event_id": "e1", "request_id": "r1", "user_id": "u1", "entity_id": "a1",
+     "type": "click", "position": 2, "timestamp": 100.5},    # a duplicate, kept by reading
+]
+WEIGHTS = {"click": 1.0, "play": 1.0, "skip": -0.5}
+
+
+def _by_rows(rows, path):
+    from ltrr.errors import Location
+    from ltrr.feedback.events import events_from_rows
+
+    return events_from_rows(rows, lambda i: Location(str(path), i + 1), WEIGHTS)
+
+
+def _no_row_path(monkeypatch):
+    import ltrr.feedback.events as ev
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the row-by-row path ran")
+
+    monkeypatch.setattr(ev, "_jsonl_rows", refuse)
+    monkeypatch.setattr(ev, "_check_row", refuse)
+
+
+def test_vectorised_jsonl_reading_gives_the_row_paths_frame(tmp_path, monkeypatch):
+    path = write(tmp_path / "e.jsonl", MIXED)
+    expected = _by_rows(MIXED, path)
+    _no_row_path(monkeypatch)
+    got = read_events(path, WEIGHTS)
+    assert got.equals(expected)
+    assert got["event_id"][1] == expected["event_id"][1] and len(got["event_id"][1]) == 20
+    assert got["entity_id"][2] == "17" and got.schema == expected.schema
+
+
+def test_vectorised_parquet_reading_gives_the_row_paths_frame(tmp_path, monkeypatch):
+    path = tmp_path / "e.parquet"
+    rows = [dict(r, entity_id=str(r["entity_id"])) for r in MIXED]
+    pl.DataFrame(rows, schema={"event_id": pl.String, "request_id": pl.String,
+                               "user_id": pl.String, "entity_id": pl.String,
+                               "type": pl.String, "position": pl.Int64,
+                               "timestamp": pl.Float64, "query": pl.String}
+                 ).write_parquet(path)
+    expected = _by_rows(rows, path)
+    _no_row_path(monkeypatch)
+    assert read_events(path, WEIGHTS).equals(expected)
+
+
+@pytest.mark.parametrize("lines", [
+    # values polars would read differently from json: the row path decides
+    ['{"request_id": 7, "entity_id": "a", "type": "click", "timestamp": 1}',
+     '{"request_id": "r", "entity_id": "a", "type": "click", "timestamp": 1}'],
+    ['{"query": 1e20, "entity_id": "a", "type": "click", "timestamp": 1}',
+     '{"query": "q", "entity_id": "a", "type": "click", "timestamp": 1}'],
+    ['{"entity_id": "a", "type": "play", "type": "click", "timestamp": 1}'],
+    ['{"entity_id": true, "type": "click", "timestamp": "2024-01-02T03:04:05Z"}'],
+    ['{"entity_id": "a", "type": "click", "timestamp": "2024-01-02T03:04:05+01:00"}',
+     '{"entity_id": "a", "type": "click", "timestamp": 20240102}'],
+])
+def test_unusual_but_valid_lines_read_as_json_reads_them(tmp_path, lines):
+    path = tmp_path / "e.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert read_events(path, WEIGHTS).equals(_by_rows([json.loads(x) for x in lines], path))
+
+
+def test_a_bad_line_deep_in_a_big_file_is_located(tmp_path):
+    rows = [{"event_id": f"e{i}", "entity_id": f"a{i % 50}", "type": "click",
+             "position": 1 + i % 10, "timestamp": 1000.0 + i} for i in range(20_000)]
+    rows[15_320]["position"] = 0
+    path = write(tmp_path / "big.jsonl", rows)
+    with pytest.raises(RunError) as err:
+        read_events(path, WEIGHTS)
+    assert f"{path}:15321" in str(err.value) and "field 'position'" in str(err.value)
+    rows[15_320]["position"] = 3
+    rows[17_001]["type"] = "like"
+    table = tmp_path / "big.parquet"
+    pl.DataFrame(rows).write_parquet(table)
+    with pytest.raises(RunError) as err:
+        read_events(table, WEIGHTS)
+    assert f"{table} row 17002" in str(err.value) and "field 'type'" in str(err.value)
+    rows[17_001]["type"] = "play"
+    pl.DataFrame(rows).write_parquet(table)
+    assert read_events(table, WEIGHTS).height == 20_000
+
+
+def test_undecodable_and_unreadable_files_are_located_errors(tmp_path):
+    text = tmp_path / "e.jsonl"
+    text.write_bytes(b'{"entity_id": "a", "type": "click"}\n{"entity_id": "\xff", '
+                     b'"type": "click"}\n')
+    with pytest.raises(RunError) as err:
+        read_events(text, WEIGHTS)
+    assert f"{text}:2" in str(err.value) and "UTF-8" in str(err.value)
+    table = tmp_path / "e.parquet"
+    table.write_text("not parquet")
+    with pytest.raises(RunError) as err:
+        read_events(table, WEIGHTS)
+    assert str(table) in str(err.value) and "Parquet" in str(err.value)
+    big = write(tmp_path / "p.jsonl", [{"entity_id": "a", "type": "click",
+                                        "position": 2**40}])
+    with pytest.raises(RunError) as err:
+        read_events(big, WEIGHTS)
+    assert f"{big}:1" in str(err.value) and "field 'position'" in str(err.value)
+
+
+def test_only_unlogged_ids_are_appended_across_parts(tmp_path):
+    from ltrr.feedback.events import EventLog
+
+    log = EventLog(tmp_path / "events")
+    frame = _by_rows([{"event_id": f"e{i}", "entity_id": "a", "type": "click",
+                       "timestamp": float(i)} for i in range(10)], tmp_path)
+    assert log.append_new(frame[:4]).height == 4
+    assert log.append_new(frame[2:7]).height == 3
+    added = log.append_new(pl.concat([frame, frame[8:9]]))
+    assert added["event_id"].to_list() == ["e7", "e8", "e9"]
+    assert sorted(log.read()["event_id"].to_list()) == sorted(frame["event_id"].to_list())
+
+
+class OtherRecordingArm(RecordingArm):
+    name = "recording2"
+
+
+@pytest.fixture()
+def two_learners(tmp_path):
+    pl.DataFrame({"id": [f"a{i}" for i in range(5)]}).write_parquet(tmp_path / "c.parquet")
+    reg = build_registry(extra=[("rec", SimpleNamespace(ltrr_components=hookimpl(
+        lambda: [RecordingArm, OtherRecordingArm])))])
+    spec = load_spec_text("name: t\ncatalog: {path: c.parquet}\n"
+                          "arms: [{id: one, use: recording}, {id: two, use: recording2}]\n"
+                          "policy: {budget: 4}\noutput: {k: 3}\n", tmp_path / "s.yaml")
+    return compile_spec(spec, reg)
+
+
+def test_learners_behind_by_different_parts_each_get_their_own(two_learners, tmp_path,
+                                                               monkeypatch):
+    import gc
+
+    plan = two_learners
+    first = write(tmp_path / "a.jsonl", [{"entity_id": "a1", "type": "click", "query": "x"}])
+
+    def broken(self, interactions):
+        raise RuntimeError("learner crashed")
+
+    monkeypatch.setattr(OtherRecordingArm, "learn", broken)
+    with pytest.raises(RuntimeError):
+        ingest(plan, read_events(first))
+    assert gc.isenabled()                          # collection resumes after a failure
+    monkeypatch.undo()
+    SEEN.clear()
+    second = write(tmp_path / "b.jsonl", [{"entity_id": "a2", "type": "play", "query": "y"}])
+    report = ingest(plan, read_events(second))
+    assert report["learners"] == {"one": {"rows": 1}, "two": {"rows": 2}}
+    assert [sorted(f["entity_id"].to_list()) for f in SEEN] == [["a2"], ["a1", "a2"]]
+    assert set(report["seconds"]) >= {"append", "open", "join", "learn"}
+    SEEN.clear()
+    third = write(tmp_path / "c.jsonl", [{"entity_id": "a3", "type": "play", "query": "z"}])
+    ingest(plan, read_events(third))
+    assert SEEN[0] is SEEN[1]                     # same pending parts: one join, shared
+    assert gc.isenabled()
+
+
+def _outcomes_by_rows(interactions):
+    """The reference: outcomes computed event by event (the original implementation)."""
+    by_request: dict = {}
+    for r in interactions.filter(pl.col("allocation").is_not_null()).iter_rows(named=True):
+        by_request.setdefault(r["request_id"], []).append(r)
+    out = []
+    for rid, events in by_request.items():
+        first = events[0]
+        alloc = {a["arm"]: int(a["k"]) for a in first["allocation"]}
+        best = max((e["weight"] or 0.0) * (1.0 if e["in_candidates"] else 0.0) for e in events)
+        cost = 0.01 * sum(alloc.values())
+        t = json.loads(first["timings_ms"]) if first["timings_ms"] else {}
+        cost += 0.1 * max((float(t.get(a, 0.0)) for a in alloc), default=0.0)
+        out.append((rid, alloc, float(first["probability"] or 1.0), round(best - cost, 9),
+                    json.loads(first["action_features"]) if first["action_features"] else None,
+                    first["query"], first["user_id"],
+                    min((e["timestamp"] for e in events if e["timestamp"] is not None),
+                        default=0.0),
+                    [(e["entity_id"], list(e["arms"] or [])) for e in events
+                     if e["in_candidates"] and (e["weight"] or 0.0) > 0],
+                    first["action_index"], any((e["weight"] or 0.0) > 0 for e in events)))
+    return sorted(out, key=lambda o: o[7])
+
+
+def test_outcomes_match_the_event_by_event_definition():
+    import random
+
+    from ltrr.feedback.interactions import interaction_frame
+    from ltrr_plugins.policies.reward import RewardParams, outcomes
+
+    rng = random.Random(5)
+    rows = []
+    for i in range(400):
+        rid = f"r{rng.randrange(120)}" if rng.random() < 0.9 else None
+        known = rid is not None and int(rid[1:]) % 7 != 0
+        k = int(rid[1:]) % 3 if rid else 0
+        rows.append({
+            "event_id": f"e{i}", "request_id": rid, "user_id": f"u{k}",
+            "query": f"q{k}", "entity_id": f"a{rng.randrange(9)}",
+            "type": "click", "weight": rng.choice([1.0, 2.0, -0.5, 0.0, None]),
+            "position": 1, "timestamp": rng.choice([None, float(rng.randrange(1000))]),
+            "in_candidates": rng.choice([True, False, None]) if known else False,
+            "arms": rng.choice([["x"], ["x", "y"], None]) if known else None,
+            "allocation": [{"arm": "x", "k": 5 + k}, {"arm": "y", "k": 5}] if known else None,
+            "probability": rng.choice([0.5, 0.0, None]) if known else None,
+            "action_index": k if known else None,
+            "pmf": None,
+            "action_features": json.dumps({"query": {"len": str(k)}}) if known and k else None,
+            "timings_ms": json.dumps({"x": 2.0 * k, "y": 1.5}) if known else None})
+    frame = interaction_frame(rows)
+    got = [(o.request_id, o.allocation, o.probability, round(o.reward, 9), o.features,
+            o.query, o.user_id, o.timestamp, o.engaged, o.action_index, o.positive)
+           for o in outcomes(frame, RewardParams(cost_per_candidate=0.01, cost_per_ms=0.1))]
+    assert got == _outcomes_by_rows(frame) and len(got) > 50

@@ -20,7 +20,8 @@ from ltrr.compiler import Plan
 from ltrr.components import Component, Learner
 from ltrr.errors import RunError
 from ltrr.feedback.events import EventLog
-from ltrr.feedback.ingest import catch_up, decision_log, decisions_for, event_log
+from ltrr.feedback.ingest import (catch_up, decision_log, decisions_for, event_log,
+                                  paused_gc)
 from ltrr.feedback.interactions import interactions, learn_from
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.workspace import Workspace
@@ -71,8 +72,9 @@ def _replay(plan: Plan, learner: Component, log_dir: Path,
         events = events_log.read([part])
         ids = events["request_id"].drop_nulls().unique().to_list()
         decisions = decisions_for(plan, ids, dlog)
-        _merge_stats(total, learn_from(learner, interactions(events, decisions, weights),
-                                       decisions))
+        joined = interactions(events, decisions, weights)
+        with paused_gc():
+            _merge_stats(total, learn_from(learner, joined, decisions))
         total["parts"] += 1
         done.add(part.name)
         cursors[key] = sorted(done)

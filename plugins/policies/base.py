@@ -175,9 +175,13 @@ class BanditPolicy(Policy, Learner):
         outs = outcomes(interactions, self.params.reward)
         examples: list[tuple[Namespaces, int, float, float]] = []
         unknown = refeaturized = 0
+        index: dict[tuple, int | None] = {}       # allocation → action, looked up once
         with self._lock:
             for o in outs:
-                i = self.space.index_of(action_key(o.allocation))
+                alloc = tuple(o.allocation.items())
+                i = index.get(alloc, -1)
+                if i == -1:
+                    i = index[alloc] = self.space.index_of(action_key(o.allocation))
                 if i is None:
                     unknown += 1
                     continue

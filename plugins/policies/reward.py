@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
@@ -34,7 +34,8 @@ class RewardParams(Params):
 @dataclass
 class Outcome:
     """One decision's learning example: what was chosen, with what probability, and how
-    it went."""
+    it went. ``features`` is read-only: outcomes with the same logged features share
+    one dict."""
 
     request_id: str
     allocation: dict[str, int]
@@ -51,29 +52,44 @@ class Outcome:
 
 def outcomes(interactions: "pl.DataFrame", params: RewardParams | None = None) -> list[Outcome]:
     """One :class:`Outcome` per decision with events, oldest first."""
+    import polars as pl
+
     params = params or RewardParams()
-    rows = interactions.filter(interactions["allocation"].is_not_null()) \
-        if "allocation" in interactions.columns else interactions.clear()
-    by_request: dict[str, list[dict[str, Any]]] = {}
-    for r in rows.iter_rows(named=True):
-        by_request.setdefault(r["request_id"], []).append(r)
+    if "allocation" not in interactions.columns:
+        return []
+    rows = interactions.filter(pl.col("allocation").is_not_null())
+    if rows.height == 0:
+        return []
+    rows = rows.with_columns(pl.lit(None).alias(c) for c in ("action_index", "timings_ms")
+                             if c not in rows.columns)
+    weight = pl.col("weight").fill_null(0.0)
+    seen = pl.col("in_candidates").fill_null(False)
+    engaged = seen & (weight > 0)
+    # one row per decision, in order of first appearance; "first" = the decision's own
+    # columns (the same on all its events)
+    per = rows.group_by("request_id", maintain_order=True).agg(
+        pl.col("allocation", "probability", "action_features", "query", "user_id",
+               "action_index", "timings_ms").first(),
+        (weight * seen.cast(pl.Float64)).max().alias("best"),
+        pl.col("entity_id").filter(engaged).alias("engaged"),
+        pl.col("arms").filter(engaged).alias("engaged_arms"),
+        pl.col("timestamp").min().fill_null(0.0).alias("ts"),
+        (weight > 0).any().alias("positive"))
     out: list[Outcome] = []
-    for rid, events in by_request.items():
-        first = events[0]
-        alloc = {a["arm"]: int(a["k"]) for a in first["allocation"]}
-        best = max(((e["weight"] or 0.0) * (1.0 if e["in_candidates"] else 0.0))
-                   for e in events)
+    parsed: dict[str, dict] = {}     # identical logged features are parsed once (and shared)
+    for (rid, allocation, prob, feats, query, user, index, timings, best, ents, arms, ts,
+         positive) in per.iter_rows():
+        alloc = {a["arm"]: int(a["k"]) for a in allocation}
         cost = params.cost_per_candidate * sum(alloc.values())
-        if params.cost_per_ms and first.get("timings_ms"):
-            t = json.loads(first["timings_ms"])
+        if params.cost_per_ms and timings:
+            t = json.loads(timings)
             cost += params.cost_per_ms * max((float(t.get(a, 0.0)) for a in alloc), default=0.0)
-        engaged = [(e["entity_id"], list(e["arms"] or [])) for e in events
-                   if e["in_candidates"] and (e["weight"] or 0.0) > 0]
-        feats = json.loads(first["action_features"]) if first.get("action_features") else None
-        ts = min((e["timestamp"] for e in events if e["timestamp"] is not None), default=0.0)
-        positive = any((e["weight"] or 0.0) > 0 for e in events)
-        out.append(Outcome(rid, alloc, float(first["probability"] or 1.0), best - cost, feats,
-                           first["query"], first["user_id"], ts, engaged,
-                           first.get("action_index"), positive))
+        ns = None
+        if feats:
+            ns = parsed.get(feats)
+            if ns is None:
+                ns = parsed[feats] = json.loads(feats)
+        out.append(Outcome(rid, alloc, float(prob or 1.0), best - cost, ns, query, user, ts,
+                           [(e, list(a or [])) for e, a in zip(ents, arms)], index, positive))
     out.sort(key=lambda o: o.timestamp)
     return out

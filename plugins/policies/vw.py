@@ -168,10 +168,11 @@ class VWPolicy(BanditPolicy):
             self._lines[key] = lines
         return lines
 
-    def example(self, ns: Namespaces, label: tuple[int, float, float] | None = None
-                ) -> list[str]:
-        """The multi-line VW example of a context; ``label`` = (action, cost, probability)."""
-        lines = [vw_shared_line(ns)]
+    def example(self, ns: Namespaces, label: tuple[int, float, float] | None = None,
+                shared: str | None = None) -> list[str]:
+        """The multi-line VW example of a context; ``label`` = (action, cost, probability);
+        ``shared``: the context's shared line when already made."""
+        lines = [shared or vw_shared_line(ns)]
         actions = self._action_lines(ns.get("yield"))
         if label is None:
             lines.extend(actions)
@@ -201,8 +202,12 @@ class VWPolicy(BanditPolicy):
         return out
 
     def _learn(self, examples) -> None:
+        shared: dict[int, str] = {}     # outcomes share identical features' dicts
         for ns, i, p, r in examples:
-            lines = self.example(ns, (i, -r, p))
+            line = shared.get(id(ns))
+            if line is None:
+                line = shared[id(ns)] = vw_shared_line(ns)
+            lines = self.example(ns, (i, -r, p), line)
             if self._fast:
                 parse, _, learn, finish = self._fast
                 ec = parse("\n".join(lines))

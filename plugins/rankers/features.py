@@ -26,7 +26,6 @@ import math
 import unicodedata
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import Field
 
 from ltrr.components import Params, PlanView, Problem
@@ -153,6 +152,8 @@ class FeatureBuilder:
     # --- catalog lookups, loaded on first use -----------------------------------------
 
     def _load(self) -> None:
+        import numpy as np
+
         cat = self._catalog
         frame = cat.frame
         p = self.params
@@ -190,6 +191,8 @@ class FeatureBuilder:
         return [self._one(r, depth) for r in requests]
 
     def _one(self, r: RankRequest, depth: int | None) -> np.ndarray:
+        import numpy as np
+
         merged = r.merged if depth is None else r.merged[:depth]
         n, ix = len(merged), self._index
         x = np.zeros((n, len(self.names)), dtype=np.float32)

@@ -28,7 +28,6 @@ import threading
 import time
 from typing import Any, Literal
 
-import numpy as np
 import polars as pl
 from pydantic import Field
 
@@ -86,6 +85,8 @@ class LearnedRankerParams(RankerFeatureParams):
 
 def _metrics(groups: list[tuple[np.ndarray, np.ndarray]], k: int = 10) -> dict[str, float]:
     """MRR (of the first engaged entity) and nDCG@k over ``(scores, labels)`` groups."""
+    import numpy as np
+
     rr, nd = [], []
     for scores, labels in groups:
         if not (labels > 0).any():
@@ -165,6 +166,8 @@ class LearnedRanker(Ranker, Learner):
         return self.rank_batch([RankRequest(query, [], merged, k)])[0]
 
     def rank_batch(self, requests: list[RankRequest]) -> list[list[Ranked]]:
+        import numpy as np
+
         model = self.model           # one read: a retraining may swap it meanwhile
         if model is None:
             return [[Ranked(i + 1, m.entity_id, m.score, m.sources)
@@ -213,6 +216,8 @@ class LearnedRanker(Ranker, Learner):
         return out
 
     def _examples_from(self, pos: pl.DataFrame, decisions: pl.DataFrame) -> int:
+        import numpy as np
+
         if pos.height == 0 or decisions.height == 0:
             return 0
         biased = pl.col("type").is_in(self.params.biased_events)
@@ -301,6 +306,8 @@ class LearnedRanker(Ranker, Learner):
 
     @staticmethod
     def _arrays(data: pl.DataFrame) -> tuple:
+        import numpy as np
+
         x = np.asarray(data["x"].to_list(), dtype=np.float32) if data.height else \
             np.zeros((0, 0), dtype=np.float32)
         sizes = data.group_by("request_id", maintain_order=True).len()["len"].to_list()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import Field
 
 from ltrr.components import PlanView, Problem
@@ -40,6 +39,7 @@ class LightGBMRanker(LearnedRanker):
         return params.check_features(plan)
 
     def fit(self, x, y, w, sizes, positions, valid) -> Any:
+        import numpy as np
         import lightgbm as lgb
 
         p = self.params

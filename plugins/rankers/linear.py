@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
 from pydantic import Field
 
 from ltrr.hookspecs import hookimpl
@@ -25,6 +24,7 @@ class LinearRanker(LearnedRanker):
     Params = LinearParams
 
     def fit(self, x, y, w, sizes, positions, valid) -> Any:
+        import numpy as np
         from sklearn.linear_model import LogisticRegression
 
         mean = x.mean(axis=0)
@@ -43,10 +43,14 @@ class LinearRanker(LearnedRanker):
         return ((x - model["mean"]) / model["std"]) @ model["coef"] + model["bias"]
 
     def dump(self, model) -> bytes:
+        import numpy as np
+
         return json.dumps({k: (v.tolist() if isinstance(v, np.ndarray) else v)
                            for k, v in model.items()}).encode("utf-8")
 
     def load_model(self, data: bytes):
+        import numpy as np
+
         obj = json.loads(data)
         return {"mean": np.asarray(obj["mean"], dtype=np.float64),
                 "std": np.asarray(obj["std"], dtype=np.float64),
