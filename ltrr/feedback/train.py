@@ -119,6 +119,13 @@ def train(plan: Plan, log_dir: Path | None = None, *, nodes: list[str] | None = 
             else:
                 cb = (lambda d, t, _n=node_id: progress(_n, d, t)) if progress else None
                 report["learners"][node_id] = _replay(plan, learner, log_dir, cb)
+            # learners that train in batches (the learned rankers) fit what is pending
+            finish = getattr(learner, "train_pending", None)
+            if callable(finish):
+                done = finish()
+                if done is not None:
+                    report["learners"][node_id] = {**(report["learners"][node_id] or {}),
+                                                   "training": done}
     finally:
         if mine:
             workspace.close()

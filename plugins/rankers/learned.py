@@ -209,11 +209,19 @@ class LearnedRanker(Ranker, Learner):
         return stats
 
     def retrain(self) -> dict[str, Any]:
-        """Train on the current examples now (``ltrr train`` calls it after replaying)."""
+        """Train on the current examples now."""
         with self._lock:
             out = self._retrain()
             self._save()
         return out
+
+    def train_pending(self) -> dict[str, Any] | None:
+        """Retrain if requests were judged since the last training (``ltrr train`` calls
+        it after replaying a log); None when there is nothing new or too little."""
+        if not self.state["judged_since_training"] or \
+                self.state["judged"] < self.params.min_requests:
+            return None
+        return self.retrain()
 
     def _examples_from(self, pos: pl.DataFrame, decisions: pl.DataFrame) -> int:
         import numpy as np
