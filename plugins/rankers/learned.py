@@ -304,8 +304,11 @@ class LearnedRanker(Ranker, Learner):
         parts = self.examples.parts()
         if not parts:
             return EXAMPLES.to_frame()
+        # a request learned twice (a crash between logging examples and saving the state
+        # re-delivers its events) keeps its latest rows only
         data = (pl.scan_parquet(parts).filter(pl.col("features_id") == self.features_id)
-                .collect())
+                .collect().unique(["request_id", "fused_rank"], keep="last",
+                                  maintain_order=True))
         keep = (data.group_by("request_id").agg(pl.col("decided_at").first())
                 .sort("decided_at", "request_id").tail(self.params.max_requests))
         return (data.join(keep.select("request_id", pl.col("decided_at").alias("_t")),
@@ -354,6 +357,7 @@ class LearnedRanker(Ranker, Learner):
                                    "last_training": {**report, "at": time.time()}})
                 report["seconds"] = round(time.perf_counter() - started, 3)
                 return report
+        self._compact(data)
         x, y, w, sizes, positions, _ = self._arrays(data)
         model = self.fit(x, y, w, sizes, positions, None)
         atomic_write_bytes(self.ctx.learned_dir / MODEL, self.dump(model))
@@ -364,6 +368,16 @@ class LearnedRanker(Ranker, Learner):
                            "last_training": {**report, "at": time.time()}})
         report["seconds"] = round(time.perf_counter() - started, 3)
         return report
+
+    def _compact(self, window: pl.DataFrame, most_parts: int = 32) -> None:
+        """Rewrite the examples as one part holding the training window once they span
+        more than ``most_parts`` parts (the new part is written before the old go)."""
+        parts = self.examples.parts()
+        if len(parts) <= most_parts:
+            return
+        self.examples.append_frame(window.select(list(EXAMPLES)))
+        for old in parts:
+            old.unlink(missing_ok=True)
 
     def _save(self) -> None:
         atomic_write_json(self.ctx.learned_dir / STATE,
