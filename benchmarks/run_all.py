@@ -39,6 +39,7 @@ BENCHES = {
     "dense": "bench_dense.py",
     "arm_strengths": "bench_arm_strengths.py",
     "simulate": "bench_simulate.py",
+    "serve": "bench_serve.py",
     "scifact": "bench_scifact.py",
     "feedback": "bench_feedback.py",
     "ranker": "bench_ranker.py",

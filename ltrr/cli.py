@@ -105,6 +105,30 @@ def _parser() -> argparse.ArgumentParser:
                          "it, in its rank order), e.g. with --measures R@10 R@100")
     sp.add_argument("--batch-size", type=int, default=256)
 
+    sp = cmd("serve", _serve, "Serve the pipeline over HTTP: POST /search and /feedback, "
+             "GET /health and /metrics, POST /admin/reload (docs/serve.md).")
+    sp.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 = any free)")
+    sp.add_argument("--max-batch", type=int, default=32, metavar="N",
+                    help="most concurrent queries answered by one pipeline batch (default: 32)")
+    sp.add_argument("--max-wait-ms", type=float, default=1.0, metavar="MS",
+                    help="most time a batch waits for queries already arriving (default: 1)")
+    sp.add_argument("--max-query-chars", type=int, default=1000, metavar="N",
+                    help="longer queries are refused with 422 (default: 1000)")
+    sp.add_argument("--max-search-bytes", type=int, default=64 * 1024, metavar="BYTES",
+                    help="request body limit of /search (default: 65536)")
+    sp.add_argument("--max-feedback-bytes", type=int, default=8 * 1024 * 1024, metavar="BYTES",
+                    help="request body limit of /feedback (default: 8388608)")
+    sp.add_argument("--max-events", type=int, default=10_000, metavar="N",
+                    help="most events per /feedback request (default: 10000)")
+    sp.add_argument("--learn-interval-ms", type=float, default=200.0, metavar="MS",
+                    help="the background learner gathers events this long before learning "
+                         "(default: 200)")
+    sp.add_argument("--log-level", default="warning",
+                    choices=["critical", "error", "warning", "info", "debug"],
+                    help="uvicorn's log level (default: warning)")
+    sp.add_argument("--access-log", action="store_true", help="log every request (uvicorn)")
+
     sp = cmd("simulate", _simulate, "Simulate users searching: rounds of serve, engage (click "
              "model), learn, per policy; report recall, regret and plots.")
     sp.add_argument("--user-model", default="lastfm",
@@ -221,9 +245,25 @@ def _train(args) -> int:
     report = train(load_plan(args.spec), args.log, nodes=args.node)
     print(f"replayed {report['log']}")
     for node, stats in report["learners"].items():
-        print(f"{node}: " + (", ".join(f"{k}={v}" for k, v in stats.items()) if stats
+        flat = {k: v for k, v in (stats or {}).items() if not isinstance(v, dict)}
+        print(f"{node}: " + (", ".join(f"{k}={v}" for k, v in flat.items()) if stats
                              else "nothing new to learn"))
+        training = (stats or {}).get("training")
+        if isinstance(training, dict):
+            _print_training(node, training)
     return 0
+
+
+def _print_training(node: str, t: dict) -> None:
+    """A ranker's retraining: its held-out MRR / nDCG@10 against the fused order."""
+    held = t.get("holdout")
+    status = "deployed" if t.get("deployed") else "not deployed (no better than fused order)"
+    print(f"{node}: trained on {t.get('requests')} judged requests ({t.get('rows')} rows) in "
+          f"{t.get('seconds')} s, {status}")
+    if held:
+        m, f = held["model"], held["fused"]
+        print(f"  held-out {held['requests']} newest requests:  MRR {m['mrr']:.4f} "
+              f"(fused {f['mrr']:.4f})  nDCG@10 {m['ndcg@10']:.4f} (fused {f['ndcg@10']:.4f})")
 
 
 def _evaluate(args) -> int:
@@ -261,6 +301,18 @@ def _evaluate_log(plan, args) -> int:
     else:
         print_ope_table(report)
     return 0
+
+
+def _serve(args) -> int:
+    from ltrr.serve.config import ServeConfig
+    from ltrr.serve.server import serve
+
+    return serve(ServeConfig(
+        spec=args.spec, host=args.host, port=args.port, max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms, max_query_chars=args.max_query_chars,
+        max_search_bytes=args.max_search_bytes, max_feedback_bytes=args.max_feedback_bytes,
+        max_events=args.max_events, learn_interval_ms=args.learn_interval_ms,
+        log_level=args.log_level, access_log=args.access_log))
 
 
 def _simulate(args) -> int:

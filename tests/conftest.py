@@ -61,3 +61,157 @@ def music_spec(tmp_path_factory):
     assert done.returncode == 0, done.stderr
     assert "documents=17632" in done.stderr
     return path
+
+
+# --- ltrr serve ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def serve_spec_indexed(tmp_path_factory):
+    """pipelines/music-serve.yaml copied with absolute data paths, indexed once per session."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    folder = tmp_path_factory.mktemp("music-serve")
+    data = yaml.safe_load((root / "pipelines/music-serve.yaml").read_text())
+    data["catalog"]["path"] = str(root / "examples/data/lastfm/artists.parquet")
+    for arm in data["arms"]:
+        for rel in arm.get("with", {}).get("relations", []):
+            rel["path"] = str((root / "pipelines" / rel["path"]).resolve())
+    data["state_dir"] = str(folder / "state")
+    path = folder / "music-serve.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    ltrr = str(Path(sys.executable).with_name("ltrr"))
+    done = subprocess.run([ltrr, "index", str(path)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+def fresh_serve_spec(indexed, folder):
+    """A copy of the indexed music-serve spec in ``folder`` with its own, empty state
+    folder (logs, learned state), the session's built indexes linked in."""
+    import yaml
+
+    data = yaml.safe_load(indexed.read_text())
+    built = indexed.parent / "state"
+    state = folder / "state"
+    state.mkdir(parents=True)
+    for node in built.iterdir():
+        if (node / "manifest.json").exists():
+            (state / node.name).symlink_to(node, target_is_directory=True)
+    data["state_dir"] = str(state)
+    path = folder / "music-serve.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def serve_spec(serve_spec_indexed, tmp_path):
+    """The indexed music-serve spec with a fresh state folder (see fresh_serve_spec)."""
+    return fresh_serve_spec(serve_spec_indexed, tmp_path)
+
+
+class ServeProcess:
+    """A real ``ltrr serve SPEC --port 0`` subprocess; ``url`` once it listens."""
+
+    def __init__(self, spec, *args: str):
+        import subprocess
+        import sys
+        import threading
+        from pathlib import Path
+
+        self.spec = spec
+        ltrr = str(Path(sys.executable).with_name("ltrr"))
+        self.proc = subprocess.Popen([ltrr, "serve", str(spec), "--port", "0", *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
+        self.lines: list[str] = []
+        self.url: str | None = None
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        import re
+
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            m = re.search(r"listening on (http://\S+)", line)
+            if m and self.url is None:
+                self.url = m.group(1)
+                self._ready.set()
+        self._ready.set()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def wait_ready(self, timeout: float = 180.0) -> "ServeProcess":
+        """Wait until the server listens and answers /health."""
+        import time
+
+        import httpx
+
+        self._ready.wait(timeout)
+        assert self.url, f"ltrr serve did not start:\n{self.stderr}"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no /health:\n{self.stderr}"
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM (graceful shutdown) and the exit status."""
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout)
+        self._reader.join(10)
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        self._reader.join(10)
+
+
+@pytest.fixture
+def start_server():
+    """``start_server(spec, *flags)`` → a ready :class:`ServeProcess`; all are killed at
+    teardown if still running."""
+    started: list[ServeProcess] = []
+
+    def start(spec, *args: str, ready: bool = True) -> ServeProcess:
+        server = ServeProcess(spec, *args)
+        started.append(server)
+        return server.wait_ready() if ready else server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def module_server(serve_spec_indexed, tmp_path_factory):
+    """One ``ltrr serve`` for a whole test module, on its own fresh state folder."""
+    spec = fresh_serve_spec(serve_spec_indexed, tmp_path_factory.mktemp("served"))
+    server = ServeProcess(spec)
+    try:
+        yield server.wait_ready()
+    finally:
+        server.kill()

@@ -248,3 +248,38 @@ def test_corrupt_model_is_a_state_error(make_plan):
     with pytest.raises(StateError) as err:
         Pipeline(plan)
     assert "node 'ranker'" in str(err.value) and "model.txt" in str(err.value)
+
+
+def test_train_bootstraps_a_ranker_from_a_score_rankers_log(make_plan, capsys):
+    from ltrr.cli import _print_training
+    from ltrr.feedback.train import train
+
+    served = make_plan("score", folder="s")
+    with Pipeline(served) as p:
+        serve_and_engage(p, served, rounds=4)
+    plan = make_plan("lightgbm", {"min_requests": 60, "retrain_every": 10_000})
+    report = train(plan, served.spec.state_dir)
+    stats = report["learners"]["ranker"]
+    assert stats["judged"] == 120 and stats["training"]["deployed"] is True
+    _print_training("ranker", stats["training"])
+    out = capsys.readouterr().out
+    assert "trained on 120 judged requests" in out and "held-out 24 newest requests" in out
+    with Pipeline(plan, log_decisions=False) as p:
+        assert p.components["ranker"].model is not None
+    assert train(plan, served.spec.state_dir)["learners"]["ranker"] is None   # nothing new
+
+
+def test_examples_are_compacted_and_deduplicated(make_plan):
+    plan = make_plan("lightgbm", {"min_requests": 1000})
+    with Pipeline(plan) as p:
+        serve_and_engage(p, plan, rounds=3)
+        r = p.components["ranker"]
+        parts = r.examples.parts()
+        assert len(parts) == 3
+        r.examples.append_frame(r.examples.read([parts[0]]))     # learned twice
+        assert r._training_data()["request_id"].n_unique() == 90
+        assert r._training_data().height == r.examples.read().height - \
+            r.examples.read([parts[0]]).height
+        rows = r._training_data().height
+        r._compact(r._training_data(), most_parts=2)
+        assert len(r.examples.parts()) == 1 and r.examples.read().height == rows

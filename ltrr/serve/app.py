@@ -1,0 +1,372 @@
+"""The FastAPI application: /search, /feedback, /health, /metrics, /admin/reload.
+
+Request bodies are parsed by the endpoints themselves (``model_validate_json``) so
+that bad JSON is a 400, a validation error a 422 naming the field, and both share
+the error format of :mod:`ltrr.serve.errors`; the OpenAPI document still describes
+them (``/docs``, ``/openapi.json``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from time import perf_counter
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ltrr import __version__
+from ltrr.errors import LtrrError, StateError
+from ltrr.serve.batching import Batcher, Job
+from ltrr.serve.config import ServeConfig
+from ltrr.serve.decisions import DecisionWriter
+from ltrr.serve.errors import ApiError, error_body, from_ltrr, from_validation
+from ltrr.serve.feedback import BackgroundLearner, FeedbackIntake
+from ltrr.serve.holder import PipelineHolder, Served
+from ltrr.serve.metrics import Metrics
+from ltrr.serve.middleware import ANNOUNCED, ServeMiddleware
+from ltrr.serve.models import (ErrorResponse, Event, FeedbackRequest, FeedbackResponse,
+                               HealthResponse, ReloadResponse, SearchRequest, SearchResponse)
+
+log = logging.getLogger("ltrr.serve")
+
+JSON = "application/json"
+SEARCH_EXAMPLE = '{"query": "britney spears"}'
+FEEDBACK_EXAMPLE = ('{"events": [{"request_id": "<from /search>", "entity_id": "289", '
+                    '"type": "click", "position": 1}]}')
+_EVENT_FIELDS = frozenset(Event.model_fields)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text} for code, text in (
+        (400, "The body is not valid JSON."), (413, "The body is too large."),
+        (422, "A field is missing, unknown, of the wrong type or out of range."),
+        (500, "A bug; the server logged it."), (503, "Shutting down, or the log is failing."))}
+
+
+class Server:
+    """The server's parts: pipeline holder, batcher, decision writer, feedback, learner."""
+
+    def __init__(self, config: ServeConfig, holder: PipelineHolder):
+        self.config, self.holder = config, holder
+        self.metrics = Metrics()
+        self.metrics.generation.set(holder.generation)
+        self.started = time.time()
+        self.stopping = False
+        self.decisions = DecisionWriter()
+        self.learner = BackgroundLearner(holder, self.metrics, self.decisions,
+                                         config.learn_interval_ms)
+        self.batcher = Batcher(holder, self.metrics, self.respond, max_batch=config.max_batch,
+                               max_wait_ms=config.max_wait_ms, after_batch=self.log_decisions)
+        self.intake = FeedbackIntake(holder, self.metrics, self.decisions, self.learner,
+                                     parse=self.parse_feedback)
+        self.last_reload: dict[str, Any] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.batcher.start(loop)
+        self.intake.start(loop)
+        self.learner.start()
+
+    def stop(self) -> None:
+        """Finish queued work, write the decision log, close the pipeline (blocking)."""
+        self.stopping = True
+        self.batcher.stop()
+        self.intake.stop()
+        self.learner.stop()
+        self.decisions.stop()
+        self.holder.close()
+
+    # --- worker-thread callbacks --------------------------------------------------------
+
+    def log_decisions(self, served: Served, decisions: list) -> None:
+        if served.decision_log is not None:
+            self.decisions.add(served.decision_log, decisions)
+
+    def respond(self, served: Served, d, job: Job) -> bytes:
+        """A decision as the /search response body (built on the batch worker)."""
+        titles = served.titles
+        results = [{"rank": r.rank, "entity_id": r.entity_id, "title": titles.get(r.entity_id),
+                    "score": r.score if math.isfinite(r.score) else None,
+                    "arms": {c.arm: c.rank for c in r.sources}}
+                   for r in d.ranking[:job.k or served.k_max]]
+        timings = {key: round(v, 3) for key, v in d.timings_ms.items()}
+        now = perf_counter()
+        timings["queue"] = round((job.started - job.queued) * 1000.0, 3)
+        timings["server"] = round((now - job.arrived) * 1000.0, 3)
+        return json.dumps({"request_id": d.request_id, "results": results,
+                           "timings_ms": timings, "trace": d.trace},
+                          ensure_ascii=False, allow_nan=False).encode()
+
+    def parse_feedback(self, body: bytes) -> list[dict]:
+        """A /feedback body as event rows (on the feedback thread); ApiError if invalid."""
+        try:
+            req = FeedbackRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise _validation_error(exc, FeedbackRequest, FEEDBACK_EXAMPLE) from None
+        if len(req.events) > self.config.max_events:
+            raise ApiError(413, f"{len(req.events)} events in one request, more than the "
+                           f"limit of {self.config.max_events}", field="events",
+                           hint="split them over several requests, or raise --max-events")
+        return [e.model_dump(exclude_none=True) for e in req.events]
+
+    # --- reload ---------------------------------------------------------------------------
+
+    def reload(self) -> Served:
+        """Swap in a freshly compiled pipeline (blocking); LtrrError if refused."""
+        started = perf_counter()
+        try:
+            served = self.holder.reload()
+        except LtrrError as exc:
+            self.metrics.reloads.labels("refused").inc()
+            self.last_reload = {"at": time.time(), "ok": False, "error": str(exc)}
+            log.error("reload refused, generation %d keeps serving: %s",
+                      self.holder.generation, exc)
+            raise
+        except Exception as exc:
+            self.metrics.reloads.labels("refused").inc()
+            self.last_reload = {"at": time.time(), "ok": False,
+                                "error": f"{type(exc).__name__}: {exc}"}
+            log.exception("reload failed, generation %d keeps serving", self.holder.generation)
+            raise
+        self.metrics.reloads.labels("ok").inc()
+        self.metrics.generation.set(served.generation)
+        self.last_reload = {"at": time.time(), "ok": True, "generation": served.generation,
+                            "seconds": round(perf_counter() - started, 3)}
+        self.learner.wake()
+        return served
+
+    def health(self) -> dict[str, Any]:
+        served = self.holder.current
+        spec = served.plan.spec
+        return {"status": "stopping" if self.stopping else "ok", "spec": served.plan.model.name,
+                "spec_path": str(spec.path), "spec_hash": spec.hash,
+                "uptime_s": round(time.time() - self.started, 3),
+                "generation": served.generation, "pending_events": self.learner.pending,
+                "learning": {"runs": self.learner.runs, "errors": self.learner.errors,
+                             "last": self.learner.last, "last_error": self.learner.last_error},
+                "batches": self.batcher.batches, "decision_log": {
+                    "parts_written": self.decisions.parts, "error": self.decisions.error},
+                "last_reload": self.last_reload, "version": __version__}
+
+
+def _validation_error(exc: ValidationError, model: type, example: str) -> ApiError:
+    """A request body's validation error, with the allowed fields or an example as hint."""
+    known = frozenset(model.model_fields) | _EVENT_FIELDS
+    err = from_validation(exc, known, example)
+    if "unknown field" in err.error:
+        inner = Event if err.field and "]" in err.field else model
+        err.hint = "allowed fields: " + ", ".join(inner.model_fields)
+    elif "missing required field" in err.error:
+        err.hint = f"e.g. {example}"
+    return err
+
+
+def _error_response(err: ApiError) -> Response:
+    return Response(err.body(), status_code=err.status, media_type=JSON, headers=err.headers)
+
+
+def create_app(config: ServeConfig, holder: PipelineHolder) -> tuple[Any, Server]:
+    """The ASGI app (FastAPI wrapped in :class:`ServeMiddleware`) and its :class:`Server`."""
+    server = Server(config, holder)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        server.start(asyncio.get_running_loop())
+        yield
+        await asyncio.get_running_loop().run_in_executor(None, server.stop)
+
+    served = holder.current
+    app = FastAPI(
+        title=f"ltrr serve — {served.plan.model.name}",
+        version=__version__,
+        description=(
+            "Search and feedback over one ltrr pipeline.\n\n"
+            "1. `POST /search` a query; keep the `request_id` of the response.\n"
+            "2. `POST /feedback` what the user did with the results (clicks, plays...), "
+            "naming that `request_id`: the events are logged durably before the response, "
+            "then the pipeline's learners (memory arm, policy, ranker) learn from them in "
+            "the background.\n\n"
+            "Every error is JSON `{\"error\", \"field\", \"hint\"}`: 400 invalid JSON, 413 "
+            "body too large, 422 invalid field, 503 shutting down."),
+        lifespan=lifespan)
+    app.state.server = server
+
+    # --- error handlers -----------------------------------------------------------------
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return _error_response(exc)
+
+    @app.exception_handler(LtrrError)
+    async def _ltrr_error(request: Request, exc: LtrrError) -> Response:
+        return _error_response(from_ltrr(exc, 503 if isinstance(exc, StateError) else 422))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        hint = None
+        if exc.status_code == 404:
+            hint = "endpoints: POST /search, POST /feedback, GET /health, GET /metrics, " \
+                   "POST /admin/reload, GET /docs"
+        elif exc.status_code == 405:
+            hint = "see GET /docs for each endpoint's method"
+        return Response(error_body(str(exc.detail), hint=hint), status_code=exc.status_code,
+                        media_type=JSON, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request"}
+        loc = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return Response(error_body(str(first.get("msg")), loc), status_code=422,
+                        media_type=JSON)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.url.path,
+                  exc_info=exc)
+        return Response(error_body(f"internal server error ({type(exc).__name__}); it is "
+                                   "logged", hint="report it with the server log"),
+                        status_code=500, media_type=JSON)
+
+    # --- endpoints ----------------------------------------------------------------------
+
+    @app.post("/search", response_model=SearchResponse, responses=_ERRORS,
+              openapi_extra=_body("SearchRequest"), summary="Answer a query",
+              description=(
+                  "Runs the query through the pipeline (micro-batched with concurrent "
+                  "requests) and logs the decision. The query is plain text: Lucene "
+                  "syntax such as `name:x OR *:*` is searched as words. A blank query is "
+                  "refused (422), as is one longer than `--max-query-chars`."))
+    async def search(request: Request) -> Response:
+        arrived = perf_counter()
+        scope = request.scope
+        try:
+            body = await request.body()
+            try:
+                req = SearchRequest.model_validate_json(body)
+            except ValidationError as exc:
+                raise _validation_error(exc, SearchRequest, SEARCH_EXAMPLE) from None
+            _check_search(req, config, holder.current)
+            if server.stopping:
+                raise ApiError(503, "the server is shutting down", hint="retry on another "
+                               "instance or after the restart", headers={"Retry-After": "1"})
+            from ltrr.runtime.pipeline import new_request_id
+            from ltrr.types import Query
+
+            query = Query(req.request_id or new_request_id(), req.query, req.user_id,
+                          req.context or {})
+            try:
+                future = server.batcher.submit(query, req.k, arrived)
+            except RuntimeError as exc:
+                raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
+        finally:
+            if scope.pop(ANNOUNCED, False):
+                server.batcher.announced -= 1
+        return Response(await future, media_type=JSON)
+
+    @app.post("/feedback", response_model=FeedbackResponse, responses=_ERRORS,
+              openapi_extra=_body("FeedbackRequest"), summary="Log feedback events",
+              description=(
+                  "Validates the events, appends the ones not logged before (by `event_id`) "
+                  "to the pipeline's event log and fsyncs it, then answers: an answered "
+                  "event survives a crash. Learning follows in the background. Re-sending "
+                  "the same events is safe (`new` counts what was added)."))
+    async def feedback(request: Request) -> Response:
+        body = await request.body()
+        if server.stopping:
+            raise ApiError(503, "the server is shutting down", headers={"Retry-After": "1"})
+        try:
+            future = server.intake.submit(body)
+        except RuntimeError as exc:
+            raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
+        try:
+            received, new = await future
+        except (TimeoutError, OSError) as exc:
+            raise ApiError(503, f"the events were not logged: {exc}", hint="retry later; "
+                           "nothing of this request was acknowledged",
+                           headers={"Retry-After": "5"}) from None
+        return Response(json.dumps({"received": received, "new": new}).encode(),
+                        media_type=JSON)
+
+    @app.get("/health", response_model=HealthResponse, summary="Liveness and state",
+             description="Spec, generation (reloads), uptime and the learner's progress.")
+    async def health() -> Response:
+        return Response(json.dumps(server.health()).encode(), media_type=JSON)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
+             description="Requests, latencies, batch sizes, events, learner runs and lag, "
+                         "reloads, in the Prometheus text format.")
+    async def metrics() -> Response:
+        return Response(server.metrics.render(), media_type=server.metrics.content_type)
+
+    @app.post("/admin/reload", response_model=ReloadResponse,
+              responses={409: {"model": ErrorResponse,
+                               "description": "The spec is broken; the old pipeline serves."}},
+              summary="Reload the spec",
+              description=(
+                  "Compiles the spec file again, opens the new pipeline beside the live "
+                  "one and swaps it in; requests in flight finish on the old one. A spec "
+                  "that does not load is refused (409) with the located error, and the "
+                  "old pipeline keeps serving. `kill -HUP <pid>` does the same."))
+    async def reload() -> Response:
+        loop = asyncio.get_running_loop()
+        started = perf_counter()
+        try:
+            served = await loop.run_in_executor(None, server.reload)
+        except LtrrError as exc:
+            raise ApiError(409, f"reload refused: {exc}", hint=(
+                f"fix the spec and reload again; generation {holder.generation} keeps "
+                "serving")) from None
+        return Response(json.dumps({"generation": served.generation,
+                                    "spec_hash": served.plan.spec.hash,
+                                    "seconds": round(perf_counter() - started, 3)}).encode(),
+                        media_type=JSON)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (SearchRequest, FeedbackRequest):
+                doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(doc.pop("$defs", {}))
+                components[model.__name__] = doc
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    wrapped = ServeMiddleware(app, limits={"/search": config.max_search_bytes,
+                                           "/feedback": config.max_feedback_bytes},
+                              default_limit=config.max_search_bytes, metrics=server.metrics,
+                              batcher=server.batcher)
+    return wrapped, server
+
+
+def _body(model: str) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": {
+        "$ref": f"#/components/schemas/{model}"}}}}}
+
+
+def _check_search(req: SearchRequest, config: ServeConfig, served: Served) -> None:
+    """The checks that depend on the server's options and the spec."""
+    text = req.query
+    if len(text) > config.max_query_chars:
+        raise ApiError(422, f"query: {len(text):,} characters, more than the limit of "
+                       f"{config.max_query_chars:,}", field="query", hint=(
+                           "shorten the query, or start the server with a larger "
+                           "--max-query-chars"))
+    if not text.strip():
+        raise ApiError(422, "query: empty or blank", field="query",
+                       hint=f"send the words to search for, e.g. {SEARCH_EXAMPLE}")
+    if req.k is not None and req.k > served.k_max:
+        raise ApiError(422, f"k: {req.k} is more than the {served.k_max} results this "
+                       "pipeline returns", field="k", hint=(
+                           f"ask for at most {served.k_max} (the spec's output.k)"))

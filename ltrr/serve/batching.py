@@ -1,0 +1,172 @@
+"""Micro-batching: concurrent /search requests answered by one ``Pipeline.run_batch`` call.
+
+Requests queue up while the worker thread runs a batch; when it is free it takes
+everything queued (up to ``max_batch``) at once. It waits up to ``max_wait_ms`` for
+more only when requests have arrived at the server but are not queued yet (their
+bodies are being read or validated): an idle server answers a lone request at once.
+Results go back to the awaiting handlers on the event loop in one hand-off per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from ltrr.serve.holder import PipelineHolder, Served
+    from ltrr.serve.metrics import Metrics
+    from ltrr.types import Decision, Query
+
+log = logging.getLogger("ltrr.serve")
+
+
+class Job:
+    """One query waiting for its batch."""
+
+    __slots__ = ("query", "k", "arrived", "queued", "started", "future")
+
+    def __init__(self, query: "Query", k: int | None, arrived: float,
+                 future: asyncio.Future):
+        self.query, self.k, self.arrived, self.future = query, k, arrived, future
+        self.queued = perf_counter()
+        self.started = 0.0          # when its batch started
+
+
+def deliver(loop: asyncio.AbstractEventLoop, futures: list[asyncio.Future],
+            outcomes: list[Any]) -> None:
+    """Resolve ``futures`` on their event loop, from any thread: an exception outcome
+    becomes the future's exception. A closed loop (shutdown) is ignored."""
+
+    def settle() -> None:
+        for fut, out in zip(futures, outcomes):
+            if fut.done():           # the client went away
+                continue
+            if isinstance(out, BaseException):
+                fut.set_exception(out)
+            else:
+                fut.set_result(out)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:
+        pass
+
+
+class Batcher:
+    """Gathers queries into batches run on one dedicated worker thread.
+
+    ``respond(served, decision, job)`` turns each decision into the handler's result
+    (on the worker thread). ``announced`` counts requests that reached /search but
+    are not submitted yet; only the event loop changes it.
+    """
+
+    def __init__(self, holder: "PipelineHolder", metrics: "Metrics",
+                 respond: Callable[["Served", "Decision", Job], Any], *,
+                 max_batch: int, max_wait_ms: float,
+                 after_batch: Callable[["Served", list["Decision"]], None] | None = None):
+        self.holder, self.metrics, self.respond = holder, metrics, respond
+        self.after_batch = after_batch
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self.announced = 0
+        self.batches = 0
+        self._jobs: deque[Job] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, name="ltrr-batcher", daemon=True)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread.start()
+
+    def submit(self, query: "Query", k: int | None, arrived: float) -> asyncio.Future:
+        """Queue a query (from the event loop); the future resolves to its response."""
+        assert self._loop is not None, "Batcher.start was not called"
+        job = Job(query, k, arrived, self._loop.create_future())
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the server is shutting down")
+            self._jobs.append(job)
+            self._cond.notify()
+        return job.future
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Answer what is queued, then end the worker thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # --- worker thread ----------------------------------------------------------------
+
+    def _take(self) -> list[Job] | None:
+        with self._cond:
+            while not self._jobs:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            jobs = self._jobs
+            batch = [jobs.popleft() for _ in range(min(self.max_batch, len(jobs)))]
+            if len(batch) < self.max_batch and self.max_wait > 0 and self.announced > 0:
+                deadline = perf_counter() + self.max_wait
+                while len(batch) < self.max_batch:
+                    if jobs:
+                        batch.append(jobs.popleft())
+                        continue
+                    remaining = deadline - perf_counter()
+                    if remaining <= 0 or self.announced <= 0 or self._stopping:
+                        break
+                    self._cond.wait(remaining)
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                outcomes = self._answer(batch)
+            except BaseException as exc:      # never let the worker die
+                log.exception("batch of %d failed", len(batch))
+                outcomes = [exc] * len(batch)
+            assert self._loop is not None
+            deliver(self._loop, [j.future for j in batch], outcomes)
+
+    def _answer(self, batch: list[Job]) -> list[Any]:
+        started = perf_counter()
+        m = self.metrics
+        for job in batch:
+            job.started = started
+            m.queue_seconds.observe(started - job.queued)
+        with self.holder.lease() as served:
+            try:
+                decisions = served.pipeline.run_batch([j.query for j in batch])
+            except Exception:
+                if len(batch) == 1:
+                    raise
+                # isolate the query at fault: answer each alone
+                log.exception("batch of %d failed; answering its queries one by one",
+                              len(batch))
+                return [self._answer_one(served, j) for j in batch]
+            self.batches += 1
+            m.batch_size.observe(len(batch))
+            m.batch_seconds.observe(perf_counter() - started)
+            if self.after_batch is not None:
+                self.after_batch(served, decisions)
+            return [self.respond(served, d, j) for d, j in zip(decisions, batch)]
+
+    def _answer_one(self, served: "Served", job: Job) -> Any:
+        try:
+            decisions = served.pipeline.run_batch([job.query])
+        except Exception as exc:
+            log.exception("query %r failed", job.query.request_id)
+            return exc
+        if self.after_batch is not None:
+            self.after_batch(served, decisions)
+        return self.respond(served, decisions[0], job)

@@ -1,0 +1,316 @@
+"""Feedback intake: events logged durably before they are acknowledged, learned after.
+
+:class:`FeedbackIntake` validates each /feedback request with
+``ltrr.feedback.events.events_from_rows`` and appends the events of all requests
+waiting at that moment as one Parquet part of the pipeline's event log (group
+commit: one fsync for many requests), dropping ids already logged — idempotent
+like ``EventLog.append_new``, with the logged ids kept in memory instead of
+re-read from every part on every append. Only then are the requests answered.
+
+A single background thread, :class:`BackgroundLearner`, lets every learner of the
+live pipeline catch up (``ltrr.feedback.ingest.catch_up``) on the events logged since
+its cursor: once at start (events acknowledged before a crash but not learned),
+then shortly after each append. It never blocks /search: the learners update
+their state under their own locks while the batch worker keeps answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ltrr.errors import Location
+from ltrr.serve.batching import deliver
+from ltrr.serve.errors import ApiError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from ltrr.serve.decisions import DecisionWriter
+    from ltrr.serve.holder import PipelineHolder, Served
+    from ltrr.serve.metrics import Metrics
+
+log = logging.getLogger("ltrr.serve")
+
+MAX_COMMIT_BYTES = 16 * 2 ** 20    # most request bytes committed as one part
+
+
+def _where(i: int) -> Location:
+    return Location(f"request field events[{i}]")
+
+
+class _Request:
+    __slots__ = ("body", "future")
+
+    def __init__(self, body: bytes, future: asyncio.Future):
+        self.body, self.future = body, future
+
+
+class FeedbackIntake:
+    """Validates, deduplicates and durably appends events; wakes the learner."""
+
+    def __init__(self, holder: "PipelineHolder", metrics: "Metrics",
+                 decisions: "DecisionWriter", learner: "BackgroundLearner",
+                 parse: Callable[[bytes], list[dict]]):
+        self.holder, self.metrics, self.parse = holder, metrics, parse
+        self.decisions, self.learner = decisions, learner
+        self._queue: deque[_Request] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, name="ltrr-feedback", daemon=True)
+        # ids already in the event log, and the parts they were read from
+        self._dir: Path | None = None
+        self._seen: set[str] = set()
+        self._parts: set[str] = set()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread.start()
+
+    def submit(self, body: bytes) -> asyncio.Future:
+        """Queue one request's body; resolves to ``(received, new)`` once its events are
+        durable, or to the error that makes it invalid."""
+        assert self._loop is not None, "FeedbackIntake.start was not called"
+        req = _Request(body, self._loop.create_future())
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the server is shutting down")
+            self._queue.append(req)
+            self._cond.notify()
+        return req.future
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Commit what is queued, then end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # --- writer thread ----------------------------------------------------------------
+
+    def _take(self) -> list[_Request] | None:
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            taken, size = [], 0
+            while self._queue and (not taken or size + len(self._queue[0].body)
+                                   <= MAX_COMMIT_BYTES):
+                req = self._queue.popleft()
+                taken.append(req)
+                size += len(req.body)
+            return taken
+
+    def _run(self) -> None:
+        while True:
+            reqs = self._take()
+            if reqs is None:
+                return
+            try:
+                outcomes = self._commit(reqs)
+            except BaseException as exc:          # never let the writer die
+                log.exception("committing %d feedback requests failed", len(reqs))
+                outcomes = [exc] * len(reqs)
+            assert self._loop is not None
+            deliver(self._loop, [r.future for r in reqs], outcomes)
+
+    def _commit(self, reqs: list[_Request]) -> list[Any]:
+        from ltrr.errors import LtrrError
+        from ltrr.feedback.events import events_from_rows
+
+        outcomes: list[Any] = [None] * len(reqs)
+        frames: list[tuple[int, "pl.DataFrame"]] = []
+        with self.holder.lease() as served:
+            for i, req in enumerate(reqs):
+                try:
+                    rows = self.parse(req.body)
+                    frames.append((i, events_from_rows(rows, where=_where,
+                                                       weights=served.weights)))
+                except (LtrrError, ApiError) as exc:
+                    outcomes[i] = exc
+            if frames:
+                # the decisions these events answer become durable first
+                self.decisions.flush()
+                new_counts = self._append(served, frames)
+                total_new = 0
+                for i, frame in frames:
+                    outcomes[i] = (frame.height, new_counts.get(i, 0))
+                    total_new += new_counts.get(i, 0)
+                    self.metrics.events_received.inc(frame.height)
+                self.metrics.events_new.inc(total_new)
+                if total_new:
+                    self.learner.wake()
+        return outcomes
+
+    def _append(self, served: "Served", frames: list[tuple[int, "pl.DataFrame"]]
+                ) -> dict[int, int]:
+        """Append the events not logged yet as one part; new events per request."""
+        import polars as pl
+
+        from ltrr.feedback.ingest import event_log
+
+        elog = event_log(served.plan)
+        self._refresh(elog)
+        merged = pl.concat([f.with_columns(pl.lit(i, pl.Int32).alias("_req"))
+                            for i, f in frames], how="vertical_relaxed")
+        merged = merged.unique("event_id", keep="first", maintain_order=True)
+        seen = self._seen
+        fresh = merged.filter(pl.Series([e not in seen for e in merged["event_id"].to_list()],
+                                        dtype=pl.Boolean))
+        if fresh.height == 0:
+            return {}
+        path = elog.append_frame(fresh.drop("_req"))
+        ids = fresh["event_id"].to_list()
+        seen.update(ids)
+        if path is not None:
+            self._parts.add(path.name)
+            self.learner.logged(path.name, len(ids))
+        return dict(fresh.group_by("_req").len().iter_rows())
+
+    def _refresh(self, elog) -> None:
+        """Read the ids of parts this server has not seen (at start, or written by others)."""
+        import polars as pl
+
+        if self._dir != elog.directory:
+            self._dir, self._seen, self._parts = elog.directory, set(), set()
+        parts = [p for p in elog.parts() if p.name not in self._parts]
+        if parts:
+            ids = pl.scan_parquet(parts).select("event_id").collect()["event_id"]
+            self._seen.update(ids.to_list())
+            self._parts.update(p.name for p in parts)
+
+
+class BackgroundLearner:
+    """The background learning thread: catch every learner up on the event log."""
+
+    def __init__(self, holder: "PipelineHolder", metrics: "Metrics",
+                 decisions: "DecisionWriter", interval_ms: float):
+        self.holder, self.metrics, self.decisions = holder, metrics, decisions
+        self.interval = interval_ms / 1000.0
+        self.runs = 0
+        self.errors = 0
+        self.last: dict[str, Any] = {}
+        self.last_error: str | None = None
+        self._unlearned: dict[str, int] = {}     # event-log part → events, not learned yet
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ltrr-learner", daemon=True)
+
+    @property
+    def pending(self) -> int:
+        """Events logged but not learned by every learner yet."""
+        with self._lock:
+            return sum(self._unlearned.values())
+
+    def start(self) -> None:
+        self._backlog()
+        self._wake.set()            # catch up once at start
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Let a running catch-up finish, then end the thread (no new run starts)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def logged(self, part: str, events: int) -> None:
+        with self._lock:
+            self._unlearned[part] = events
+        self.metrics.learner_lag.set(self.pending)
+
+    def _backlog(self) -> None:
+        """Parts some learner has not learned from yet (left by a crash or a stop)."""
+        import polars as pl
+
+        from ltrr.feedback.ingest import CURSOR, event_log
+
+        with self.holder.lease() as served:
+            parts = event_log(served.plan).parts()
+            if not parts or not served.learners:
+                return
+            done: set[str] | None = None
+            for node in served.learners:
+                comp = served.pipeline.workspace.opened(node)
+                try:
+                    names = set(json.loads((comp.ctx.learned_dir / CURSOR).read_text())["parts"])
+                except (FileNotFoundError, ValueError, KeyError, TypeError):
+                    names = set()
+                done = names if done is None else done & names
+            pending = [p for p in parts if p.name not in (done or set())]
+        for p in pending:
+            try:
+                rows = pl.scan_parquet(p).select(pl.len()).collect().item()
+            except Exception:
+                rows = 0
+            self._unlearned[p.name] = rows
+        self.metrics.learner_lag.set(self.pending)
+
+    def _run(self) -> None:
+        wait = self.interval
+        while not self._stop.is_set():
+            self._wake.wait()
+            if self._stop.is_set():
+                return
+            # gather more events before learning; at most 1/3 of the time is learning
+            if self._stop.wait(wait):
+                return
+            self._wake.clear()
+            seconds = self.run_once()
+            failed = self.last_error is not None
+            wait = max(self.interval, 2 * seconds) if not failed else min(30.0, max(1.0, 2 * wait))
+            if failed:
+                self._wake.set()      # retry after the back-off
+
+    def run_once(self) -> float:
+        """One catch-up of every learner; returns its duration in seconds."""
+        from ltrr.feedback.ingest import catch_up
+
+        started = time.perf_counter()
+        with self._lock:
+            snapshot = set(self._unlearned)
+        stats: dict[str, Any] = {}
+        errors: list[str] = []
+        with self.holder.learn_lock, self.holder.lease() as served:
+            try:
+                self.decisions.flush()      # the decisions the events answer are on disk
+            except Exception as exc:
+                errors.append(f"decision log: {exc}")
+            for node in served.learners if not errors else []:
+                try:
+                    out = catch_up(served.plan, served.pipeline.workspace.opened(node))
+                except Exception as exc:   # learning must never take the server down
+                    log.exception("learner '%s' failed to catch up", node)
+                    errors.append(f"{node}: {type(exc).__name__}: {exc}")
+                    continue
+                if out is not None:
+                    stats[node] = out
+        seconds = time.perf_counter() - started
+        self.runs += 1
+        self.metrics.learner_seconds.observe(seconds)
+        if errors:
+            self.errors += 1
+            self.last_error = "; ".join(errors)
+            self.metrics.learner_runs.labels("error").inc()
+        else:
+            self.last_error = None
+            self.metrics.learner_runs.labels("ok").inc()
+            with self._lock:
+                for part in snapshot:
+                    self._unlearned.pop(part, None)
+        self.last = {"at": time.time(), "seconds": round(seconds, 3), "learners": stats}
+        self.metrics.learner_lag.set(self.pending)
+        return seconds

@@ -1,0 +1,165 @@
+"""The outermost ASGI layer: body size limits, request metrics, batch announcements.
+
+* A request body larger than its endpoint's limit is answered 413 in the JSON error
+  format before the app sees it (from ``Content-Length`` when given, else while
+  reading). Bodies are read whole here and replayed to the app.
+* Every request is counted and timed by endpoint and status (``/metrics``).
+* A POST to /search is *announced* to the batcher while its body is read, so a
+  batch being gathered knows more queries are coming (see :mod:`ltrr.serve.batching`).
+* An exception that escaped everything else becomes a JSON 500 (and is logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from ltrr.serve.errors import error_body
+from ltrr.serve.metrics import ENDPOINTS
+
+if TYPE_CHECKING:
+    from ltrr.serve.batching import Batcher
+    from ltrr.serve.metrics import Metrics
+
+log = logging.getLogger("ltrr.serve")
+
+ANNOUNCED = "ltrr.announced"      # scope key: this request is counted in Batcher.announced
+DRAIN_FACTOR = 4                  # an oversized body is read (and dropped) up to 4x the limit
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def _endpoint(path: str) -> str:
+    return path if path in ENDPOINTS else "other"
+
+
+async def _respond(send: Send, status: int, body: bytes,
+                   headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())] + (headers or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ServeMiddleware:
+    """Wraps the FastAPI app; see the module docstring."""
+
+    def __init__(self, app, *, limits: dict[str, int], default_limit: int,
+                 metrics: "Metrics", batcher: "Batcher"):
+        self.app, self.limits, self.default_limit = app, limits, default_limit
+        self.metrics, self.batcher = metrics, batcher
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = perf_counter()
+        path = scope["path"]
+        status = 500
+        sent = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                sent = True
+            await send(message)
+
+        announced = scope["method"] == "POST" and path == "/search"
+        if announced:
+            scope[ANNOUNCED] = True
+            self.batcher.announced += 1
+            self.metrics.inflight.inc()
+        try:
+            if scope["method"] in ("POST", "PUT", "PATCH"):
+                limit = self.limits.get(path, self.default_limit)
+                body = await self._read(scope, receive, limit)
+                if body is None:                     # client gone
+                    return
+                if isinstance(body, int):
+                    status = 413
+                    more = " or more" if body > limit * DRAIN_FACTOR else ""
+                    await _respond(send, 413, error_body(
+                        f"request body is larger than the {_size(limit)} this endpoint "
+                        f"accepts ({_size(body)}{more})", hint=self._hint(path)))
+                    return
+                receive = _replay(body, receive)
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:                     # a bug: log it, answer JSON
+            log.exception("unhandled error on %s %s", scope["method"], path)
+            if not sent:
+                status = 500
+                await _respond(send, 500, error_body(
+                    f"internal server error ({type(exc).__name__}); it is logged",
+                    hint="report it with the server log"))
+        finally:
+            if announced:
+                self.metrics.inflight.dec()
+                if scope.pop(ANNOUNCED, False):
+                    self.batcher.announced -= 1
+            self.metrics.observe_request(_endpoint(path), status, perf_counter() - started)
+
+    def _hint(self, path: str) -> str:
+        if path == "/feedback":
+            return ("send the events in several requests, or start the server with a larger "
+                    "--max-feedback-bytes")
+        if path == "/search":
+            return "shorten the query or the context, or raise --max-search-bytes"
+        return "send a smaller body"
+
+    @staticmethod
+    async def _read(scope: Scope, receive: Receive, limit: int) -> bytes | int | None:
+        """The whole body; its size (int) when over ``limit``; None if the client left."""
+        declared = None
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = None
+                break
+        cap = limit * DRAIN_FACTOR
+        if declared is not None and declared > cap:
+            return declared                  # not worth reading: answer now
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            elif size > cap:
+                return size
+            if not message.get("more_body", False):
+                break
+        if size > limit:
+            return size
+        return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    done = False
+
+    async def replay() -> Message:
+        nonlocal done
+        if not done:
+            done = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _size(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MiB"
+    if n >= 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n} bytes"

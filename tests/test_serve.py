@@ -1,0 +1,357 @@
+"""`ltrr serve` over real HTTP: search, feedback learned while serving, every bad input,
+health, metrics, docs, startup errors and graceful shutdown.
+
+Each test talks to a real ``ltrr serve`` subprocess (uvicorn, Lucene) on a copy of
+pipelines/music-serve.yaml with its own state folder.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+
+LTRR = str(Path(sys.executable).with_name("ltrr"))
+
+
+def _search(url: str, query: str, **extra) -> dict:
+    r = httpx.post(url + "/search", json={"query": query, **extra}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _error(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert set(body) == {"error", "field", "hint"}, body
+    assert body["error"]
+    return body
+
+
+# --- search and feedback ------------------------------------------------------------------
+
+def test_search_returns_ranked_artists_and_echoes_the_request_id(module_server):
+    rid = "test-" + uuid.uuid4().hex
+    doc = _search(module_server.url, "britney spears", request_id=rid, user_id="u1",
+                  context={"device": "phone"})
+    assert doc["request_id"] == rid
+    results = doc["results"]
+    assert [r["rank"] for r in results] == list(range(1, len(results) + 1))
+    assert len(results) == 10
+    top = {r["title"]: r for r in results}
+    assert "Britney Spears" in top
+    assert top["Britney Spears"]["entity_id"] == "289"
+    assert top["Britney Spears"]["arms"]["lexical"] == 1      # found by BM25, first
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    assert {"total", "lexical", "batch_size", "queue", "server"} <= set(doc["timings_ms"])
+    assert _search(module_server.url, "britney spears", k=3)["results"] == results[:3]
+    # a generated request id when none is sent
+    a, b = (_search(module_server.url, "metallica")["request_id"] for _ in range(2))
+    assert a != b and len(a) == 32
+
+
+def test_decisions_are_logged_soon_without_feedback_or_shutdown(module_server):
+    """Decisions are written in the background (every 200 ms), not only when feedback
+    or a shutdown forces it."""
+    deadline = time.monotonic() + 30          # after the learner's start-up run (a flush)
+    while httpx.get(module_server.url + "/health", timeout=10).json()["learning"]["runs"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    rid = "log-" + uuid.uuid4().hex
+    _search(module_server.url, "daft punk", request_id=rid)
+    folder = module_server.spec.parent / "state" / "decisions"
+    deadline = time.monotonic() + 30
+    while True:
+        parts = sorted(folder.glob("part-*.parquet"))
+        if parts and rid in pl.read_parquet(parts)["request_id"].to_list():
+            break
+        assert time.monotonic() < deadline, "the decision was not logged"
+        time.sleep(0.1)
+    row = pl.read_parquet(parts).filter(pl.col("request_id") == rid).row(0, named=True)
+    assert row["query"] == "daft punk" and row["ranking"]
+
+
+def test_feedback_is_acknowledged_logged_and_learned(serve_spec, start_server):
+    server = start_server(serve_spec)
+    url = server.url
+    query, engaged = "my favourite band", "289"          # Britney Spears
+    rid = "fb-" + uuid.uuid4().hex
+    before = _search(url, query, request_id=rid)
+    # the memory arm does not propose the entity for this query yet
+    assert not any(r["entity_id"] == engaged and "memory" in r["arms"]
+                   for r in before["results"])
+    events = {"events": [
+        {"event_id": f"{rid}-1", "request_id": rid, "entity_id": engaged, "type": "click",
+         "position": 1},
+        {"event_id": f"{rid}-2", "request_id": rid, "entity_id": int(engaged), "type": "play",
+         "timestamp": "2024-06-01T12:00:00Z"}]}
+    r = httpx.post(url + "/feedback", json=events, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"received": 2, "new": 2}
+    # durable before the answer: the event log already holds both
+    logged = pl.read_parquet(serve_spec.parent / "state" / "events" / "*.parquet")
+    assert sorted(logged["event_id"].to_list()) == [f"{rid}-1", f"{rid}-2"]
+    # idempotent: the same events again add nothing
+    assert httpx.post(url + "/feedback", json=events, timeout=30).json() == \
+        {"received": 2, "new": 0}
+    # learned in the background: the memory arm now answers the query with the entity
+    deadline = time.monotonic() + 60
+    while True:
+        after = _search(url, query)
+        hit = [r for r in after["results"] if r["entity_id"] == engaged]
+        if hit and "memory" in hit[0]["arms"]:
+            break
+        assert time.monotonic() < deadline, f"not learned: {after}\n{server.stderr}"
+        time.sleep(0.2)
+    health = httpx.get(url + "/health", timeout=10).json()
+    assert health["pending_events"] == 0
+    assert health["learning"]["runs"] >= 1 and health["learning"]["last_error"] is None
+    # the decision the feedback named is in the decision log (flushed before the events)
+    decisions = pl.read_parquet(serve_spec.parent / "state" / "decisions" / "*.parquet")
+    assert rid in decisions["request_id"].to_list()
+    assert server.stop() == 0
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+LONG = "a" * 10_000
+BAD_SEARCHES = [
+    # (body, status, field)
+    (b"", 400, None),
+    (b"\x00\xff\xfe binary \x89PNG\r\n\x1a\n" * 50, 400, None),
+    (b'{"query": "britney", ', 400, None),
+    (b'{"query": "\\ud800"}', 400, None),                   # lone surrogate
+    (b"[1, 2]", 422, None),
+    (b"null", 422, None),
+    (b"{}", 422, "query"),
+    (b'{"query": ""}', 422, "query"),
+    (b'{"query": "   \\t "}', 422, "query"),
+    (json.dumps({"query": LONG}).encode(), 422, "query"),
+    (b'{"query": 5}', 422, "query"),
+    (b'{"query": ["a"]}', 422, "query"),
+    (b'{"query": "x", "k": "3"}', 422, "k"),
+    (b'{"query": "x", "k": 0}', 422, "k"),
+    (b'{"query": "x", "k": 1000}', 422, "k"),
+    (b'{"query": "x", "k": 2.5}', 422, "k"),
+    (b'{"query": "x", "user_id": 7}', 422, "user_id"),
+    (b'{"query": "x", "context": [1]}', 422, "context"),
+    (b'{"query": "x", "request_id": "has spaces and /"}', 422, "request_id"),
+    (b'{"query": "x", "q": "typo"}', 422, "q"),
+    (b'{"query": "x", "filter": {"name": "x"}}', 422, "filter"),
+]
+
+
+@pytest.mark.parametrize("body,status,field", BAD_SEARCHES,
+                         ids=[f"{i}-{b[:24]!r}" for i, (b, _, _) in enumerate(BAD_SEARCHES)])
+def test_bad_search_requests_are_4xx_naming_the_field(module_server, body, status, field):
+    r = httpx.post(module_server.url + "/search", content=body,
+                   headers={"content-type": "application/json"}, timeout=30)
+    err = _error(r, status)
+    assert err["field"] == field
+    if field:
+        assert field in err["error"]
+    if status == 400:
+        assert "JSON" in err["error"] and err["hint"]
+
+
+def test_error_messages_say_what_to_do(module_server):
+    url = module_server.url + "/search"
+    long = _error(httpx.post(url, json={"query": LONG}, timeout=30), 422)
+    assert "10,000 characters" in long["error"] and "1,000" in long["error"]
+    assert "--max-query-chars" in long["hint"]
+    unknown = _error(httpx.post(url, json={"query": "x", "q": 1}, timeout=30), 422)
+    assert unknown["error"] == "unknown field 'q'"
+    assert unknown["hint"] == "allowed fields: query, user_id, k, request_id, context"
+    k = _error(httpx.post(url, json={"query": "x", "k": 11}, timeout=30), 422)
+    assert "output.k" in k["hint"]
+
+
+def test_oversized_bodies_are_413(module_server):
+    url = module_server.url
+    big = {"query": "x", "context": {"blob": "y" * 70_000}}
+    err = _error(httpx.post(url + "/search", json=big, timeout=30), 413)
+    assert "64.0 KiB" in err["error"] and "--max-search-bytes" in err["hint"]
+    # far beyond the limit: refused from Content-Length, without reading it all
+    err = _error(httpx.post(url + "/search", content=b"{" * 600_000, timeout=30), 413)
+    events = {"events": [{"entity_id": "1", "type": "click", "query": "z" * 1000}] * 9000}
+    err = _error(httpx.post(url + "/feedback", json=events, timeout=60), 413)
+    assert "8.0 MiB" in err["error"]
+    # chunked, without Content-Length
+    chunks = (b"x" * 16384 for _ in range(8))
+    _error(httpx.post(url + "/search", content=chunks, timeout=30), 413)
+    # the connection pool still works afterwards
+    assert _search(url, "britney spears")["results"]
+
+
+def test_lucene_syntax_is_searched_as_plain_text(module_server):
+    url = module_server.url
+    # parsed as Lucene, `*:*` would match every document; as text it has no term
+    for text in ("*:*", "name:x OR *:*", "title:(a OR b)^3 AND NOT c~2", "\\", "\"unclosed"):
+        doc = _search(url, text)
+        assert len(doc["results"]) <= 10
+    assert _search(url, "*:*")["results"] == []
+    # operators are words like any other: OR is a stopword, x is searched
+    words = _search(url, "x OR y")["results"]
+    assert words and words[0]["title"] == "Static-X"
+
+
+def test_odd_but_valid_queries_answer(module_server):
+    url = module_server.url
+    for text in ("a\u0000b", "\U0001F3B8 rock", "متال", "x" * 1000, "?!%$#", "ÅLÉ Ñ"):
+        doc = _search(url, text)
+        assert isinstance(doc["results"], list)
+
+
+BAD_FEEDBACK = [
+    # (events, field, in the error)
+    ([{"entity_id": "1", "type": "clik"}], "events[0].type", "'clik'"),
+    ([{"entity_id": "1", "type": "click"}, {"entity_id": "2", "type": "purchse"}],
+     "events[1].type", "'purchse'"),
+    ([{"type": "click"}], "events[0].entity_id", "missing"),
+    ([{"entity_id": "1"}], "events[0].type", "missing"),
+    ([{"entity_id": "1", "type": "click", "foo": 1}], "events[0].foo", "unknown field"),
+    ([{"entity_id": "1", "type": "click", "position": 0}], "events[0].position", "1"),
+    ([{"entity_id": "1", "type": "click", "position": "2"}], "events[0].position", "integer"),
+    ([{"entity_id": "1", "type": "click", "timestamp": "yesterday"}], "events[0].timestamp",
+     "ISO 8601"),
+    ([{"entity_id": ["1"], "type": "click"}], "events[0].entity_id", "string"),
+    ([{"entity_id": "", "type": "click"}], "events[0].entity_id", "empty"),
+    ([5], "events[0]", "object"),
+    ({"entity_id": "1"}, "events", "array"),
+]
+
+
+@pytest.mark.parametrize("events,field,text", BAD_FEEDBACK,
+                         ids=[f[1] + "-" + str(i) for i, f in enumerate(BAD_FEEDBACK)])
+def test_malformed_events_are_422_naming_the_event_field(module_server, events, field, text):
+    r = httpx.post(module_server.url + "/feedback", json={"events": events}, timeout=30)
+    err = _error(r, 422)
+    assert err["field"] == field
+    assert text in err["error"] + (err["hint"] or "")
+
+
+def test_a_bad_event_refuses_its_whole_request(module_server):
+    url = module_server.url
+    rid = uuid.uuid4().hex
+    good = {"event_id": rid, "entity_id": "1", "type": "click"}
+    _error(httpx.post(url + "/feedback", json={"events": [good, {"entity_id": "1", "type": "x"}]},
+                      timeout=30), 422)
+    # nothing of it was logged: sending the good one alone adds it
+    assert httpx.post(url + "/feedback", json={"events": [good]}, timeout=30).json() == \
+        {"received": 1, "new": 1}
+    for body in (b"", b"\xff\xfe", b"{\"events\": [", b"[]", b"{}", b'{"events": [], "x": 1}'):
+        r = httpx.post(url + "/feedback", content=body, timeout=30)
+        assert r.status_code in (400, 422), (body, r.text)
+    assert httpx.post(url + "/feedback", json={"events": []}, timeout=30).json() == \
+        {"received": 0, "new": 0}
+
+
+def test_unknown_paths_and_methods_answer_json(module_server):
+    url = module_server.url
+    assert "/search" in _error(httpx.get(url + "/nope", timeout=10), 404)["hint"]
+    _error(httpx.get(url + "/search", timeout=10), 405)
+    _error(httpx.delete(url + "/feedback", timeout=10), 405)
+
+
+# --- health, metrics, docs ----------------------------------------------------------------
+
+def test_health_metrics_and_openapi(module_server):
+    url = module_server.url
+    _search(url, "metallica")
+    health = httpx.get(url + "/health", timeout=10).json()
+    assert health["status"] == "ok" and health["spec"] == "music-serve"
+    assert health["generation"] == 1 and len(health["spec_hash"]) == 16
+    assert health["uptime_s"] > 0 and "pending_events" in health and "learning" in health
+    metrics = httpx.get(url + "/metrics", timeout=10)
+    assert metrics.status_code == 200
+    text = metrics.text
+    for name in ('ltrr_http_requests_total{endpoint="/search",status="200"}',
+                 "ltrr_http_request_seconds_bucket", "ltrr_batch_size_bucket",
+                 "ltrr_feedback_events_received_total", "ltrr_learner_lag_events",
+                 "ltrr_pipeline_generation 1.0", 'ltrr_http_requests_total{endpoint="other"'):
+        assert name in text, name
+    spec = httpx.get(url + "/openapi.json", timeout=10).json()
+    assert {"/search", "/feedback", "/health", "/metrics", "/admin/reload"} <= set(spec["paths"])
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["SearchRequest"]["properties"]) == {"query", "user_id", "k",
+                                                           "request_id", "context"}
+    assert schemas["SearchRequest"]["additionalProperties"] is False
+    assert "type" in schemas["Event"]["properties"]
+    assert spec["paths"]["/search"]["post"]["requestBody"]["content"]["application/json"]
+    docs = httpx.get(url + "/docs", timeout=10)
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+# --- startup and shutdown -----------------------------------------------------------------
+
+def test_unindexed_spec_is_an_error_before_binding(tmp_path, serve_spec_indexed):
+    import yaml
+
+    data = yaml.safe_load(serve_spec_indexed.read_text())
+    data["state_dir"] = str(tmp_path / "empty")
+    spec = tmp_path / "unindexed.yaml"
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    done = subprocess.run([LTRR, "serve", str(spec), "--port", "0"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    assert "error:" in done.stderr and "ltrr index" in done.stderr
+    assert "listening" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_taken_port_and_bad_options_are_errors(module_server, serve_spec):
+    port = module_server.url.rsplit(":", 1)[1]
+    done = subprocess.run([LTRR, "serve", str(serve_spec), "--port", port],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
+    done = subprocess.run([LTRR, "serve", str(serve_spec), "--max-batch", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "--max-batch must be at least 1" in done.stderr
+
+
+def test_sigterm_finishes_in_flight_requests_and_logs_them(serve_spec, start_server):
+    import threading
+
+    server = start_server(serve_spec)
+    answered: list[str] = []
+    failures: list[str] = []
+
+    def client(i: int) -> None:
+        with httpx.Client(timeout=30) as http:
+            n = 0
+            while True:
+                rid = f"t{i}-{n}"
+                n += 1
+                try:
+                    r = http.post(server.url + "/search", json={"query": "rock", "request_id": rid})
+                except httpx.TransportError:
+                    return                      # the server stopped accepting
+                if r.status_code == 200:
+                    answered.append(rid)
+                elif r.status_code != 503:       # 503 "shutting down" is a valid refusal
+                    failures.append(f"{r.status_code} {r.text}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(answered) < 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.stop() == 0, server.stderr
+    for t in threads:
+        t.join(30)
+    assert not failures
+    assert "stopped" in server.stderr and "Traceback" not in server.stderr
+    # every answered request's decision was written before the process ended
+    logged = set(pl.read_parquet(serve_spec.parent / "state" / "decisions" / "*.parquet")
+                 ["request_id"].to_list())
+    assert set(answered) <= logged
