@@ -250,6 +250,26 @@ def fresh_spec(state: Path, source: Path = SPEC) -> Path:
     return path
 
 
+def pretrain(spec: Path, folder: Path, sessions: int, seed: int) -> dict[str, Any]:
+    """Simulate ``sessions`` Last.fm sessions on ``spec`` (their logs kept in ``folder``)
+    and replay that log into ``spec``'s own state with ``ltrr train``: the server then
+    starts with trained learners, as after a period of serving."""
+    from ltrr.compiler import load_plan
+    from ltrr.feedback.train import train
+    from ltrr.simulate.engine import PolicyChoice, SimConfig, simulate
+
+    t = time.perf_counter()
+    plan = load_plan(spec)
+    pol = plan.model.policy
+    c.log(f"pre-training: {sessions} simulated sessions, then ltrr train on their log")
+    simulate(plan, "lastfm", {}, [PolicyChoice("pre", pol.use, dict(pol.with_))],
+             SimConfig(sessions=sessions, seed=seed, keep_state=folder))
+    report = train(plan, folder / "pre")
+    ranker = (report["learners"].get("ranker") or {}).get("training")
+    return {"sessions": sessions, "seconds": round(time.perf_counter() - t, 1),
+            "ranker_training": ranker}
+
+
 def start_server(spec: Path, extra: list[str]) -> tuple[subprocess.Popen, int]:
     cmd = [str(c.venv_bin("ltrr")), "serve", str(spec), "--port", "0", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -333,6 +353,9 @@ def main() -> int:
     p.add_argument("--server-args", default="", help="extra `ltrr serve` flags, e.g. "
                    "'--max-batch 16 --max-wait-ms 2'")
     p.add_argument("--scenarios", default="health,search,mixed")
+    p.add_argument("--pretrain-sessions", type=int, default=1500, help="simulated Last.fm "
+                   "sessions whose log is replayed into the fresh state first (ltrr train), so "
+                   "the learners — the LightGBM ranker, the memory arm — serve trained; 0: cold")
     p.add_argument("--no-floor", dest="floor_baseline", action="store_false",
                    help="skip the in-process pipeline baseline")
     p.add_argument("--spec", type=Path, default=SPEC, help="the spec to serve (default: "
@@ -356,6 +379,8 @@ def main() -> int:
     proc = spec = None
     try:
         spec = fresh_spec(folder / "state", args.spec.resolve())
+        pretrained = pretrain(spec, folder / "sim", args.pretrain_sessions, args.seed) \
+            if args.pretrain_sessions else None
         t = time.perf_counter()
         proc, port = start_server(spec, args.server_args.split())
         start_s = time.perf_counter() - t
@@ -415,7 +440,8 @@ def main() -> int:
                 f"{n} {v:.2f}" for n, v in f["node_ms_per_query"].items()
                 if n not in ("policy", "framework") and v >= 0.02)
             + f"; one query at a time: {floor['single']['queries_per_s']:.0f} q/s"))
-    details = {"clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup,
+    details = {"pretrained": pretrained,
+               "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup,
                "server_args": args.server_args, "server_start_s": round(start_s, 2),
                "server_exit_code": rc, "scenarios": results, "health_after": health,
                "pipeline_alone": floor,
