@@ -381,3 +381,23 @@ def test_outcomes_match_the_event_by_event_definition():
             o.query, o.user_id, o.timestamp, o.engaged, o.action_index, o.positive)
            for o in outcomes(frame, RewardParams(cost_per_candidate=0.01, cost_per_ms=0.1))]
     assert got == _outcomes_by_rows(frame) and len(got) > 50
+
+
+def test_decisions_for_reads_newest_parts_first_and_keeps_the_latest_of_a_reused_id(tmp_path):
+    from ltrr.feedback import ingest as ingest_mod
+    from ltrr.runtime.decision_log import SCHEMA, DecisionLog
+
+    log = DecisionLog(tmp_path / "decisions")
+
+    def part(rid: str, query: str) -> None:
+        log.append_frame(pl.DataFrame([{"request_id": rid, "query": query, "timestamp": 1.0}])
+                         .with_columns(pl.lit(None).cast(t).alias(c) for c, t in SCHEMA.items()
+                                       if c not in ("request_id", "query", "timestamp")))
+
+    for i in range(150):                        # more parts than one chunk
+        part(f"r{i}", f"q{i}")
+    part("r5", "reused")                         # a client reused request id r5
+    got = ingest_mod.decisions_for(None, ["r0", "r5", "r149", "nope"], log)
+    assert sorted(got["request_id"].to_list()) == ["r0", "r149", "r5"]
+    assert got.filter(pl.col("request_id") == "r5")["query"].to_list() == ["reused"]
+    assert got.schema == SCHEMA

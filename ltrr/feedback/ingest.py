@@ -29,6 +29,7 @@ from ltrr.runtime.workspace import Workspace
 from ltrr.state import atomic_write_json
 
 CURSOR = "cursor.json"
+DECISION_CHUNK = 64      # decision-log parts read at a time by decisions_for
 
 
 def event_log(plan: Plan) -> EventLog:
@@ -51,9 +52,25 @@ def decisions_for(plan: Plan, request_ids: list[str], log: DecisionLog | None = 
     parts = log.parts()
     if not parts or not request_ids:
         return log.schema.to_frame()
-    return (pl.scan_parquet(parts)
-            .filter(pl.col("request_id").is_in(pl.Series(request_ids).implode()))
-            .collect())
+    # Feedback mostly answers recent decisions: read the newest parts first, a chunk at a
+    # time, and stop once every id is found, so catching up does not slow down as the log
+    # grows. A request id logged twice (a client reusing ids) keeps its latest decision.
+    wanted = set(request_ids)
+    found: list[pl.DataFrame] = []
+    for end in range(len(parts), 0, -DECISION_CHUNK):
+        chunk = parts[max(0, end - DECISION_CHUNK):end]
+        got = (pl.scan_parquet(chunk)
+               .filter(pl.col("request_id").is_in(pl.Series(sorted(wanted)).implode()))
+               .collect())
+        if got.height:
+            got = got.unique("request_id", keep="last", maintain_order=True)
+            found.append(got)
+            wanted -= set(got["request_id"].to_list())
+        if not wanted:
+            break
+    if not found:
+        return log.schema.to_frame()
+    return pl.concat(found, how="vertical_relaxed")
 
 
 def _cursor(learned_dir: Path) -> set[str]:
