@@ -103,8 +103,8 @@ def fmt(value: float | None, unit: str) -> str:
     if unit == "ms":
         text = f"{value:.3f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
         return f"{text} ms"
-    if unit == "q/s":
-        return f"{value:,.0f} q/s"
+    if unit.endswith("/s"):
+        return f"{value:,.0f} {unit}"
     if unit == "%":
         return f"{value:.1f} %"
     return f"{value:.4f}" + (f" {unit}" if unit else "")
@@ -126,7 +126,7 @@ def rows(results: dict[str, dict]) -> list[dict[str, str]]:
                         "target": "—", "result": "ERROR", "baseline": "—", "ratio": "—",
                         "note": bench["error"]})
             continue
-        for m in bench["metrics"]:
+        for m in bench.get("metrics", []):
             base = "—"
             if m.get("baseline") is not None:
                 unit = "" if m["name"].startswith("SciFact") else m["unit"]
@@ -202,7 +202,15 @@ def main() -> int:
     except OSError:
         load_after = None
 
-    metrics = [(n, m, b) for n, b in results.items() for m in b["metrics"]]
+    if args.only and (RESULTS / "latest.json").exists():
+        # a subset refreshes its rows; the other benches keep their last results
+        try:
+            old = json.loads((RESULTS / "latest.json").read_text(encoding="utf-8"))["benches"]
+        except (ValueError, KeyError):
+            old = {}
+        results = {n: results.get(n, old.get(n)) for n in BENCHES
+                   if n in results or n in old}
+    metrics = [(n, m, b) for n, b in results.items() for m in b.get("metrics", [])]
     targets = [(n, m) for n, m, b in metrics if m.get("pass") is not None and not b.get("skipped")]
     failed = [f"{n}: {m['name']}" for n, m in targets if not m["pass"]]
     errors = [f"{n}: {b['error']}" for n, b in results.items() if b.get("error")]

@@ -85,6 +85,37 @@ class DictionarySlotter(Slotter):
                 if counts[key] >= src.min_count:
                     self._vocab.setdefault(key, []).append(_Entry(slot, value, entity))
         self._keys = list(self._vocab)
+        # keys sorted by length (stable): a fuzzy span is compared only with the keys whose
+        # length allows its ratio to reach the threshold (see _fuzzy_best)
+        import numpy as np
+
+        order = sorted(range(len(self._keys)), key=lambda k: len(self._keys[k]))
+        self._by_len = [self._keys[k] for k in order]
+        self._by_len_index = np.asarray(order, dtype=np.int64)
+        self._lengths = np.asarray([len(k) for k in self._by_len], dtype=np.int64)
+
+    def _fuzzy_best(self, key: str) -> tuple[str, float] | None:
+        """The vocabulary key most similar to ``key`` (rapidfuzz ratio ≥ the threshold;
+        ties go to the earliest key), with its score in [0, 1]; None if none reaches it.
+
+        ratio(a, b) ≤ 200·min(|a|, |b|) / (|a| + |b|), so only keys of length within
+        [n·t / (200 − t), n·(200 − t) / t] can reach threshold t: a contiguous slice of
+        the length-sorted keys, a fraction of the whole vocabulary."""
+        import numpy as np
+
+        t = self.params.fuzzy_threshold
+        n = len(key)
+        lo = np.searchsorted(self._lengths, n * t / (200.0 - t) - 1e-9, side="left")
+        hi = np.searchsorted(self._lengths, n * (200.0 - t) / t + 1e-9, side="right")
+        if hi <= lo:
+            return None
+        row = self._process.cdist([key], self._by_len[lo:hi], scorer=self._fuzz.ratio,
+                                  score_cutoff=t, workers=1)[0]
+        top = row.max()
+        if top <= 0:
+            return None
+        col = int(self._by_len_index[lo:hi][row == top].min())   # earliest key in vocab order
+        return self._keys[col], float(top) / 100.0
 
     def slot_batch(self, queries: list[Query]) -> list[list[Slot]]:
         return [self._slot(q.text) for q in queries]
@@ -103,14 +134,10 @@ class DictionarySlotter(Slotter):
                 matches.append((j - i, 1.0, i, j, key))
             elif len(key) >= self.params.fuzzy_min_chars and self.params.fuzzy_threshold < 100:
                 fuzzy.append((i, j, key))
-        if fuzzy:
-            found = self._process.cdist([f[2] for f in fuzzy], self._keys,
-                                        scorer=self._fuzz.ratio,
-                                        score_cutoff=self.params.fuzzy_threshold, workers=1)
-            best = found.argmax(axis=1)
-            for (i, j, _), col, row in zip(fuzzy, best, found):
-                if row[col] > 0:
-                    matches.append((j - i, float(row[col]) / 100.0, i, j, self._keys[col]))
+        for i, j, key in fuzzy:
+            best = self._fuzzy_best(key)
+            if best is not None:
+                matches.append((j - i, best[1], i, j, best[0]))
         # exact matches beat fuzzy ones of any length; then longer spans, better scores
         matches.sort(key=lambda m: (m[1] < 1.0, -m[0], -m[1], m[2]))
         taken: set[int] = set()
