@@ -84,6 +84,8 @@ class BanditPolicy(Policy, Learner):
         self.featurizer = ContextFeaturizer(self.params)
         self.yields = ArmYield(self.params.yield_alpha)
         self._lock = threading.RLock()
+        self._write_lock = threading.Lock()
+        self._written = 0
         self._entity_tags: dict[str, list[str]] | None = None
         self.learned = 0
         self._init_model()
@@ -201,7 +203,9 @@ class BanditPolicy(Policy, Learner):
             if "user" in self.featurizer.groups:
                 users = self._learn_users(interactions)
             self.learned += len(examples)
-            self._save()
+            snapshot = self._snapshot()
+        # the write (fsync) happens outside the lock, so choose_batch is not held up by it
+        self._write(*snapshot)
         stats: dict[str, Any] = {"decisions": len(outs), "learned": len(examples)}
         if examples:
             stats["mean_reward"] = round(sum(e[3] for e in examples) / len(examples), 4)
@@ -238,11 +242,20 @@ class BanditPolicy(Policy, Learner):
                                  for e, v in zip(self.ctx.catalog.ids, values)}
         return self._entity_tags
 
-    def _save(self) -> None:
-        atomic_write_bytes(self._state_path, json.dumps({
+    def _snapshot(self) -> tuple[int, bytes]:
+        """The state as bytes, numbered (call under ``self._lock``)."""
+        self._seq = getattr(self, "_seq", 0) + 1
+        return self._seq, json.dumps({
             "format": STATE_FORMAT, "policy": self.name, "learned": self.learned,
             "users": self.featurizer.user.to_json(), "yields": self.yields.to_json(),
-            "model": self._persist()}).encode())
+            "model": self._persist()}).encode()
+
+    def _write(self, seq: int, data: bytes) -> None:
+        """Write a snapshot atomically unless a newer one was written already."""
+        with self._write_lock:
+            if seq > self._written:
+                atomic_write_bytes(self._state_path, data)
+                self._written = seq
 
     # --- subclass hooks ----------------------------------------------------------------
 
