@@ -35,10 +35,9 @@ def seeded_registry():
     return build_registry(extra=[("testplugin", SeedEchoPlugin())])
 
 
-@pytest.fixture(scope="session")
-def music_spec(tmp_path_factory):
-    """pipelines/music.yaml copied with absolute data paths and a temp state dir, indexed
-    once per test session (the dense arm's encoding is the slow part)."""
+def indexed_copy(folder, name: str) -> tuple:
+    """``pipelines/<name>.yaml`` copied into ``folder`` with absolute data paths and a state
+    dir there, then indexed with ``ltrr index``; returns (spec path, index stderr)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -46,20 +45,27 @@ def music_spec(tmp_path_factory):
     import yaml
 
     root = Path(__file__).resolve().parents[1]
-    folder = tmp_path_factory.mktemp("music")
-    data = yaml.safe_load((root / "pipelines/music.yaml").read_text())
+    data = yaml.safe_load((root / f"pipelines/{name}.yaml").read_text())
     data["catalog"]["path"] = str(root / "examples/data/lastfm/artists.parquet")
     for arm in data["arms"]:                       # relation files, relative to pipelines/
         for rel in arm.get("with", {}).get("relations", []):
             rel["path"] = str((root / "pipelines" / rel["path"]).resolve())
     data["state_dir"] = str(folder / "state")
-    path = folder / "music.yaml"
+    path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     ltrr = str(Path(sys.executable).with_name("ltrr"))
     done = subprocess.run([ltrr, "index", str(path)], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
-    assert "documents=17632" in done.stderr
+    return path, done.stderr
+
+
+@pytest.fixture(scope="session")
+def music_spec(tmp_path_factory):
+    """pipelines/music.yaml copied with absolute data paths and a temp state dir, indexed
+    once per test session (the dense arm's encoding is the slow part)."""
+    path, log = indexed_copy(tmp_path_factory.mktemp("music"), "music")
+    assert "documents=17632" in log
     return path
 
 
@@ -68,27 +74,7 @@ def music_spec(tmp_path_factory):
 @pytest.fixture(scope="session")
 def serve_spec_indexed(tmp_path_factory):
     """pipelines/music-serve.yaml copied with absolute data paths, indexed once per session."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import yaml
-
-    root = Path(__file__).resolve().parents[1]
-    folder = tmp_path_factory.mktemp("music-serve")
-    data = yaml.safe_load((root / "pipelines/music-serve.yaml").read_text())
-    data["catalog"]["path"] = str(root / "examples/data/lastfm/artists.parquet")
-    for arm in data["arms"]:
-        for rel in arm.get("with", {}).get("relations", []):
-            rel["path"] = str((root / "pipelines" / rel["path"]).resolve())
-    data["state_dir"] = str(folder / "state")
-    path = folder / "music-serve.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    ltrr = str(Path(sys.executable).with_name("ltrr"))
-    done = subprocess.run([ltrr, "index", str(path)], capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr
-    return path
+    return indexed_copy(tmp_path_factory.mktemp("music-serve"), "music-serve")[0]
 
 
 def fresh_serve_spec(indexed, folder):
