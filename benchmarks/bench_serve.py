@@ -436,7 +436,7 @@ def main() -> int:
             f"Pipeline.run_batch alone (no HTTP), batches of {args.batch}", f["queries_per_s"],
             "q/s", baseline=floor["batch_logged"]["queries_per_s"],
             baseline_name="the same, logging decisions",
-            note=f"ms per query: " + ", ".join(
+            note="ms per query: " + ", ".join(
                 f"{n} {v:.2f}" for n, v in f["node_ms_per_query"].items()
                 if n not in ("policy", "framework") and v >= 0.02)
             + f"; one query at a time: {floor['single']['queries_per_s']:.0f} q/s"))

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-import polars as pl
 
 from ltrr.compiler import Plan
 from ltrr.components import Component, Learner

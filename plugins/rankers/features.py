@@ -23,13 +23,16 @@ telling them apart, so linear models and trees read the same matrix.
 from __future__ import annotations
 
 import math
-import unicodedata
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from ltrr.components import Params, PlanView, Problem
 from ltrr.types import RankRequest
+from ltrr_plugins.slotters.dictionary import normalize
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FeatureGroup = Literal["arms", "fused", "popularity", "slots", "text", "personal"]
 ALL_GROUPS: tuple[str, ...] = ("arms", "fused", "popularity", "slots", "text", "personal")
@@ -71,13 +74,6 @@ class RankerFeatureParams(Params):
             problems.append(Problem("the 'text' feature group needs the title column",
                                     ("title",), hint="e.g. title: name"))
         return problems
-
-
-def normalize(text: str) -> str:
-    """Lower-case, accents stripped, whitespace collapsed."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    return " ".join(text.lower().split())
 
 
 class UserProfiles:

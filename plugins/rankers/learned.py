@@ -26,7 +26,7 @@ import hashlib
 import json
 import threading
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 from pydantic import Field
@@ -37,6 +37,9 @@ from ltrr.parquet_log import ParquetLog
 from ltrr.state import atomic_write_bytes, atomic_write_json
 from ltrr.types import Candidate, Merged, Query, RankRequest, Ranked, Slot
 from ltrr_plugins.rankers.features import FeatureBuilder, RankerFeatureParams, UserProfiles
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EXAMPLES = pl.Schema({
     "request_id": pl.String,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from ltrr.components import PlanView, Problem
 from ltrr.hookspecs import hookimpl
 from ltrr_plugins.rankers.learned import LearnedRanker, LearnedRankerParams
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class LightGBMParams(LearnedRankerParams):
@@ -33,10 +35,6 @@ class LightGBMRanker(LearnedRanker):
     def open(self) -> None:
         super().open()
         self._rounds: int | None = None
-
-    @classmethod
-    def check(cls, params: LightGBMParams, plan: PlanView) -> list[Problem]:
-        return params.check_features(plan)
 
     def fit(self, x, y, w, sizes, positions, valid) -> Any:
         import numpy as np

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from ltrr.hookspecs import hookimpl
 from ltrr_plugins.rankers.learned import LearnedRanker, LearnedRankerParams
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class LinearParams(LearnedRankerParams):

@@ -31,13 +31,12 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ltrr.errors import RunError
+from ltrr_plugins.slotters.dictionary import normalize
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,7 +50,6 @@ DEFAULT_MIX = {"exact": 0.30, "misspelled": 0.15, "partial": 0.15, "tag": 0.10,
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "examples" / "data" / "lastfm"
 
-_WORD = re.compile(r"\w+(?:['’]\w+)*", re.UNICODE)
 
 # Words that never make a "distinctive part" of a name on their own, nor start or end one.
 _STOPWORDS = frozenset(
@@ -84,13 +82,6 @@ KEY_NEIGHBOURS = {a: "".join(b for b, (rb, xb) in _POS.items()
                   for a, (ra, xa) in _POS.items()}
 _TYPOS = ("delete", "transpose", "substitute", "double")
 _TYPO_P = (0.3, 0.2, 0.3, 0.2)
-
-
-def normalize(text: str) -> str:
-    """Casefolded words joined by single spaces; accents and punctuation dropped."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    return " ".join(m.group(0).casefold() for m in _WORD.finditer(text))
 
 
 @dataclass(frozen=True, slots=True)
