@@ -35,6 +35,21 @@ def seeded_registry():
     return build_registry(extra=[("testplugin", SeedEchoPlugin())])
 
 
+def tiny_spec(folder):
+    """A two-entity catalog and a one-arm spec (names looked up by a dictionary slotter)
+    in ``folder``: enough for CLI paths that need a valid pipeline without indexes."""
+    import polars as pl
+
+    pl.DataFrame({"id": ["a", "b"], "name": ["x", "y"]}).write_parquet(folder / "c.parquet")
+    spec = folder / "s.yaml"
+    spec.write_text("name: t\ncatalog: {path: c.parquet}\n"
+                    "slotters: [{id: u, use: dictionary, with: {slots: {n: {column: name, "
+                    "entity: true, min_chars: 1}}}}]\n"
+                    "arms: [{id: names, use: entity_lookup, from: [u]}]\n"
+                    "policy: {budget: 5}\noutput: {k: 2}\n")
+    return spec
+
+
 def indexed_copy(folder, name: str) -> tuple:
     """``pipelines/<name>.yaml`` copied into ``folder`` with absolute data paths and a state
     dir there, then indexed with ``ltrr index``; returns (spec path, index stderr)."""

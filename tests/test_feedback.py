@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import polars as pl
 import pytest
+from conftest import tiny_spec
 
 from ltrr.compiler import compile_spec
 from ltrr.components import Arm, Learner
@@ -101,13 +102,7 @@ def test_bad_events_are_rejected_with_file_line_and_field(tmp_path, row, where, 
 
 
 def test_feedback_cli_reports_new_events(tmp_path):
-    pl.DataFrame({"id": ["a", "b"], "name": ["x", "y"]}).write_parquet(tmp_path / "c.parquet")
-    spec = tmp_path / "s.yaml"
-    spec.write_text("name: t\ncatalog: {path: c.parquet}\n"
-                    "slotters: [{id: u, use: dictionary, with: {slots: {n: {column: name, "
-                    "entity: true, min_chars: 1}}}}]\n"
-                    "arms: [{id: names, use: entity_lookup, from: [u]}]\n"
-                    "policy: {budget: 5}\noutput: {k: 2}\n")
+    spec = tiny_spec(tmp_path)
     events = write(tmp_path / "e.jsonl", [{"entity_id": "a", "type": "click", "query": "x"}])
     ltrr = os.path.join(os.path.dirname(sys.executable), "ltrr")
     done = subprocess.run([ltrr, "feedback", str(spec), str(events)], capture_output=True,

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import polars as pl
 import pytest
+from conftest import tiny_spec
 
 from ltrr.cli import main
 from ltrr.compiler import compile_spec
@@ -575,13 +576,7 @@ def test_train_on_the_own_log_catches_up_like_feedback(make_plan, registry):
 
 
 def test_train_cli_reports_a_log_folder_without_events(tmp_path, capsys):
-    pl.DataFrame({"id": ["a", "b"], "name": ["x", "y"]}).write_parquet(tmp_path / "c.parquet")
-    spec = tmp_path / "s.yaml"
-    spec.write_text("name: t\ncatalog: {path: c.parquet}\n"
-                    "slotters: [{id: u, use: dictionary, with: {slots: {n: {column: name, "
-                    "entity: true, min_chars: 1}}}}]\n"
-                    "arms: [{id: names, use: entity_lookup, from: [u]}]\n"
-                    "policy: {budget: 5}\noutput: {k: 2}\n")
+    spec = tiny_spec(tmp_path)
     (tmp_path / "elsewhere").mkdir()
     assert main(["train", str(spec), "--log", str(tmp_path / "elsewhere")]) == 1
     err = capsys.readouterr().err

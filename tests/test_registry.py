@@ -8,6 +8,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from conftest import tiny_spec
 
 from ltrr.components import Kind, Ranker
 from ltrr.errors import PluginError
@@ -67,15 +68,7 @@ def test_disabled_plugins_are_not_loaded(monkeypatch):
 
 
 def test_ltrr_trace_prints_hook_calls_and_node_timings(tmp_path):
-    import polars as pl
-
-    pl.DataFrame({"id": ["a", "b"], "name": ["x", "y"]}).write_parquet(tmp_path / "c.parquet")
-    spec = tmp_path / "s.yaml"
-    spec.write_text("name: t\ncatalog: {path: c.parquet}\n"
-                    "slotters: [{id: u, use: dictionary, with: {slots: {n: {column: name, "
-                    "entity: true, min_chars: 1}}}}]\n"
-                    "arms: [{id: names, use: entity_lookup, from: [u]}]\n"
-                    "policy: {budget: 5}\noutput: {k: 2}\n")
+    spec = tiny_spec(tmp_path)
     ltrr = os.path.join(os.path.dirname(sys.executable), "ltrr")
     done = subprocess.run([ltrr, "run", str(spec), "-q", "x", "--format", "jsonl"],
                           capture_output=True, text=True, env={**os.environ, "LTRR_TRACE": "1"})
