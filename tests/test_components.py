@@ -73,6 +73,24 @@ def test_dictionary_fuzzy_matches_misspellings_with_a_lower_score(catalog):
     assert found(slotter(catalog, fuzzy_threshold=100), "metalica") == []
 
 
+def test_dictionary_looks_up_fuzzily_only_spans_that_can_still_be_taken(catalog):
+    s = slotter(catalog)
+    looked: list[str] = []
+    best = s._fuzzy_best
+    s._fuzzy_best = lambda key: looked.append(key) or best(key)
+    # an exact artist over every word: no fuzzy lookup is needed
+    assert found(s, "punk rock band") == [("artist", "Punk Rock Band", "5")]
+    assert looked == []
+    # "iron maidn" matches fuzzily as a whole: its single words are never looked up
+    assert found(s, "iron maidn") == [("artist", "Iron Maiden", "4")]
+    assert looked == ["iron maidn"]
+    # the exact tag takes its words; only the spans beside it are looked up
+    looked.clear()
+    assert found(s, "heavy metal metalica") == [("tag", "heavy metal", None),
+                                                ("artist", "Metallica", "1")]
+    assert looked == ["metalica"]
+
+
 def test_dictionary_min_count_drops_rare_values(catalog):
     s = slotter(catalog, slots={"tag": {"column": "tags", "min_count": 2}})
     assert found(s, "heavy metal thrash metal") == [("tag", "heavy metal", None)]

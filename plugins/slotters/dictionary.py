@@ -123,29 +123,40 @@ class DictionarySlotter(Slotter):
     def _slot(self, text: str) -> list[Slot]:
         words = [(m.start(), m.end(), normalize(m.group(0))) for m in _WORD.finditer(text)]
         words = [w for w in words if w[2]]
-        spans = []   # (start_word, end_word, key)
+        exact = []   # (n_words, i, j, key)
+        fuzzy: dict[int, list[tuple[int, int, str]]] = {}   # n_words → spans
+        fuzzy_ok = self.params.fuzzy_threshold < 100
         for i in range(len(words)):
             for j in range(i + 1, min(len(words), i + self.params.max_ngram) + 1):
-                spans.append((i, j, " ".join(w[2] for w in words[i:j])))
-        matches = []   # (n_words, score, i, j, key)
-        fuzzy = []
-        for i, j, key in spans:
-            if key in self._vocab:
-                matches.append((j - i, 1.0, i, j, key))
-            elif len(key) >= self.params.fuzzy_min_chars and self.params.fuzzy_threshold < 100:
-                fuzzy.append((i, j, key))
-        for i, j, key in fuzzy:
-            best = self._fuzzy_best(key)
-            if best is not None:
-                matches.append((j - i, best[1], i, j, best[0]))
-        # exact matches beat fuzzy ones of any length; then longer spans, better scores
-        matches.sort(key=lambda m: (m[1] < 1.0, -m[0], -m[1], m[2]))
-        taken: set[int] = set()
+                key = " ".join(w[2] for w in words[i:j])
+                if key in self._vocab:
+                    exact.append((j - i, i, j, key))
+                elif fuzzy_ok and len(key) >= self.params.fuzzy_min_chars:
+                    fuzzy.setdefault(j - i, []).append((i, j, key))
+        # Exact matches beat fuzzy ones of any length; then longer spans, better scores,
+        # earlier spans. A span overlapping one already taken is dropped, so the fuzzy
+        # spans are scored lazily, longest first, skipping those that could no longer be
+        # taken: the costly fuzzy lookups run only where a match can still land.
+        exact.sort(key=lambda m: (-m[0], m[1]))
+        taken = [False] * len(words)
+        chosen: list[tuple[int, int, str, float]] = []
+
+        def take(i: int, j: int, key: str, score: float) -> None:
+            if not any(taken[i:j]):
+                taken[i:j] = [True] * (j - i)
+                chosen.append((i, j, key, score))
+
+        for _, i, j, key in exact:
+            take(i, j, key, 1.0)
+        for n in sorted(fuzzy, reverse=True):
+            found = []
+            for i, j, key in fuzzy[n]:
+                if not any(taken[i:j]) and (best := self._fuzzy_best(key)) is not None:
+                    found.append((-best[1], i, j, best[0]))
+            for neg_score, i, j, key in sorted(found):
+                take(i, j, key, -neg_score)
         slots: list[Slot] = []
-        for _, score, i, j, key in matches:
-            if taken.intersection(range(i, j)):
-                continue
-            taken.update(range(i, j))
+        for i, j, key, score in chosen:
             start, end = words[i][0], words[j - 1][1]
             for e in self._vocab[key]:
                 slots.append(Slot(e.slot, e.value, start, end, score, e.entity_id))
