@@ -16,7 +16,7 @@ from typing import Any
 import networkx as nx
 from pydantic import BaseModel, ValidationError
 
-from ltrr.components import Kind, PlanView
+from ltrr.components import Kind, Learner, PlanView
 from ltrr.errors import CompileError
 from ltrr.registry import Registration, Registry, default_registry
 from ltrr.spec import Spec
@@ -122,6 +122,8 @@ def compile_spec(spec: Spec, registry: Registry | None = None) -> Plan:
                     arm_max_k={a.id: a.max_k for a in m.arms},
                     encoders=tuple(e.id for e in encoders))
     _check_budget(spec, view)
+    for n in (*slotters, *arms.values()):
+        _check_cache(spec, n)
     for n in every:
         _run_component_checks(spec, n, view)
     return Plan(spec=spec, graph=graph, encoders=encoders, slotters=slotters, policy=policy,
@@ -282,6 +284,13 @@ def _check_budget(spec: Spec, view: PlanView) -> None:
         raise spec.error(CompileError, f"the budget {m.policy.budget} cannot be met: the arms "
                          f"can return at most {capacity} candidates together (sum of max_k)",
                          ("policy", "budget"), hint="lower the budget or raise the arms' max_k")
+
+
+def _check_cache(spec: Spec, node: PlanNode) -> None:
+    if getattr(node.spec, "cache", 0) and issubclass(node.registration.cls, Learner):
+        raise spec.error(CompileError, f"'{node.id}' ({node.registration.name}) learns from "
+                         "feedback, so its results change and cannot be cached",
+                         node.path + ("cache",), hint="remove `cache:` from this node")
 
 
 def _run_component_checks(spec: Spec, node: PlanNode, view: PlanView) -> None:

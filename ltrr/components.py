@@ -112,6 +112,9 @@ class Component:
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = Params
     references: ClassVar[dict[str, Kind]] = {}
+    #: False when results never depend on the query's ``user_id`` or ``context``: a
+    #: ``cache:`` on the node then shares its entries across users.
+    reads_user: ClassVar[bool] = True
 
     def __init__(self, params: BaseModel, ctx: ComponentContext):
         self.params = params

@@ -172,3 +172,53 @@ def test_framework_overhead_is_reported(make):
     t = d.timings_ms
     assert {"policy", "only", "merge", "ranker", "total", "framework"} <= set(t)
     assert 0 <= t["framework"] <= t["total"]
+
+
+class UserArm(ListArm):
+    """A list arm whose answer depends on the user (reads_user stays True)."""
+
+    name = "user_list"
+
+    def retrieve_batch(self, requests):
+        CALLS.append((self.ctx.node_id, len(requests)))
+        ids = self.ctx.catalog.ids
+        return [[Candidate(ids[len(q.query.user_id or "")], self.ctx.node_id, 1, 1.0)]
+                for q in requests]
+
+
+def test_a_cached_arm_computes_each_request_once_and_answers_the_same(tmp_path):
+    pl.DataFrame({"id": [f"a{i}" for i in range(50)],
+                  "name": [f"artist {i}" for i in range(50)]}).write_parquet(tmp_path / "c.parquet")
+    plugin = SimpleNamespace(ltrr_components=hookimpl(lambda: [ListArm, UserArm]))
+    registry = build_registry(extra=[("test-arms", plugin)])
+    spec = load_spec_text("""
+name: t
+catalog: {path: c.parquet}
+arms:
+  - {id: plain, use: list, cache: 2}
+  - {id: personal, use: user_list, cache: 10}
+  - {id: uncached, use: list, with: {offset: 3}}
+policy: {budget: 20, with: {allocation: {plain: 5, personal: 1, uncached: 5}}}
+output: {k: 5}
+""", tmp_path / "spec.yaml")
+    CALLS.clear()
+    with Pipeline(compile_spec(spec, registry), registry=registry) as p:
+        assert set(p.caches) == {"plain", "personal"}
+        first = p.run_batch([Query("r1", "q", "u1"), Query("r2", "q", "u1")])
+        again = p.run_batch([Query("r3", "q", "u1"), Query("r4", "other", "u22")])
+        # plain: "q" computed once (a repeat within a batch too), then "other" only
+        assert [c for c in CALLS if c[0] == "plain"] == [("plain", 1), ("plain", 1)]
+        assert ("uncached", 2) in CALLS and CALLS.count(("uncached", 2)) == 2
+        assert [r.entity_id for r in again[0].ranking] == [r.entity_id
+                                                          for r in first[0].ranking]
+        assert again[0].candidates == first[0].candidates
+        # a component that reads the user is keyed by the user: u22 gets its own answer
+        assert again[1].candidates["personal"][0].entity_id == "a3"
+        assert first[0].candidates["personal"][0].entity_id == "a2"
+        # LRU of 2 entries: "q" and "other" held; a third text evicts "q"
+        p.run_batch([Query("r5", "third")])
+        CALLS.clear()
+        p.run_batch([Query("r6", "q", "u1")])
+        assert ("plain", 1) in CALLS
+        stats = p.caches["plain"].stats()
+        assert stats["entries"] == 2 and stats["hits"] == 1 and stats["misses"] == 5

@@ -267,7 +267,11 @@ def test_unknown_paths_and_methods_answer_json(module_server):
 def test_health_metrics_and_openapi(module_server):
     url = module_server.url
     _search(url, "metallica")
+    _search(url, "metallica", user_id="someone else")    # the cached arms answer again
     health = httpx.get(url + "/health", timeout=10).json()
+    caches = health["caches"]
+    assert set(caches) == {"understand", "names", "lexical", "related"}   # not memory
+    assert all(c["hits"] >= 1 and c["entries"] >= 1 for c in caches.values()), caches
     assert health["status"] == "ok" and health["spec"] == "music-serve"
     assert health["generation"] == 1 and len(health["spec_hash"]) == 16
     assert health["uptime_s"] > 0 and "pending_events" in health and "learning" in health
@@ -277,7 +281,8 @@ def test_health_metrics_and_openapi(module_server):
     for name in ('ltrr_http_requests_total{endpoint="/search",status="200"}',
                  "ltrr_http_request_seconds_bucket", "ltrr_batch_size_bucket",
                  "ltrr_feedback_events_received_total", "ltrr_learner_lag_events",
-                 "ltrr_pipeline_generation 1.0", 'ltrr_http_requests_total{endpoint="other"'):
+                 "ltrr_pipeline_generation 1.0", 'ltrr_http_requests_total{endpoint="other"',
+                 'ltrr_cache_hits_total{node="lexical"}', 'ltrr_cache_entries{node="related"}'):
         assert name in text, name
     spec = httpx.get(url + "/openapi.json", timeout=10).json()
     assert {"/search", "/feedback", "/health", "/metrics", "/admin/reload"} <= set(spec["paths"])

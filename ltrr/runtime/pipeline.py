@@ -14,7 +14,7 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from functools import cached_property
+from functools import cached_property, partial
 from time import perf_counter
 from typing import Any, Callable
 
@@ -23,6 +23,7 @@ from ltrr.compiler import Plan
 from ltrr.components import Component, Indexed
 from ltrr.errors import LtrrError, StateError
 from ltrr.registry import Registry, default_registry
+from ltrr.runtime.cache import LruCache, arm_key, query_key
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.indexing import check_state
 from ltrr.runtime.workspace import Workspace
@@ -50,6 +51,9 @@ class Pipeline:
         self.components: dict[str, Component] = {
             node.id: self.workspace.instantiate(node) for node in plan.nodes}
         self.waves = _waves(plan)
+        #: node id → LRU cache of its results, for the slotters and arms with ``cache:``
+        self.caches: dict[str, LruCache] = {
+            n.id: LruCache(n.spec.cache) for n in (*plan.slotters, *plan.arms) if n.spec.cache}
         self.downstream = {a.id: [d.id for d in plan.arms if a.id in plan.upstream(d.id)]
                            for a in plan.arms}
         self._executor = ThreadPoolExecutor(max_workers=2 * len(plan.arms) + 2,
@@ -158,7 +162,9 @@ class Pipeline:
         for node in self.plan.slotters:
             t = perf_counter()
             try:
-                out = self.components[node.id].slot_batch(queries)
+                comp = self.components[node.id]
+                out = _cached(comp.slot_batch, self.caches.get(node.id),
+                              partial(query_key, personal=comp.reads_user), queries)
             except Exception as exc:  # isolate: the query still answers without these slots
                 for tr in traces:
                     tr.append(f"slotter '{node.id}' failed: {type(exc).__name__}: {exc}")
@@ -192,7 +198,12 @@ class Pipeline:
                     continue
                 requests = [ArmRequest(queries[i], min(need[i], spec.max_k), slots[i],
                                        self._seeds(arm, i, results, by_slotter)) for i in idx]
-                fut = self._executor.submit(_timed, self.components[arm].retrieve_batch, requests)
+                comp = self.components[arm]
+                call = comp.retrieve_batch
+                if arm in self.caches:
+                    call = partial(_cached, call, self.caches[arm],
+                                   partial(arm_key, personal=comp.reads_user))
+                fut = self._executor.submit(_timed, call, requests)
                 pending.append((arm, idx, fut, spec.deadline_ms * len(idx) / 1000.0))
             t_wave = perf_counter()
             inside = 0.0
@@ -263,6 +274,29 @@ def _open(comp: Component, spec_path) -> None:
                          f"({type(exc).__name__}: {exc}); it may be corrupt",
                          node=comp.ctx.node_id,
                          hint=f"rebuild it with `ltrr index {spec_path} --force`") from exc
+
+
+def _cached(fn: Callable[[list], list], cache: LruCache | None, key: Callable,
+            items: list) -> list:
+    """``fn(items)``, computing only the items ``cache`` does not hold (once each, however
+    often they repeat in ``items``) and keeping them."""
+    if cache is None:
+        return fn(items)
+    keys = [key(x) for x in items]
+    out = [cache.get(k) for k in keys]
+    missing: dict = {}
+    for i, v in enumerate(out):
+        if v is None:
+            missing.setdefault(keys[i], i)
+    if missing:
+        computed = fn([items[i] for i in missing.values()])
+        if len(computed) != len(missing):
+            return computed          # a broken component: let the caller report it
+        found = dict(zip(missing, computed))
+        for k, v in found.items():
+            cache.put(k, v)
+        out = [found[k] if v is None else v for k, v in zip(keys, out)]
+    return out
 
 
 def _timed(fn: Callable, arg):

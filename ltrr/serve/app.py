@@ -56,7 +56,7 @@ class Server:
 
     def __init__(self, config: ServeConfig, holder: PipelineHolder):
         self.config, self.holder = config, holder
-        self.metrics = Metrics()
+        self.metrics = Metrics(caches=lambda: holder.current.pipeline.caches)
         self.metrics.generation.set(holder.generation)
         self.started = time.time()
         self.stopping = False
@@ -153,7 +153,10 @@ class Server:
                 "generation": served.generation, "pending_events": self.learner.pending,
                 "learning": {"runs": self.learner.runs, "errors": self.learner.errors,
                              "last": self.learner.last, "last_error": self.learner.last_error},
-                "batches": self.batcher.batches, "decision_log": {
+                "batches": self.batcher.batches,
+                "caches": {node: cache.stats() for node, cache in
+                           served.pipeline.caches.items()},
+                "decision_log": {
                     "parts_written": self.decisions.parts, "error": self.decisions.error},
                 "last_reload": self.last_reload, "version": __version__}
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (.001, .0025, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .25, .5, 1,
                    2.5, 5, 10)
@@ -15,8 +18,10 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, caches: Callable[[], dict] | None = None) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        if caches is not None:
+            r.register(_CacheCollector(caches))
         self.requests = Counter("ltrr_http_requests", "HTTP requests answered, by endpoint "
                                 "and status code.", ["endpoint", "status"], registry=r)
         self.latency = Histogram("ltrr_http_request_seconds", "Time from a request's arrival "
@@ -59,3 +64,26 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _CacheCollector:
+    """The live pipeline's result caches (``cache:`` in the spec), read at scrape time;
+    the counts restart at a reload, which gives a new pipeline."""
+
+    def __init__(self, caches: Callable[[], dict]):
+        self.caches = caches
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        hits = CounterMetricFamily("ltrr_cache_hits", "Result cache hits, by node.", labels=["node"])
+        misses = CounterMetricFamily("ltrr_cache_misses", "Result cache misses, by node.",
+                                     labels=["node"])
+        entries = GaugeMetricFamily("ltrr_cache_entries", "Entries held in a node's result "
+                                    "cache.", labels=["node"])
+        for node, cache in self.caches().items():
+            hits.add_metric([node], cache.hits)
+            misses.add_metric([node], cache.misses)
+            entries.add_metric([node], len(cache))
+        yield from (hits, misses, entries)

@@ -48,6 +48,11 @@ class SlotterSpec(ComponentSpec):
     """A query-understanding step: finds slots (tags, entities, ...) in the query."""
 
     id: NodeId
+    cache: int = Field(0, ge=0, description=(
+        "Entries of an in-memory LRU cache of this slotter's results, keyed by everything it "
+        "receives (query text, user, context), so a hit returns exactly what it would "
+        "have computed; 0 (default) turns it off. For components that do not learn: the "
+        "cache lives until the pipeline is reloaded. Worth it where traffic repeats."))
 
 
 class ArmSpec(ComponentSpec):
@@ -62,6 +67,11 @@ class ArmSpec(ComponentSpec):
     max_k: int = Field(1000, gt=0, description="Most candidates this arm may be asked for.")
     seeds: int = Field(10, gt=0, description=(
         "How many top candidates of each upstream arm seed this arm (with `from:`)."))
+    cache: int = Field(0, ge=0, description=(
+        "Entries of an in-memory LRU cache of this arm's results, keyed by everything it "
+        "receives (query text, user, context, k, slots, seeds), so a hit returns exactly what it would "
+        "have computed; 0 (default) turns it off. For components that do not learn: the "
+        "cache lives until the pipeline is reloaded. Worth it where traffic repeats."))
 
 
 class PolicySpec(ComponentSpec):

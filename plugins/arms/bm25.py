@@ -95,6 +95,7 @@ class Bm25Arm(Arm, Indexed):
     """Lucene BM25 over catalog fields with per-field boosts, popularity prior and slot filters."""
 
     name = "bm25"
+    reads_user = False
     Params = Bm25Params
 
     @classmethod

@@ -16,6 +16,7 @@ class EntityLookupArm(Arm):
     """Entities named in the query, as found by a slotter (needs `from: [<slotter>]`)."""
 
     name = "entity_lookup"
+    reads_user = False
     seed_types = frozenset({"slots"})
 
     def retrieve_batch(self, requests: list[ArmRequest]) -> list[list[Candidate]]:

@@ -229,6 +229,7 @@ class GraphArm(Arm, Indexed):
     """Related entities by graph expansion from seeds (personalized PageRank or DeepWalk)."""
 
     name = "graph"
+    reads_user = False
     Params = GraphParams
     seed_types = frozenset({"candidates", "slots"})
 

@@ -55,6 +55,7 @@ class DictionarySlotter(Slotter):
     """Finds catalog values (tags, names) in the query, with fuzzy matching."""
 
     name = "dictionary"
+    reads_user = False
     Params = DictionaryParams
 
     def open(self) -> None:
