@@ -269,9 +269,9 @@ def state(tmp_path):
 
 def test_evaluate_log_with_a_pmf_logged_policy():
     decisions, _ = logged_world(900, seed=2)
-    from ltrr.runtime.decision_log import SCHEMA, decision_row
+    from ltrr.runtime.decision_log import decision_frame
 
-    frame = pl.DataFrame([decision_row(d) for d in decisions], schema=SCHEMA)
+    frame = decision_frame(decisions)
     # reward: the target was among the candidates
     rewards = pl.DataFrame({"request_id": [d.request_id for d in decisions],
                             "reward": [float(any(c.entity_id == "target"

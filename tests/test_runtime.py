@@ -222,3 +222,36 @@ output: {k: 5}
         assert ("plain", 1) in CALLS
         stats = p.caches["plain"].stats()
         assert stats["entries"] == 2 and stats["hits"] == 1 and stats["misses"] == 5
+
+
+def test_decision_frame_keeps_every_field_including_empty_and_nested_ones():
+    from ltrr.runtime.decision_log import SCHEMA, decision_frame
+    from ltrr.types import Action, Decision, Ranked, Slot
+
+    hit = Candidate("e1", "lexical", 1, 2.5, features={"bm25": 2.5}, seed="s0")
+    full = Decision("r1", Query("r1", "héllo", "u1", {"device": "tv"}), "abc",
+                    [Slot("tag", "rock", 0, 5, 0.9), Slot("artist", "X", 6, 7, 1.0, "e1")],
+                    Action({"lexical": 5, "memory": 0}, 0.25, [({"lexical": 5}, 0.25)], 3,
+                           {"f": 1.0}),
+                    {"lexical": [hit, Candidate("e2", "lexical", 2, 1.0)]},
+                    [Ranked(1, "e1", 0.5, [hit])], {"total": 1.5}, ["a note"], 123.0)
+    empty = Decision("r2", Query("r2", ""), "abc", [], Action({}), {}, [], {}, [], 124.0)
+    frame = decision_frame([full, empty])
+    assert frame.schema == SCHEMA
+    a, b = frame.rows(named=True)
+    assert a["query"] == "héllo" and a["context"] == '{"device": "tv"}'
+    assert a["slots"][1] == {"name": "artist", "value": "X", "start": 6, "end": 7,
+                             "score": 1.0, "entity_id": "e1"}
+    assert a["allocation"] == [{"arm": "lexical", "k": 5}, {"arm": "memory", "k": 0}]
+    assert (a["action_index"], a["probability"], a["action_features"]) == (3, 0.25,
+                                                                          '{"f": 1.0}')
+    assert a["candidates"] == [
+        {"entity_id": "e1", "arm": "lexical", "rank": 1, "score": 2.5, "seed": "s0",
+         "features": '{"bm25": 2.5}'},
+        {"entity_id": "e2", "arm": "lexical", "rank": 2, "score": 1.0, "seed": None,
+         "features": None}]
+    assert a["ranking"] == [{"rank": 1, "entity_id": "e1", "score": 0.5, "arms": ["lexical"]}]
+    assert a["trace"] == ["a note"] and a["timings_ms"] == '{"total": 1.5}'
+    assert (b["slots"], b["allocation"], b["candidates"], b["ranking"], b["trace"]) == (
+        [], [], [], [], [])
+    assert b["user_id"] is None and b["action_features"] is None

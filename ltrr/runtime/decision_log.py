@@ -8,10 +8,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import polars as pl
 
 from ltrr.parquet_log import ParquetLog
 from ltrr.types import Decision
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _CANDIDATE = pl.Struct({"entity_id": pl.String, "arm": pl.String, "rank": pl.Int32,
                         "score": pl.Float64, "seed": pl.String,
@@ -39,27 +44,70 @@ SCHEMA = pl.Schema({
 })
 
 
-def decision_row(d: Decision) -> dict:
-    """A decision as one flat log row (nested lists of structs for candidates)."""
-    return {
-        "request_id": d.request_id, "timestamp": d.timestamp, "spec_hash": d.spec_hash,
-        "query": d.query.text, "user_id": d.query.user_id,
-        "context": json.dumps(d.query.context, default=str),
-        "slots": [{"name": s.name, "value": s.value, "start": s.start, "end": s.end,
-                   "score": s.score, "entity_id": s.entity_id} for s in d.slots],
-        "allocation": [{"arm": a, "k": k} for a, k in d.action.allocation.items()],
-        "action_index": d.action.index, "probability": d.action.probability,
-        "pmf": json.dumps(d.action.pmf),
-        "action_features": json.dumps(d.action.features) if d.action.features else None,
-        "candidates": [{"entity_id": c.entity_id, "arm": c.arm, "rank": c.rank,
-                        "score": c.score, "seed": c.seed,
-                        "features": json.dumps(c.features) if c.features else None}
-                       for cands in d.candidates.values() for c in cands],
-        "ranking": [{"rank": r.rank, "entity_id": r.entity_id, "score": r.score,
-                     "arms": [c.arm for c in r.sources]} for r in d.ranking],
-        "timings_ms": json.dumps(d.timings_ms),
-        "trace": d.trace,
+def _nested(lists: list[list[tuple]], fields: dict[str, "pa.DataType"]) -> "pa.ListArray":
+    """A list-of-struct column from one list of tuples per row (tuple order = fields)."""
+    import pyarrow as pa
+
+    offsets = [0]
+    for items in lists:
+        offsets.append(offsets[-1] + len(items))
+    flat = [x for items in lists for x in items]
+    columns = list(zip(*flat)) if flat else [()] * len(fields)
+    struct = pa.StructArray.from_arrays(
+        [pa.array(col, type=t) for col, t in zip(columns, fields.values())],
+        names=list(fields))
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), struct)
+
+
+_SLOT_FIELDS = {"name": "string", "value": "string", "start": "int32", "end": "int32",
+                "score": "float64", "entity_id": "string"}
+_ALLOCATION_FIELDS = {"arm": "string", "k": "int32"}
+_CANDIDATE_FIELDS = {"entity_id": "string", "arm": "string", "rank": "int32",
+                     "score": "float64", "seed": "string", "features": "string"}
+
+
+def decision_frame(decisions: list[Decision]) -> pl.DataFrame:
+    """Decisions as log rows (:data:`SCHEMA`), built column by column: the nested
+    columns go through Arrow arrays, not one Python dict per candidate."""
+    import pyarrow as pa
+
+    def types(fields: dict[str, str]) -> dict[str, pa.DataType]:
+        return {k: getattr(pa, t)() for k, t in fields.items()}
+
+    ds = decisions
+    dumps = json.dumps
+    nested = {
+        "slots": _nested([[(s.name, s.value, s.start, s.end, s.score, s.entity_id)
+                           for s in d.slots] for d in ds], types(_SLOT_FIELDS)),
+        "allocation": _nested([list(d.action.allocation.items()) for d in ds],
+                              types(_ALLOCATION_FIELDS)),
+        "candidates": _nested([[(c.entity_id, c.arm, c.rank, c.score, c.seed,
+                                 dumps(c.features) if c.features else None)
+                                for cands in d.candidates.values() for c in cands]
+                               for d in ds], types(_CANDIDATE_FIELDS)),
+        "ranking": _nested([[(r.rank, r.entity_id, r.score, [c.arm for c in r.sources])
+                             for r in d.ranking] for d in ds],
+                           {"rank": pa.int32(), "entity_id": pa.string(),
+                            "score": pa.float64(), "arms": pa.list_(pa.string())}),
     }
+    columns = {
+        "request_id": [d.request_id for d in ds], "timestamp": [d.timestamp for d in ds],
+        "spec_hash": [d.spec_hash for d in ds], "query": [d.query.text for d in ds],
+        "user_id": [d.query.user_id for d in ds],
+        "context": [dumps(d.query.context, default=str) for d in ds],
+        "slots": None, "allocation": None,
+        "action_index": [d.action.index for d in ds],
+        "probability": [d.action.probability for d in ds],
+        "pmf": [dumps(d.action.pmf) for d in ds],
+        "action_features": [dumps(d.action.features) if d.action.features else None
+                            for d in ds],
+        "candidates": None, "ranking": None,
+        "timings_ms": [dumps(d.timings_ms) for d in ds], "trace": [d.trace for d in ds],
+    }
+    series = [pl.from_arrow(nested[name]).alias(name) if values is None
+              else pl.Series(name, values, dtype=SCHEMA[name])
+              for name, values in columns.items()]
+    return pl.DataFrame(series).cast(SCHEMA)
 
 
 class DecisionLog(ParquetLog):
@@ -72,5 +120,4 @@ class DecisionLog(ParquetLog):
         """Log a batch of decisions as one part."""
         if not decisions:
             return None
-        return self.append_frame(pl.DataFrame([decision_row(d) for d in decisions],
-                                              schema=SCHEMA))
+        return self.append_frame(decision_frame(decisions))
