@@ -25,6 +25,11 @@ class ParquetLog:
         self.directory = Path(directory)
         self.schema = schema
 
+    @property
+    def lock_path(self) -> Path:
+        """The lock file writers that must not interleave hold (see ``state.file_lock``)."""
+        return self.directory / ".append.lock"
+
     def parts(self) -> list[Path]:
         """Part files, oldest first (names sort by creation time)."""
         return sorted(self.directory.glob("part-*.parquet"))
@@ -54,3 +59,12 @@ class ParquetLog:
         if not parts:
             return pl.Series(name, [], dtype=self.schema[name])
         return pl.scan_parquet(parts).select(name).collect()[name]
+
+
+def part_time_ns(part: Path | str) -> int:
+    """When a part was written (ns since the epoch), from its name."""
+    name = Path(part).name
+    try:
+        return int(name[5:25])
+    except ValueError:
+        return 0

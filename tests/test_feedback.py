@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import polars as pl
@@ -277,6 +278,35 @@ def test_only_unlogged_ids_are_appended_across_parts(tmp_path):
     added = log.append_new(pl.concat([frame, frame[8:9]]))
     assert added["event_id"].to_list() == ["e7", "e8", "e9"]
     assert sorted(log.read()["event_id"].to_list()) == sorted(frame["event_id"].to_list())
+
+
+def _append_overlapping(directory: str, start: int) -> int:
+    """Append ids start..start+59 in 30 overlapping batches (run in another process)."""
+    from ltrr.errors import Location
+    from ltrr.feedback.events import EventLog, events_from_rows
+
+    log, new = EventLog(Path(directory)), 0
+    for i in range(30):
+        rows = [{"event_id": f"e{start + i + j}", "entity_id": "a", "type": "click"}
+                for j in range(30)]
+        frame = events_from_rows(rows, where=lambda k: Location(f"row {k}"),
+                                 weights={"click": 1.0})
+        new += log.append_new(frame).height
+    return new
+
+
+def test_writers_in_several_processes_never_log_an_id_twice(tmp_path):
+    """Two processes (like two server workers, or a worker and `ltrr feedback`) append
+    overlapping ids to one log at the same time: each id is logged exactly once."""
+    import multiprocessing
+
+    from ltrr.feedback.events import EventLog
+
+    (tmp_path / "events").mkdir()
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        news = pool.starmap(_append_overlapping, [(str(tmp_path / "events"), 0)] * 2)
+    ids = EventLog(tmp_path / "events").read()["event_id"].to_list()
+    assert len(ids) == len(set(ids)) == 59 == sum(news)
 
 
 class OtherRecordingArm(RecordingArm):

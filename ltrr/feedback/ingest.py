@@ -24,6 +24,7 @@ from ltrr.compiler import Plan
 from ltrr.components import Component, Learner
 from ltrr.feedback.events import EventLog, read_events
 from ltrr.feedback.interactions import interactions, learn_from
+from ltrr.parquet_log import part_time_ns
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.workspace import Workspace
 from ltrr.state import atomic_write_json
@@ -126,18 +127,22 @@ def paused_gc() -> Iterator[None]:
         gc.enable()
 
 
-def _pending(plan: Plan, learned_dir: Path) -> tuple[set[str], list[Path]]:
+def _pending(plan: Plan, learned_dir: Path, until_ns: int | None = None
+             ) -> tuple[set[str], list[Path]]:
     done = _cursor(learned_dir)
-    return done, [p for p in event_log(plan).parts() if p.name not in done]
+    return done, [p for p in event_log(plan).parts() if p.name not in done
+                  and (until_ns is None or part_time_ns(p) <= until_ns)]
 
 
-def catch_up(plan: Plan, learner: Component, joined: Joined | None = None
-             ) -> dict[str, Any] | None:
+def catch_up(plan: Plan, learner: Component, joined: Joined | None = None,
+             until_ns: int | None = None) -> dict[str, Any] | None:
     """Feed ``learner`` every logged event it has not learned from yet.
 
     ``joined`` shares the reading and joining of the same parts between learners.
+    ``until_ns`` leaves the parts written after that time for a later call (a server
+    with several workers lets their decision logs settle first).
     """
-    done, pending = _pending(plan, learner.ctx.learned_dir)
+    done, pending = _pending(plan, learner.ctx.learned_dir, until_ns)
     if not pending:
         return None
     frame, decisions = (joined or Joined(plan)).of(pending)

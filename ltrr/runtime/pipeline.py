@@ -23,7 +23,7 @@ from ltrr.compiler import Plan
 from ltrr.components import Component, Indexed
 from ltrr.errors import LtrrError, StateError
 from ltrr.registry import Registry, default_registry
-from ltrr.runtime.cache import LruCache, arm_key, query_key
+from ltrr.runtime.cache import LruCache, arm_key, candidate_cache, query_key, slot_cache
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.indexing import check_state
 from ltrr.runtime.workspace import Workspace
@@ -53,7 +53,8 @@ class Pipeline:
         self.waves = _waves(plan)
         #: node id → LRU cache of its results, for the slotters and arms with ``cache:``
         self.caches: dict[str, LruCache] = {
-            n.id: LruCache(n.spec.cache) for n in (*plan.slotters, *plan.arms) if n.spec.cache}
+            **{n.id: slot_cache(n.spec.cache) for n in plan.slotters if n.spec.cache},
+            **{n.id: candidate_cache(n.spec.cache) for n in plan.arms if n.spec.cache}}
         self.downstream = {a.id: [d.id for d in plan.arms if a.id in plan.upstream(d.id)]
                            for a in plan.arms}
         self._executor = ThreadPoolExecutor(max_workers=2 * len(plan.arms) + 2,
@@ -75,6 +76,19 @@ class Pipeline:
     @property
     def catalog(self) -> Catalog:
         return self.workspace.catalog
+
+    def reopen(self, node_ids: list[str]) -> None:
+        """Open these nodes afresh from their state on disk (what another process
+        learned) and swap them in; a batch in flight finishes with the old objects,
+        which are left to the garbage collector rather than closed under it."""
+        fresh = {}
+        for node_id in node_ids:
+            comp = self.workspace.instantiate(self.plan.node(node_id))
+            _open(comp, self.plan.spec.path)
+            fresh[node_id] = comp
+        for node_id, comp in fresh.items():
+            self.components[node_id] = comp
+            self.workspace.adopt(node_id, comp)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
