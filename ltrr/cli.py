@@ -128,6 +128,10 @@ def _parser() -> argparse.ArgumentParser:
                     choices=["critical", "error", "warning", "info", "debug"],
                     help="uvicorn's log level (default: warning)")
     sp.add_argument("--access-log", action="store_true", help="log every request (uvicorn)")
+    sp.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="processes serving the port, each with its own pipeline; worker 0 "
+                         "learns and the others reload what it learned (default: 1; one per "
+                         "core uses the machine: one process is bound to a core by the GIL)")
 
     sp = cmd("simulate", _simulate, "Simulate users searching: rounds of serve, engage (click "
              "model), learn, per policy; report recall, regret and plots.")
@@ -312,7 +316,7 @@ def _serve(args) -> int:
         max_wait_ms=args.max_wait_ms, max_query_chars=args.max_query_chars,
         max_search_bytes=args.max_search_bytes, max_feedback_bytes=args.max_feedback_bytes,
         max_events=args.max_events, learn_interval_ms=args.learn_interval_ms,
-        log_level=args.log_level, access_log=args.access_log))
+        log_level=args.log_level, access_log=args.access_log, workers=args.workers))
 
 
 def _simulate(args) -> int:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import math
+import os
 import time
+from functools import partial
 from time import perf_counter
 from typing import Any
 
@@ -36,8 +39,13 @@ from ltrr.serve.metrics import Metrics
 from ltrr.serve.middleware import ANNOUNCED, ServeMiddleware
 from ltrr.serve.models import (ErrorResponse, Event, FeedbackRequest, FeedbackResponse,
                                HealthResponse, ReloadResponse, SearchRequest, SearchResponse)
+from ltrr.serve.workers import Refresher, Role, publish_learned
 
 log = logging.getLogger("ltrr.serve")
+
+POLL_S = 0.5      # with several workers: the leader looks for the others' events this often
+SETTLE_S = 1.0    # ... and learns a part once this old (their decision logs flush in 0.2 s)
+GC_YOUNG_THRESHOLD = 10_000    # allocations between young collections (Python's default: 700)
 
 JSON = "application/json"
 SEARCH_EXAMPLE = '{"query": "britney spears"}'
@@ -54,15 +62,21 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 class Server:
     """The server's parts: pipeline holder, batcher, decision writer, feedback, learner."""
 
-    def __init__(self, config: ServeConfig, holder: PipelineHolder):
-        self.config, self.holder = config, holder
+    def __init__(self, config: ServeConfig, holder: PipelineHolder, role: Role = Role()):
+        self.config, self.holder, self.role = config, holder, role
         self.metrics = Metrics(caches=lambda: holder.current.pipeline.caches)
         self.metrics.generation.set(holder.generation)
         self.started = time.time()
         self.stopping = False
         self.decisions = DecisionWriter()
-        self.learner = BackgroundLearner(holder, self.metrics, self.decisions,
-                                         config.learn_interval_ms)
+        several = role.workers > 1
+        self.learner = BackgroundLearner(
+            holder, self.metrics, self.decisions, config.learn_interval_ms,
+            enabled=role.leader, poll_s=POLL_S if several else None,
+            settle_s=SETTLE_S if several else 0.0,
+            on_learned=(lambda nodes: publish_learned(holder.current.plan.spec.state_dir,
+                                                      nodes)) if several else None)
+        self.refresher = None if role.leader else Refresher(holder)
         self.batcher = Batcher(holder, self.metrics, self.respond, max_batch=config.max_batch,
                                max_wait_ms=config.max_wait_ms, after_batch=self.log_decisions)
         self.intake = FeedbackIntake(holder, self.metrics, self.decisions, self.learner,
@@ -72,9 +86,19 @@ class Server:
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        # everything loaded so far (the web framework's modules too, imported after the
+        # pipeline froze its own objects) lives as long as the server: keep it out of the
+        # cyclic GC's full collections, which otherwise scan it all about once a second
+        gc.collect()
+        gc.freeze()
+        # a search allocates thousands of short-lived objects: collect the young ones
+        # less often (each full collection then scans fewer in-flight requests' objects)
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         self.batcher.start(loop)
         self.intake.start(loop)
         self.learner.start()
+        if self.refresher is not None:
+            self.refresher.start()
 
     def stop(self) -> None:
         """Finish queued work, write the decision log, close the pipeline (blocking)."""
@@ -82,6 +106,8 @@ class Server:
         self.batcher.stop()
         self.intake.stop()
         self.learner.stop()
+        if self.refresher is not None:
+            self.refresher.stop()
         self.decisions.stop()
         self.holder.close()
 
@@ -120,8 +146,9 @@ class Server:
 
     # --- reload ---------------------------------------------------------------------------
 
-    def reload(self) -> Served:
-        """Swap in a freshly compiled pipeline (blocking); LtrrError if refused."""
+    def reload(self, propagate: bool = False) -> Served:
+        """Swap in a freshly compiled pipeline (blocking); LtrrError if refused. With
+        ``propagate``, the supervisor then reloads the other workers too."""
         started = perf_counter()
         try:
             served = self.holder.reload()
@@ -142,6 +169,8 @@ class Server:
         self.last_reload = {"at": time.time(), "ok": True, "generation": served.generation,
                             "seconds": round(perf_counter() - started, 3)}
         self.learner.wake()
+        if propagate:
+            self.role.tell_supervisor("reload")
         return served
 
     def health(self) -> dict[str, Any]:
@@ -151,8 +180,12 @@ class Server:
                 "spec_path": str(spec.path), "spec_hash": spec.hash,
                 "uptime_s": round(time.time() - self.started, 3),
                 "generation": served.generation, "pending_events": self.learner.pending,
-                "learning": {"runs": self.learner.runs, "errors": self.learner.errors,
-                             "last": self.learner.last, "last_error": self.learner.last_error},
+                "learning": self.refresher.stats() if self.refresher is not None else {
+                    "role": self.role.name, "runs": self.learner.runs,
+                    "errors": self.learner.errors, "last": self.learner.last,
+                    "last_error": self.learner.last_error},
+                "worker": {"index": self.role.index, "workers": self.role.workers,
+                           "role": self.role.name, "pid": os.getpid()},
                 "batches": self.batcher.batches,
                 "caches": {node: cache.stats() for node, cache in
                            served.pipeline.caches.items()},
@@ -177,9 +210,10 @@ def _error_response(err: ApiError) -> Response:
     return Response(err.body(), status_code=err.status, media_type=JSON, headers=err.headers)
 
 
-def create_app(config: ServeConfig, holder: PipelineHolder) -> tuple[Any, Server]:
+def create_app(config: ServeConfig, holder: PipelineHolder, role: Role = Role()
+               ) -> tuple[Any, Server]:
     """The ASGI app (FastAPI wrapped in :class:`ServeMiddleware`) and its :class:`Server`."""
-    server = Server(config, holder)
+    server = Server(config, holder, role)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -323,7 +357,7 @@ def create_app(config: ServeConfig, holder: PipelineHolder) -> tuple[Any, Server
         loop = asyncio.get_running_loop()
         started = perf_counter()
         try:
-            served = await loop.run_in_executor(None, server.reload)
+            served = await loop.run_in_executor(None, partial(server.reload, propagate=True))
         except LtrrError as exc:
             raise ApiError(409, f"reload refused: {exc}", hint=(
                 f"fix the spec and reload again; generation {holder.generation} keeps "
@@ -349,7 +383,8 @@ def create_app(config: ServeConfig, holder: PipelineHolder) -> tuple[Any, Server
     wrapped = ServeMiddleware(app, limits={"/search": config.max_search_bytes,
                                            "/feedback": config.max_feedback_bytes},
                               default_limit=config.max_search_bytes, metrics=server.metrics,
-                              batcher=server.batcher)
+                              batcher=server.batcher,
+                              worker=role.index if role.workers > 1 else None)
     return wrapped, server
 
 

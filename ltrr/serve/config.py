@@ -22,6 +22,7 @@ class ServeConfig:
     learn_interval_ms: float = 200.0  # the learner waits this long to gather events
     log_level: str = "warning"      # uvicorn's log level
     access_log: bool = False
+    workers: int = 1                # processes serving the port (worker 0 learns)
 
     def __post_init__(self) -> None:
         from ltrr.errors import RunError
@@ -30,7 +31,8 @@ class ServeConfig:
                   ("--max-query-chars", self.max_query_chars, 1),
                   ("--max-search-bytes", self.max_search_bytes, 256),
                   ("--max-feedback-bytes", self.max_feedback_bytes, 256),
-                  ("--max-events", self.max_events, 1)]
+                  ("--max-events", self.max_events, 1),
+                  ("--workers", self.workers, 1)]
         for flag, value, low in checks:
             if value < low:
                 raise RunError(f"{flag} must be at least {low}, got {value}")

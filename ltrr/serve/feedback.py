@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ltrr.errors import Location
+from ltrr.state import file_lock
 from ltrr.serve.batching import deliver
 from ltrr.serve.errors import ApiError
 
@@ -159,16 +160,20 @@ class FeedbackIntake:
         from ltrr.feedback.ingest import event_log
 
         elog = event_log(served.plan)
-        self._refresh(elog)
         merged = pl.concat([f.with_columns(pl.lit(i, pl.Int32).alias("_req"))
                             for i, f in frames], how="vertical_relaxed")
         merged = merged.unique("event_id", keep="first", maintain_order=True)
-        seen = self._seen
-        fresh = merged.filter(pl.Series([e not in seen for e in merged["event_id"].to_list()],
-                                        dtype=pl.Boolean))
-        if fresh.height == 0:
-            return {}
-        path = elog.append_frame(fresh.drop("_req"))
+        # other writers of this log (the server's other workers, `ltrr feedback`) wait
+        # while this one reads what they logged and appends: an id is never logged twice
+        with file_lock(elog.lock_path):
+            self._refresh(elog)
+            seen = self._seen
+            fresh = merged.filter(pl.Series([e not in seen
+                                             for e in merged["event_id"].to_list()],
+                                            dtype=pl.Boolean))
+            if fresh.height == 0:
+                return {}
+            path = elog.append_frame(fresh.drop("_req"))
         ids = fresh["event_id"].to_list()
         seen.update(ids)
         if path is not None:
@@ -193,14 +198,24 @@ class BackgroundLearner:
     """The background learning thread: catch every learner up on the event log."""
 
     def __init__(self, holder: "PipelineHolder", metrics: "Metrics",
-                 decisions: "DecisionWriter", interval_ms: float):
+                 decisions: "DecisionWriter", interval_ms: float, *, enabled: bool = True,
+                 poll_s: float | None = None, settle_s: float = 0.0,
+                 on_learned: Callable[[list[str]], None] | None = None):
+        """``enabled`` False: a follower's learner, which never runs. With several
+        workers the leader also looks for parts the others logged every ``poll_s``,
+        learns a part only once it is ``settle_s`` old (the decisions it answers,
+        logged by another worker, are on disk by then) and reports the nodes that
+        learned to ``on_learned``."""
         self.holder, self.metrics, self.decisions = holder, metrics, decisions
         self.interval = interval_ms / 1000.0
+        self.enabled, self.poll_s, self.settle_s = enabled, poll_s, settle_s
+        self.on_learned = on_learned
         self.runs = 0
         self.errors = 0
         self.last: dict[str, Any] = {}
         self.last_error: str | None = None
         self._unlearned: dict[str, int] = {}     # event-log part → events, not learned yet
+        self._known: set[str] = set()            # every part seen (polling workers)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -213,6 +228,8 @@ class BackgroundLearner:
             return sum(self._unlearned.values())
 
     def start(self) -> None:
+        if not self.enabled:
+            return
         self._backlog()
         self._wake.set()            # catch up once at start
         self._thread.start()
@@ -229,6 +246,7 @@ class BackgroundLearner:
 
     def logged(self, part: str, events: int) -> None:
         with self._lock:
+            self._known.add(part)
             self._unlearned[part] = events
         self.metrics.learner_lag.set(self.pending)
 
@@ -240,6 +258,7 @@ class BackgroundLearner:
 
         with self.holder.lease() as served:
             parts = event_log(served.plan).parts()
+            self._known.update(p.name for p in parts)
             if not parts or not served.learners:
                 return
             done: set[str] | None = None
@@ -262,7 +281,16 @@ class BackgroundLearner:
     def _run(self) -> None:
         wait = self.interval
         while not self._stop.is_set():
-            self._wake.wait()
+            if self.poll_s is None:
+                self._wake.wait()
+            else:
+                self._wake.wait(self.poll_s)
+                if self._stop.is_set():
+                    return
+                self._discover()
+                if not self._due():
+                    self._wake.clear()
+                    continue
             if self._stop.is_set():
                 return
             # gather more events before learning; at most 1/3 of the time is learning
@@ -275,13 +303,45 @@ class BackgroundLearner:
             if failed:
                 self._wake.set()      # retry after the back-off
 
+    def _discover(self) -> None:
+        """Count the parts other workers logged since the last look as unlearned."""
+        import polars as pl
+
+        from ltrr.feedback.ingest import event_log
+
+        with self.holder.lease() as served:
+            parts = event_log(served.plan).parts()
+        with self._lock:
+            new = [p for p in parts if p.name not in self._known]
+        for p in new:
+            try:
+                rows = pl.scan_parquet(p).select(pl.len()).collect().item()
+            except Exception:
+                rows = 0
+            with self._lock:
+                self._known.add(p.name)
+                self._unlearned.setdefault(p.name, rows)
+        if new:
+            self.metrics.learner_lag.set(self.pending)
+
+    def _due(self) -> bool:
+        """Whether some unlearned part is old enough to learn from."""
+        from ltrr.parquet_log import part_time_ns
+
+        bound = time.time_ns() - int(self.settle_s * 1e9)
+        with self._lock:
+            return any(part_time_ns(p) <= bound for p in self._unlearned)
+
     def run_once(self) -> float:
         """One catch-up of every learner; returns its duration in seconds."""
         from ltrr.feedback.ingest import catch_up
 
+        from ltrr.parquet_log import part_time_ns
+
         started = time.perf_counter()
+        until = time.time_ns() - int(self.settle_s * 1e9) if self.settle_s else None
         with self._lock:
-            snapshot = set(self._unlearned)
+            snapshot = {p for p in self._unlearned if until is None or part_time_ns(p) <= until}
         stats: dict[str, Any] = {}
         errors: list[str] = []
         with self.holder.learn_lock, self.holder.lease() as served:
@@ -291,7 +351,8 @@ class BackgroundLearner:
                 errors.append(f"decision log: {exc}")
             for node in served.learners if not errors else []:
                 try:
-                    out = catch_up(served.plan, served.pipeline.workspace.opened(node))
+                    out = catch_up(served.plan, served.pipeline.workspace.opened(node),
+                                   until_ns=until)
                 except Exception as exc:   # learning must never take the server down
                     log.exception("learner '%s' failed to catch up", node)
                     errors.append(f"{node}: {type(exc).__name__}: {exc}")
@@ -313,4 +374,9 @@ class BackgroundLearner:
                     self._unlearned.pop(part, None)
         self.last = {"at": time.time(), "seconds": round(seconds, 3), "learners": stats}
         self.metrics.learner_lag.set(self.pending)
+        if stats and self.on_learned is not None:
+            try:
+                self.on_learned(sorted(stats))
+            except Exception:
+                log.exception("publishing the learned state failed")
         return seconds

@@ -49,9 +49,12 @@ class ServeMiddleware:
     """Wraps the FastAPI app; see the module docstring."""
 
     def __init__(self, app, *, limits: dict[str, int], default_limit: int,
-                 metrics: "Metrics", batcher: "Batcher"):
+                 metrics: "Metrics", batcher: "Batcher", worker: int | None = None):
         self.app, self.limits, self.default_limit = app, limits, default_limit
         self.metrics, self.batcher = metrics, batcher
+        # with several workers, each response names the one that answered
+        self.worker_header = None if worker is None else (b"x-ltrr-worker",
+                                                          str(worker).encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,6 +70,9 @@ class ServeMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 sent = True
+                if self.worker_header is not None:
+                    message = {**message, "headers": [*message.get("headers", ()),
+                                                      self.worker_header]}
             await send(message)
 
         announced = scope["method"] == "POST" and path == "/search"

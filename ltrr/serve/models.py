@@ -122,6 +122,9 @@ class HealthResponse(BaseModel):
     pending_events: int = Field(description="Events logged but not yet learned from.")
     learning: dict[str, Any] = Field(description=(
         "The background learner: runs, last run's time and per-learner stats, last error."))
+    worker: dict[str, Any] = Field(default_factory=dict, description=(
+        "The process that answered: index (0 = the leader, which learns), workers, role "
+        "(single, leader, follower), pid. With `--workers N` each answers for itself."))
     caches: dict[str, Any] = Field(default_factory=dict, description=(
         "Result caches of the slotters and arms with `cache:` in the spec, by node: size, "
         "entries, hits, misses, hit_rate (since the last reload)."))

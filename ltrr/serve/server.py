@@ -1,4 +1,5 @@
-"""Run the app on uvicorn (uvloop + httptools), one process, one pipeline.
+"""Run the app on uvicorn (uvloop + httptools): one process with one pipeline, or
+(``--workers N``) a supervisor and N worker processes (:mod:`ltrr.serve.supervisor`).
 
 The spec is loaded, compiled and opened — and the port bound — before anything is
 served, so a broken spec, a missing index or a taken port is an ``error:`` line and
@@ -19,14 +20,17 @@ from collections.abc import Iterator
 
 from ltrr.errors import LtrrError, RunError
 from ltrr.serve.config import ServeConfig
+from ltrr.serve.workers import Role
 
 log = logging.getLogger("ltrr.serve")
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:            # several workers' sockets on one port; the kernel spreads
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)     # connections
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -39,9 +43,9 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _logging(level: str) -> None:
+def _logging(level: str, name: str = "ltrr serve") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("ltrr serve: %(levelname)s %(message)s"))
+    handler.setFormatter(logging.Formatter(f"{name}: %(levelname)s %(message)s"))
     logger = logging.getLogger("ltrr.serve")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
@@ -50,9 +54,10 @@ def _logging(level: str) -> None:
 
 def serve(config: ServeConfig) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
-    import uvicorn
+    if config.workers > 1:
+        from ltrr.serve.supervisor import supervise
 
-    from ltrr.serve.app import create_app
+        return supervise(config)
     from ltrr.serve.holder import PipelineHolder
 
     _logging(config.log_level)
@@ -62,20 +67,28 @@ def serve(config: ServeConfig) -> int:
     except LtrrError:
         holder.close()
         raise
-    app, server = create_app(config, holder)
-    uconfig = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on",
-                             log_level=config.log_level, access_log=config.access_log,
-                             timeout_graceful_shutdown=30, timeout_keep_alive=30,
-                             server_header=False)
-    userver = _uvicorn_server(uconfig, server)
     host, port = sock.getsockname()[:2]
     served = holder.current
     print(f"ltrr serve: pipeline '{served.plan.model.name}' (spec {served.plan.spec.hash}, "
           f"opened in {served.open_seconds:.1f} s) listening on http://{host}:{port} "
           f"(pid {os.getpid()}); API docs at /docs", file=sys.stderr, flush=True)
-    userver.run(sockets=[sock])
+    run_worker(config, holder, sock, Role())
     print("ltrr serve: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def run_worker(config: ServeConfig, holder, sock: socket.socket, role: Role) -> None:
+    """Serve ``holder``'s pipeline on the listening ``sock`` until told to stop."""
+    import uvicorn
+
+    from ltrr.serve.app import create_app
+
+    app, server = create_app(config, holder, role)
+    uconfig = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on",
+                             log_level=config.log_level, access_log=config.access_log,
+                             timeout_graceful_shutdown=30, timeout_keep_alive=30,
+                             server_header=False)
+    _uvicorn_server(uconfig, server).run(sockets=[sock])
 
 
 def _uvicorn_server(config, server):
