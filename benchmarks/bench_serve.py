@@ -8,12 +8,24 @@ connections: the leanest client, as it competes with the server for the same 2 c
 closed loop: each of 20 clients sends its next request as soon as the previous answer
 arrived.
 
+Traffic: the spec caches slotter and arm results (``cache:``), so cycling a small fixed
+query set would turn every search into a cache hit after warm-up. Instead, before the
+server starts, ``--traffic-sessions`` (default 60,000) sessions are sampled from the
+project's Last.fm user model (``ltrr_plugins.simulators.lastfm``, seed ``--seed`` + 1000,
+not the pre-training seed) and written as JSONL (``{"query", "user_id"}``): Last.fm
+listeners looking for artists they play, with exact names, misspelled names, partial
+names, tags, "like X" queries and vague tag-based queries, the head artists coming back
+as they do in real traffic. All clients take the next query of that one stream (a shared
+position), so the server sees it in arrival order, each search with its ``user_id`` (the
+ranker's personal features see real users) and a unique request id. Each scenario
+continues where the previous one stopped; past the stream's end it wraps around, and
+those repeats-by-wrap are counted (0 with the default size).
+
 Scenarios, one after the other on the same server, each after a short warm-up:
 
 * baseline — ``GET /health`` at the same concurrency: the HTTP floor (uvicorn,
   FastAPI, the middleware) with no pipeline work;
-* search — ``POST /search`` with the queries of
-  ``examples/data/lastfm/queries/queries.jsonl``, cycled;
+* search — ``POST /search`` with the next queries of the stream;
 * mixed — the same, plus one ``POST /feedback`` (a click on the first result of an
   earlier search, by request id) after every 10 searches: the event log's fsync and
   the background learner compete with the searches. Search latency is reported.
@@ -21,9 +33,15 @@ Scenarios, one after the other on the same server, each after a short warm-up:
 Reported: p50 / p99 latency and throughput (requests/s) as the clients measured them,
 errors (non-2xx, connection errors), the load generator's CPU share (of one core and
 of the machine), the server's CPU share, and the server's own batch statistics from
-``/metrics``. Targets (search): p50 < 20 ms, p99 < 60 ms at 20 clients.
+``/metrics``. Targets (search): p50 < 20 ms, p99 < 60 ms at 20 clients. Cache
+effectiveness: per scenario and node, the hit rate from ``/metrics``
+(Δ``ltrr_cache_hits_total`` / (Δhits + Δmisses)), beside the stream's repeat share (the
+share of the scenario's queries whose text already came earlier in the stream: the
+ceiling of a text-keyed cache). The in-process baseline (``Pipeline.run_batch``, no HTTP)
+runs on the next slice of the same stream, with its own hit rates and repeat share.
 
-    .venv/bin/python benchmarks/bench_serve.py [--clients 20] [--duration 20] [--out FILE]
+    .venv/bin/python benchmarks/bench_serve.py [--clients 20] [--duration 20]
+        [--traffic-sessions 60000] [--out FILE]
 """
 
 from __future__ import annotations
@@ -44,9 +62,100 @@ from typing import Any
 import _common as c
 
 SPEC = c.ROOT / "pipelines" / "music-serve.yaml"
-QUERIES = c.ROOT / "examples" / "data" / "lastfm" / "queries" / "queries.jsonl"
+TRAFFIC_SEED_OFFSET = 1000          # the stream's seed: --seed + this (pre-training: --seed)
 TARGET_P50_MS = 20.0
 TARGET_P99_MS = 60.0
+
+
+# --------------------------------------------------------------------------- traffic
+
+def write_traffic(spec: Path, path: Path, sessions: int, seed: int) -> tuple[list[str], dict]:
+    """Sample ``sessions`` sessions of the Last.fm user model on ``spec`` (seeded by
+    ``seed``) and write them to ``path`` as JSONL ``{"query", "user_id"}`` in order.
+    Returns the query texts and a description of the stream."""
+    from collections import Counter
+
+    from ltrr.compiler import load_plan
+    from ltrr.simulate.engine import make_user_model, sample_sessions
+
+    t = time.perf_counter()
+    plan = load_plan(spec)
+    model = make_user_model(plan, "lastfm", {})
+    opened = time.perf_counter() - t
+    stream = sample_sessions(model, sessions, seed)
+    sampled = time.perf_counter() - t - opened
+    with path.open("w", encoding="utf-8") as f:
+        for s in stream:
+            f.write(json.dumps({"query": s.text, "user_id": s.user_id}, ensure_ascii=False)
+                    + "\n")
+    texts = [s.text for s in stream]
+    info = {"sessions": sessions, "seed": seed, "user_model": "lastfm",
+            "sample_seconds": round(sampled, 2), "model_open_seconds": round(opened, 2),
+            "total_seconds": round(time.perf_counter() - t, 2),
+            "distinct_texts": len(set(texts)), "distinct_users": len({s.user_id for s in stream}),
+            "repeat_share": round(repeat_share(texts, 0, len(texts)), 4),
+            "query_types": dict(Counter(s.type for s in stream).most_common())}
+    c.log(f"traffic: {sessions} Last.fm sessions (seed {seed}) sampled in {sampled:.1f} s "
+          f"(model opened in {opened:.1f} s): {info['distinct_texts']} distinct texts, "
+          f"{info['distinct_users']} users, repeat share {info['repeat_share']:.0%}; "
+          + ", ".join(f"{k} {v}" for k, v in info["query_types"].items()))
+    return texts, info
+
+
+def read_traffic(path: Path) -> list[tuple[str, str | None]]:
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            doc = json.loads(line)
+            out.append((doc["query"], doc.get("user_id")))
+    return out
+
+
+def repeat_share(texts: list[str], start: int, end: int, origin: int = 0) -> float | None:
+    """The share of stream positions in ``[start, end)`` whose text already came at an
+    earlier position, counting from ``origin`` (positions past the stream's end wrap
+    around: ``texts[p % len(texts)]``). None for an empty range."""
+    if end <= start:
+        return None
+    seen: set[str] = set()
+    repeats = 0
+    n = len(texts)
+    for p in range(origin, end):
+        text = texts[p % n]
+        if p >= start and text in seen:
+            repeats += 1
+        seen.add(text)
+    return repeats / (end - start)
+
+
+_CACHE_RE = re.compile(r'^ltrr_cache_(hits|misses)_total\{node="([^"]+)"\}$')
+
+
+def cache_counts(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """node → {"hits", "misses"} from a scrape of ``/metrics``."""
+    out: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        m = _CACHE_RE.match(name)
+        if m:
+            out.setdefault(m.group(2), {"hits": 0.0, "misses": 0.0})[m.group(1)] = value
+    return out
+
+
+def hit_rates(before: dict[str, dict[str, float]],
+              after: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """node → hits, misses and hit rate between two snapshots of cache counts."""
+    out = {}
+    for node, a in after.items():
+        b = before.get(node, {"hits": 0.0, "misses": 0.0})
+        hits, misses = a["hits"] - b["hits"], a["misses"] - b["misses"]
+        out[node] = {"hits": int(hits), "misses": int(misses),
+                     "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None}
+    return out
+
+
+def _rates_text(rates: dict[str, dict[str, Any]]) -> str:
+    return ", ".join(f"{node} {100 * r['hit_rate']:.0f}%" for node, r in rates.items()
+                     if r["hit_rate"] is not None)
 
 
 # --------------------------------------------------------------------------- load generator
@@ -64,7 +173,8 @@ def _post(path: str, payload: bytes) -> bytes:
             f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
 
 
-async def _client(i: int, host: str, port: int, mode: str, queries: list[str],
+async def _client(i: int, host: str, port: int, mode: str,
+                  stream: list[tuple[str, str | None]], cursor: dict[str, int],
                   stop_at: float, measure_from: float, feedback_every: int,
                   out: dict[str, Any]) -> None:
     from time import perf_counter
@@ -88,11 +198,20 @@ async def _client(i: int, host: str, port: int, mode: str, queries: list[str],
         elif pending_click is not None:
             request, kind, pending_click = pending_click, "feedback", None
         else:
-            rid = f"b{i}-{n}"
-            text = queries[(i * 997 + n) % len(queries)]
-            request = _post("/search", json.dumps({"query": text, "request_id": rid}).encode())
+            # the next query of the one shared stream (no await between taking the
+            # position and timing the request: positions are in sending order)
+            pos = cursor["next"]
+            cursor["next"] = pos + 1
+            text, user = stream[pos % len(stream)]
+            payload = {"query": text, "request_id": f"b{pos}"}   # the position: unique
+            if user is not None:
+                payload["user_id"] = user
+            request = _post("/search", json.dumps(payload).encode())
         n += 1
         t = perf_counter()
+        if kind == "search" and mode != "health" and out["measure_start"] is None \
+                and t >= measure_from:
+            out["measure_start"] = pos
         try:
             writer.write(request)
             status, body = await _read_response(reader)
@@ -114,9 +233,11 @@ async def _client(i: int, host: str, port: int, mode: str, queries: list[str],
         if mode == "mixed" and kind == "search" and n % feedback_every == 0 and status == 200:
             doc = json.loads(body)
             entity = doc["results"][0]["entity_id"] if doc["results"] else "289"
-            pending_click = _post("/feedback", json.dumps({"events": [{
-                "event_id": f"{doc['request_id']}-click", "request_id": doc["request_id"],
-                "entity_id": entity, "type": "click", "position": 1}]}).encode())
+            event = {"event_id": f"{doc['request_id']}-click", "request_id": doc["request_id"],
+                     "entity_id": entity, "type": "click", "position": 1}
+            if user is not None:
+                event["user_id"] = user
+            pending_click = _post("/feedback", json.dumps({"events": [event]}).encode())
     if writer is not None:
         writer.close()
 
@@ -125,9 +246,10 @@ def client_main(args) -> int:
     """The load generator (run as its own process): prints its measurements as JSON."""
     import uvloop
 
-    queries = [json.loads(line)["query"] for line in QUERIES.read_text().splitlines()
-               if line.strip()]
-    out: dict[str, Any] = {"search": [], "feedback": [], "errors": 0, "connection_errors": 0}
+    stream = read_traffic(args.traffic) if args.traffic else [("", None)]
+    cursor = {"next": args.start}
+    out: dict[str, Any] = {"search": [], "feedback": [], "errors": 0, "connection_errors": 0,
+                           "measure_start": None}
 
     async def run() -> None:
         from time import perf_counter
@@ -135,8 +257,8 @@ def client_main(args) -> int:
         start = perf_counter()
         measure_from = start + args.warmup
         stop_at = measure_from + args.duration
-        await asyncio.gather(*[_client(i, args.host, args.port, args.mode, queries, stop_at,
-                                       measure_from, args.feedback_every, out)
+        await asyncio.gather(*[_client(i, args.host, args.port, args.mode, stream, cursor,
+                                       stop_at, measure_from, args.feedback_every, out)
                                for i in range(args.clients)])
 
     cpu0, wall0 = os.times(), time.perf_counter()
@@ -147,6 +269,9 @@ def client_main(args) -> int:
     out["wall_s"] = wall
     out["measured_s"] = args.duration
     out["error_samples"] = out.get("error_samples", [])[:5]
+    out["start"], out["end"] = args.start, cursor["next"]       # stream positions taken
+    if out["measure_start"] is None:
+        out["measure_start"] = cursor["next"]
     sys.stdout.write(json.dumps(out))
     return 0
 
@@ -155,60 +280,91 @@ def client_main(args) -> int:
 
 def floor_main(args) -> int:
     """The pipeline alone (run as its own process): ``Pipeline.run_batch`` in batches of
-    ``--batch`` over the same queries for ``--duration`` s, no HTTP, no logging."""
+    ``--batch`` for ``--duration`` s, no HTTP, on the traffic stream from position
+    ``--start`` on (wrapping around past its end); then one query at a time, then in
+    batches again with decision logging. Both pipelines are warmed up on the same
+    queries; each phase reports its caches' hit rates and the share of its queries its
+    pipeline had already seen (the ceiling of those hit rates)."""
     from time import perf_counter
 
     from ltrr.compiler import load_plan
     from ltrr.runtime.pipeline import Pipeline
     from ltrr.types import Query
 
-    queries = [json.loads(line)["query"] for line in QUERIES.read_text().splitlines()
-               if line.strip()]
+    stream = read_traffic(args.traffic)
     plan = load_plan(args.spec)
     pipeline = Pipeline(plan, log_decisions=False)
     logged = Pipeline(plan, log_decisions=True)       # the same, logging as usual
+    seen: dict[int, set[str]] = {id(pipeline): set(), id(logged): set()}
+    pos = args.start
+
+    def batch(size: int) -> list:
+        nonlocal pos
+        out = []
+        for _ in range(size):
+            text, user = stream[pos % len(stream)]
+            out.append(Query(f"f{pos}", text, user))
+            pos += 1
+        return out
+
+    def counts(pipe: Pipeline) -> dict[str, dict[str, float]]:
+        return {node: {"hits": cache.hits, "misses": cache.misses}
+                for node, cache in pipe.caches.items()}
+
+    def repeats(pipe: Pipeline, queries: list) -> int:
+        """How many of ``queries`` ``pipe`` has seen before (then it has seen them all)."""
+        known = seen[id(pipe)]
+        n = sum(q.text in known for q in queries)
+        known.update(q.text for q in queries)
+        return n
+
     try:
-        n = 0
-
-        def batch(size: int) -> list:
-            nonlocal n
-            n += size
-            return [Query(f"f{n}-{i}", queries[(n + i) % len(queries)]) for i in range(size)]
-
         stop = perf_counter() + args.warmup
         while perf_counter() < stop:
-            pipeline.run_batch(batch(args.batch))
-        out: dict[str, Any] = {}
+            queries = batch(args.batch)
+            for pipe in (pipeline, logged):
+                repeats(pipe, queries)
+                pipe.run_batch(queries)
+        out: dict[str, Any] = {"start": args.start, "warmup_queries": pos - args.start}
         for size, key, pipe in ((args.batch, "batch", pipeline), (1, "single", pipeline),
                                 (args.batch, "batch_logged", logged)):
-            lat, done = [], 0
+            lat, done, repeated = [], 0, 0
             nodes: dict[str, float] = {}
+            caches0 = counts(pipe)
             cpu0, t0 = os.times(), perf_counter()
             stop = t0 + (args.duration if size > 1 else args.duration / 2)
             while perf_counter() < stop:
+                queries = batch(size)
+                repeated += repeats(pipe, queries)
                 t = perf_counter()
-                decisions = pipe.run_batch(batch(size))
+                decisions = pipe.run_batch(queries)
                 lat.append((perf_counter() - t) * 1000.0)
                 done += size
                 for node, ms in decisions[0].timings_ms.items():   # per query of the batch
                     nodes[node] = nodes.get(node, 0.0) + ms * size
             wall, cpu1 = perf_counter() - t0, os.times()
             nodes.pop("batch_size", None)
-            out[key] = {"batch_size": size, "queries_per_s": done / wall,
+            out[key] = {"batch_size": size, "queries": done, "queries_per_s": done / wall,
                         "batch_ms": c.summary(lat, 3),
                         "node_ms_per_query": {n: round(v / done, 3) for n, v in nodes.items()},
                         "cpu_share_of_one_core": ((cpu1.user - cpu0.user)
-                                                  + (cpu1.system - cpu0.system)) / wall}
+                                                  + (cpu1.system - cpu0.system)) / wall,
+                        "cache": hit_rates(caches0, counts(pipe)),
+                        "repeat_share": round(repeated / done, 4) if done else None}
     finally:
         pipeline.close()
         logged.close()
+    out["end"] = pos
+    out["stream_sessions"] = len(stream)
+    out["repeats_by_wrap"] = max(0, pos - args.start - len(stream))
     sys.stdout.write(json.dumps(out))
     return 0
 
 
-def run_floor(spec: Path, batch: int, args) -> dict[str, Any]:
+def run_floor(spec: Path, batch: int, args, traffic: Path, start: int) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--floor", "--spec", str(spec), "--batch", str(batch),
-           "--duration", str(args.duration), "--warmup", str(args.warmup)]
+           "--duration", str(args.duration), "--warmup", str(args.warmup),
+           "--traffic", str(traffic), "--start", str(start)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration * 2 + 300)
     if done.returncode != 0:
         raise RuntimeError(f"pipeline floor failed: {done.stderr[-2000:]}")
@@ -219,14 +375,33 @@ def run_floor(spec: Path, batch: int, args) -> dict[str, Any]:
           f"{out['single']['queries_per_s']:.0f} q/s one at a time "
           f"(p50 {out['single']['batch_ms']['p50']:.2f} ms); ms per query in batches: "
           + ", ".join(f"{n} {v:.2f}" for n, v in out["batch"]["node_ms_per_query"].items()))
+    c.log(f"pipeline alone: stream positions {out['start']}..{out['end']} "
+          f"({out['repeats_by_wrap']} repeats by wrap); " + "; ".join(
+              f"{key}: cache hits {_rates_text(out[key]['cache'])} "
+              f"(repeat share {100 * (out[key]['repeat_share'] or 0):.0f}%)"
+              for key in ("batch", "single", "batch_logged")))
     return out
 
 
 # --------------------------------------------------------------------------- server
 
 def _proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of ``pid`` and its live children (the workers of ``--workers N``)."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def fresh_spec(state: Path, source: Path = SPEC) -> Path:
@@ -294,31 +469,56 @@ def start_server(spec: Path, extra: list[str]) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("ltrr serve did not start: " + "".join(lines[-20:]))
 
 
-def scrape(port: int) -> dict[str, float]:
-    import urllib.request
+def scrape(port: int, workers: int = 1) -> dict[str, float]:
+    """``/metrics``, summed over the server's workers: each answers for itself, so new
+    connections are opened until every worker (``x-ltrr-worker``) has answered once."""
+    import http.client
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    seen: dict[str, dict[str, float]] = {}
+    for _ in range(200 * workers):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            text = resp.read().decode()
+            worker = resp.getheader("x-ltrr-worker", "0")
+        finally:
+            conn.close()
+        if worker not in seen:
+            seen[worker] = {}
+            for line in text.splitlines():
+                if line and not line.startswith("#"):
+                    name, _, value = line.rpartition(" ")
+                    seen[worker][name] = float(value)
+        if len(seen) >= workers:
+            break
+    else:
+        raise RuntimeError(f"only workers {sorted(seen)} of {workers} answered /metrics")
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
+    for metrics in seen.values():
+        for name, value in metrics.items():
+            out[name] = out.get(name, 0.0) + value
     return out
 
 
-def run_scenario(port: int, server_pid: int, mode: str, args) -> dict[str, Any]:
-    before = scrape(port)
+def run_scenario(port: int, server_pid: int, mode: str, args, traffic: Path,
+                 texts: list[str], start: int) -> dict[str, Any]:
+    """One scenario's load generator run, taking the traffic stream from position
+    ``start`` on (the server has seen ``[0, start)``); ``res["stream"]["end"]`` is where
+    the next scenario goes on."""
+    before = scrape(port, args.workers)
     cpu0 = _proc_cpu_s(server_pid)
     t0 = time.perf_counter()
     cmd = [sys.executable, __file__, "--client", "--port", str(port), "--mode", mode,
            "--clients", str(args.clients), "--duration", str(args.duration),
-           "--warmup", str(args.warmup), "--feedback-every", str(args.feedback_every)]
+           "--warmup", str(args.warmup), "--feedback-every", str(args.feedback_every),
+           "--traffic", str(traffic), "--start", str(start)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 120)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
     wall = time.perf_counter() - t0
     server_cpu = _proc_cpu_s(server_pid) - cpu0
-    after = scrape(port)
+    after = scrape(port, args.workers)
     out = json.loads(done.stdout)
     lat = out["search"] if mode != "health" else out["search"]
     batches = after.get("ltrr_batch_size_count", 0) - before.get("ltrr_batch_size_count", 0)
@@ -335,11 +535,26 @@ def run_scenario(port: int, server_pid: int, mode: str, args) -> dict[str, Any]:
         "server_cpu_share_of_one_core": server_cpu / wall,
         "batches": batches, "mean_batch_size": queries / batches if batches else None,
     }
+    end, measured = out["end"], out["measure_start"]
+    if end > start:
+        # the cache counts cover the whole run (warm-up too), like the first repeat share
+        res["stream"] = {
+            "start": start, "measure_start": measured, "end": end,
+            "repeats_by_wrap": max(0, end - max(start, len(texts))),
+            "repeat_share": round(repeat_share(texts, start, end), 4),
+            "repeat_share_measured": (round(repeat_share(texts, measured, end), 4)
+                                      if end > measured else None)}
+        res["cache"] = hit_rates(cache_counts(before), cache_counts(after))
     c.log(f"{mode}: p50 {res['latency_ms']['p50']:.2f} ms, p99 {res['latency_ms']['p99']:.2f} "
           f"ms, {res['throughput_rps']:.0f} req/s, errors {res['errors']}+"
           f"{res['connection_errors']}, loadgen CPU {res['loadgen_cpu_share_of_one_core']:.0%}"
           f" of a core, server {res['server_cpu_share_of_one_core']:.0%}"
           + (f", mean batch {res['mean_batch_size']:.1f}" if batches else ""))
+    if "stream" in res:
+        st = res["stream"]
+        c.log(f"{mode}: stream positions {start}..{end} ({st['repeats_by_wrap']} repeats by "
+              f"wrap), repeat share {st['repeat_share']:.0%}; cache hits "
+              f"{_rates_text(res['cache']) or 'none'}")
     return res
 
 
@@ -347,7 +562,11 @@ def main() -> int:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per scenario")
-    p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
+    p.add_argument("--warmup", type=float, default=10.0, help="unmeasured seconds first: "
+                   "the JVM's JIT compiler is still busy (a third of a core) for the first "
+                   "~10 s of load; a long-running server is past that")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="ltrr serve --workers (default: one per core)")
     p.add_argument("--feedback-every", type=int, default=10,
                    help="mixed scenario: one feedback post per this many searches")
     p.add_argument("--server-args", default="", help="extra `ltrr serve` flags, e.g. "
@@ -356,6 +575,10 @@ def main() -> int:
     p.add_argument("--pretrain-sessions", type=int, default=1500, help="simulated Last.fm "
                    "sessions whose log is replayed into the fresh state first (ltrr train), so "
                    "the learners — the LightGBM ranker, the memory arm — serve trained; 0: cold")
+    p.add_argument("--traffic-sessions", type=int, default=60000, help="simulated Last.fm "
+                   "sessions in the traffic stream (seed --seed + 1000); all scenarios and the "
+                   "in-process baseline take their queries from it in order, wrapping around "
+                   "(and counting the repeats) if they run past its end")
     p.add_argument("--no-floor", dest="floor_baseline", action="store_false",
                    help="skip the in-process pipeline baseline")
     p.add_argument("--spec", type=Path, default=SPEC, help="the spec to serve (default: "
@@ -366,6 +589,8 @@ def main() -> int:
     p.add_argument("--port", type=int, default=0, help=__import__("argparse").SUPPRESS)
     p.add_argument("--mode", default="search", help=__import__("argparse").SUPPRESS)
     p.add_argument("--floor", action="store_true", help=__import__("argparse").SUPPRESS)
+    p.add_argument("--traffic", type=Path, help=__import__("argparse").SUPPRESS)
+    p.add_argument("--start", type=int, default=0, help=__import__("argparse").SUPPRESS)
     p.add_argument("--batch", type=int, default=10, help="batch size of the in-process "
                    "pipeline baseline (default: 10, about what 20 closed-loop clients make)")
     args = p.parse_args()
@@ -373,6 +598,8 @@ def main() -> int:
         return client_main(args)
     if args.floor:
         return floor_main(args)
+    if args.traffic_sessions < 1:
+        p.error("--traffic-sessions must be at least 1")
 
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="ltrr-bench-serve-"))
@@ -381,18 +608,27 @@ def main() -> int:
         spec = fresh_spec(folder / "state", args.spec.resolve())
         pretrained = pretrain(spec, folder / "sim", args.pretrain_sessions, args.seed) \
             if args.pretrain_sessions else None
+        traffic_file = folder / "traffic.jsonl"
+        texts, traffic = write_traffic(spec, traffic_file, args.traffic_sessions,
+                                       args.seed + TRAFFIC_SEED_OFFSET)
         t = time.perf_counter()
-        proc, port = start_server(spec, args.server_args.split())
+        proc, port = start_server(spec, ["--workers", str(args.workers),
+                                         *args.server_args.split()])
         start_s = time.perf_counter() - t
         c.log(f"server pid {proc.pid} on port {port} (started in {start_s:.1f} s); "
               f"{args.clients} clients, {args.duration:.0f} s per scenario")
-        results = {mode: run_scenario(port, proc.pid, mode, args)
-                   for mode in args.scenarios.split(",")}
+        results, offset = {}, 0
+        for mode in args.scenarios.split(","):
+            results[mode] = run_scenario(port, proc.pid, mode, args, traffic_file, texts, offset)
+            offset = results[mode].get("stream", {}).get("end", offset)
+        traffic["served"] = offset
+        traffic["repeats_by_wrap"] = max(0, offset - len(texts))
         health = json.loads(__import__("urllib.request").request.urlopen(
             f"http://127.0.0.1:{port}/health", timeout=10).read())
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
-        floor = run_floor(spec, args.batch, args) if args.floor_baseline else None
+        floor = run_floor(spec, args.batch, args, traffic_file, offset) \
+            if args.floor_baseline else None
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -410,6 +646,11 @@ def main() -> int:
             continue
         lat = r["latency_ms"]
         errors = r["errors"] + r["connection_errors"]
+        st = r.get("stream")
+        cache_note = (f"; cache hits: {_rates_text(r['cache']) or 'none'} (repeat share "
+                      f"{100 * st['repeat_share']:.0f}%"
+                      + (f", {st['repeats_by_wrap']} repeats by wrap" if st["repeats_by_wrap"]
+                         else "") + ")") if st else ""
         metrics += [
             c.metric(f"{title}: p50 latency, {args.clients} clients", lat["p50"], "ms",
                      target=f"< {TARGET_P50_MS:.0f} ms", passed=lat["p50"] < TARGET_P50_MS,
@@ -426,7 +667,8 @@ def main() -> int:
                                    "logging decisions",
                      note=(f"GET /health: {base['throughput_rps']:.0f} req/s; " if base else "")
                      + f"load generator {100 * r['loadgen_cpu_share_of_one_core']:.0f}% of "
-                     f"a core, server {100 * r['server_cpu_share_of_one_core']:.0f}%"),
+                     f"a core, server {100 * r['server_cpu_share_of_one_core']:.0f}%"
+                     + cache_note),
             c.metric(f"{title}: failed requests", errors, "", target="0", passed=errors == 0,
                      digits=0),
         ]
@@ -439,14 +681,20 @@ def main() -> int:
             note="ms per query: " + ", ".join(
                 f"{n} {v:.2f}" for n, v in f["node_ms_per_query"].items()
                 if n not in ("policy", "framework") and v >= 0.02)
-            + f"; one query at a time: {floor['single']['queries_per_s']:.0f} q/s"))
-    details = {"pretrained": pretrained,
+            + f"; one query at a time: {floor['single']['queries_per_s']:.0f} q/s"
+            + f"; cache hits: {_rates_text(f['cache']) or 'none'} (repeat share "
+            f"{100 * (f['repeat_share'] or 0):.0f}%)"))
+    details = {"pretrained": pretrained, "traffic": traffic,
+               "cache_hit_rates": {mode: {node: v["hit_rate"] for node, v in r["cache"].items()}
+                                   | {"repeat_share": r["stream"]["repeat_share"]}
+                                   for mode, r in results.items() if "cache" in r},
                "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup,
                "server_args": args.server_args, "server_start_s": round(start_s, 2),
                "server_exit_code": rc, "scenarios": results, "health_after": health,
                "pipeline_alone": floor,
+               "workers": args.workers,
                "command": "ltrr serve <copy of pipelines/music-serve.yaml> --port 0 "
-                          + args.server_args}
+                          f"--workers {args.workers} " + args.server_args}
     c.emit(c.result("serve", "ltrr serve: /search latency and throughput over HTTP", metrics,
                     details, started=started), args.out)
     return 0
