@@ -218,12 +218,18 @@ class Arm(Component):
 
     kind = Kind.ARM
     seed_types: ClassVar[frozenset[str]] = frozenset()
+    #: True: runs on the pipeline's thread pool beside the other arms of its wave, and is
+    #: abandoned at its deadline. False, for cheap pure-Python arms whose thread hand-off
+    #: would cost more than their work: runs on the batch's own thread while the pool
+    #: works, and is dropped afterwards if it overran its deadline.
+    threaded: ClassVar[bool] = True
 
     def retrieve_batch(self, requests: list[ArmRequest]) -> list[list[Candidate]]:
         """At most ``request.k`` candidates per request, best first, ranks from 1.
 
         Receives every query of the batch that needs this arm in one call; must return
-        one list per request, in request order. Runs in a worker thread.
+        one list per request, in request order. Runs in a worker thread (unless
+        ``threaded`` is False).
         """
         raise NotImplementedError
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from types import SimpleNamespace
 
@@ -239,19 +240,62 @@ def test_decision_frame_keeps_every_field_including_empty_and_nested_ones():
     frame = decision_frame([full, empty])
     assert frame.schema == SCHEMA
     a, b = frame.rows(named=True)
-    assert a["query"] == "héllo" and a["context"] == '{"device": "tv"}'
+    assert a["query"] == "héllo" and json.loads(a["context"]) == {"device": "tv"}
     assert a["slots"][1] == {"name": "artist", "value": "X", "start": 6, "end": 7,
                              "score": 1.0, "entity_id": "e1"}
     assert a["allocation"] == [{"arm": "lexical", "k": 5}, {"arm": "memory", "k": 0}]
-    assert (a["action_index"], a["probability"], a["action_features"]) == (3, 0.25,
-                                                                          '{"f": 1.0}')
+    assert (a["action_index"], a["probability"], json.loads(a["action_features"])) == (
+        3, 0.25, {"f": 1.0})
     assert a["candidates"] == [
         {"entity_id": "e1", "arm": "lexical", "rank": 1, "score": 2.5, "seed": "s0",
-         "features": '{"bm25": 2.5}'},
+         "features": '{"bm25":2.5}'},
         {"entity_id": "e2", "arm": "lexical", "rank": 2, "score": 1.0, "seed": None,
          "features": None}]
     assert a["ranking"] == [{"rank": 1, "entity_id": "e1", "score": 0.5, "arms": ["lexical"]}]
-    assert a["trace"] == ["a note"] and a["timings_ms"] == '{"total": 1.5}'
+    assert a["trace"] == ["a note"] and json.loads(a["timings_ms"]) == {"total": 1.5}
     assert (b["slots"], b["allocation"], b["candidates"], b["ranking"], b["trace"]) == (
         [], [], [], [], [])
     assert b["user_id"] is None and b["action_features"] is None
+
+
+class InlineArm(ListArm):
+    """A cheap arm that runs on the batch's own thread."""
+
+    name = "inline_list"
+    threaded = False
+    threads: list[str] = []
+
+    def retrieve_batch(self, requests):
+        import threading
+
+        InlineArm.threads.append(threading.current_thread().name)
+        if self.params.offset == 99:
+            time.sleep(0.05)                  # over its 1 ms-per-query deadline
+        return super().retrieve_batch(requests)
+
+
+def test_an_unthreaded_arm_runs_on_the_batch_thread_and_still_answers_to_its_deadline(
+        tmp_path):
+    import threading
+
+    pl.DataFrame({"id": [f"a{i}" for i in range(50)],
+                  "name": [f"artist {i}" for i in range(50)]}).write_parquet(tmp_path / "c.parquet")
+    plugin = SimpleNamespace(ltrr_components=hookimpl(lambda: [ListArm, InlineArm]))
+    registry = build_registry(extra=[("test-arms", plugin)])
+    spec = load_spec_text("""
+name: t
+catalog: {path: c.parquet}
+arms:
+  - {id: pooled, use: list}
+  - {id: inline, use: inline_list, with: {offset: 5}}
+  - {id: late, use: inline_list, deadline_ms: 1, with: {offset: 99}}
+policy: {budget: 20, with: {allocation: {pooled: 5, inline: 5, late: 5}}}
+output: {k: 5}
+""", tmp_path / "spec.yaml")
+    InlineArm.threads = []
+    with Pipeline(compile_spec(spec, registry), registry=registry) as p:
+        (d,) = p.run_batch([Query("r1", "q")])
+    assert InlineArm.threads == [threading.current_thread().name] * 2
+    assert [c.entity_id for c in d.candidates["inline"]] == [f"a{i}" for i in range(5, 10)]
+    assert "pooled" in d.candidates and "late" not in d.candidates
+    assert any("'late' exceeded its deadline" in t for t in d.trace)

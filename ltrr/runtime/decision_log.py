@@ -5,11 +5,11 @@ Read it with ``polars.scan_parquet(<state_dir>/decisions/*.parquet)`` or DuckDB.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+import orjson
 import polars as pl
 
 from ltrr.parquet_log import ParquetLog
@@ -66,6 +66,12 @@ _CANDIDATE_FIELDS = {"entity_id": "string", "arm": "string", "rank": "int32",
                      "score": "float64", "seed": "string", "features": "string"}
 
 
+def _dumps(obj) -> str:
+    """Compact JSON (orjson: a tenth of ``json.dumps``'s time, which the candidates'
+    feature dicts made 5% of a serving worker's); other values as their ``str``."""
+    return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def decision_frame(decisions: list[Decision]) -> pl.DataFrame:
     """Decisions as log rows (:data:`SCHEMA`), built column by column: the nested
     columns go through Arrow arrays, not one Python dict per candidate."""
@@ -75,7 +81,7 @@ def decision_frame(decisions: list[Decision]) -> pl.DataFrame:
         return {k: getattr(pa, t)() for k, t in fields.items()}
 
     ds = decisions
-    dumps = json.dumps
+    dumps = _dumps
     nested = {
         "slots": _nested([[(s.name, s.value, s.start, s.end, s.score, s.entity_id)
                            for s in d.slots] for d in ds], types(_SLOT_FIELDS)),
@@ -94,7 +100,7 @@ def decision_frame(decisions: list[Decision]) -> pl.DataFrame:
         "request_id": [d.request_id for d in ds], "timestamp": [d.timestamp for d in ds],
         "spec_hash": [d.spec_hash for d in ds], "query": [d.query.text for d in ds],
         "user_id": [d.query.user_id for d in ds],
-        "context": [dumps(d.query.context, default=str) for d in ds],
+        "context": [dumps(d.query.context) for d in ds],
         "slots": None, "allocation": None,
         "action_index": [d.action.index for d in ds],
         "probability": [d.action.probability for d in ds],

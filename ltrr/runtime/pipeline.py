@@ -204,6 +204,7 @@ class Pipeline:
         for wave in self.waves:
             wave_started = perf_counter()
             pending: list[tuple[str, list[int], Future, float]] = []
+            inline: list[tuple[Future, Callable, list[ArmRequest], float]] = []
             for arm in wave:
                 spec = self._arm_specs[arm]
                 need = [needs[i][arm] for i in range(n)]
@@ -217,9 +218,24 @@ class Pipeline:
                 if arm in self.caches:
                     call = partial(_cached, call, self.caches[arm],
                                    partial(arm_key, personal=comp.reads_user))
-                fut = self._executor.submit(_timed, call, requests)
-                pending.append((arm, idx, fut, spec.deadline_ms * len(idx) / 1000.0))
+                budget_s = spec.deadline_ms * len(idx) / 1000.0
+                if comp.threaded:
+                    fut = self._executor.submit(_timed, call, requests)
+                else:
+                    fut = Future()
+                    inline.append((fut, call, requests, budget_s))
+                pending.append((arm, idx, fut, budget_s))
             t_wave = perf_counter()
+            for fut, call, requests, budget_s in inline:   # meanwhile the pool works
+                try:
+                    lists, elapsed = _timed(call, requests)
+                except Exception as exc:
+                    fut.set_exception(exc)
+                    continue
+                if elapsed > budget_s * 1000.0:
+                    fut.set_exception(FutureTimeout())
+                else:
+                    fut.set_result((lists, elapsed))
             inside = 0.0
             for arm, idx, fut, budget_s in pending:
                 out: list[list[Candidate] | None] = [None] * n

@@ -20,6 +20,7 @@ from functools import partial
 from time import perf_counter
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -29,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ltrr import __version__
 from ltrr.errors import LtrrError, StateError
+from ltrr.runtime.pipeline import new_request_id
 from ltrr.serve.batching import Batcher, Job
 from ltrr.serve.config import ServeConfig
 from ltrr.serve.decisions import DecisionWriter
@@ -40,6 +42,7 @@ from ltrr.serve.middleware import ANNOUNCED, ServeMiddleware
 from ltrr.serve.models import (ErrorResponse, Event, FeedbackRequest, FeedbackResponse,
                                HealthResponse, ReloadResponse, SearchRequest, SearchResponse)
 from ltrr.serve.workers import Refresher, Role, publish_learned
+from ltrr.types import Query
 
 log = logging.getLogger("ltrr.serve")
 
@@ -128,9 +131,8 @@ class Server:
         now = perf_counter()
         timings["queue"] = round((job.started - job.queued) * 1000.0, 3)
         timings["server"] = round((now - job.arrived) * 1000.0, 3)
-        return json.dumps({"request_id": d.request_id, "results": results,
-                           "timings_ms": timings, "trace": d.trace},
-                          ensure_ascii=False, allow_nan=False).encode()
+        return orjson.dumps({"request_id": d.request_id, "results": results,
+                             "timings_ms": timings, "trace": d.trace})
 
     def parse_feedback(self, body: bytes) -> list[dict]:
         """A /feedback body as event rows (on the feedback thread); ApiError if invalid."""
@@ -283,31 +285,44 @@ def create_app(config: ServeConfig, holder: PipelineHolder, role: Role = Role()
                   "syntax such as `name:x OR *:*` is searched as words. A blank query is "
                   "refused (422), as is one longer than `--max-query-chars`."))
     async def search(request: Request) -> Response:
-        arrived = perf_counter()
-        scope = request.scope
-        try:
-            body = await request.body()
-            try:
-                req = SearchRequest.model_validate_json(body)
-            except ValidationError as exc:
-                raise _validation_error(exc, SearchRequest, SEARCH_EXAMPLE) from None
-            _check_search(req, config, holder.current)
-            if server.stopping:
-                raise ApiError(503, "the server is shutting down", hint="retry on another "
-                               "instance or after the restart", headers={"Retry-After": "1"})
-            from ltrr.runtime.pipeline import new_request_id
-            from ltrr.types import Query
+        # POST /search is answered by ServeMiddleware's fast path (answer_search); this
+        # route documents it, and answers when the app is mounted without the middleware
+        status, payload, headers = await answer_search(await request.body(), perf_counter(),
+                                                       request.scope)
+        return Response(payload, status_code=status, media_type=JSON, headers=headers)
 
-            query = Query(req.request_id or new_request_id(), req.query, req.user_id,
-                          req.context or {})
+    def submit_search(body: bytes, arrived: float) -> asyncio.Future:
+        """Validate a /search body and queue its query; ApiError if it is refused."""
+        try:
+            req = SearchRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise _validation_error(exc, SearchRequest, SEARCH_EXAMPLE) from None
+        _check_search(req, config, holder.current)
+        if server.stopping:
+            raise ApiError(503, "the server is shutting down", hint="retry on another "
+                           "instance or after the restart", headers={"Retry-After": "1"})
+        query = Query(req.request_id or new_request_id(), req.query, req.user_id,
+                      req.context or {})
+        try:
+            return server.batcher.submit(query, req.k, arrived)
+        except RuntimeError as exc:
+            raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
+
+    async def answer_search(body: bytes, arrived: float, scope: dict
+                            ) -> tuple[int, bytes, dict[str, str] | None]:
+        """Status, JSON body and extra headers of a /search request (errors included)."""
+        try:
             try:
-                future = server.batcher.submit(query, req.k, arrived)
-            except RuntimeError as exc:
-                raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
-        finally:
-            if scope.pop(ANNOUNCED, False):
-                server.batcher.announced -= 1
-        return Response(await future, media_type=JSON)
+                future = submit_search(body, arrived)
+            finally:
+                if scope.pop(ANNOUNCED, False):
+                    server.batcher.announced -= 1
+            return 200, await future, None
+        except ApiError as err:
+            return err.status, err.body(), err.headers
+        except LtrrError as exc:
+            err = from_ltrr(exc, 503 if isinstance(exc, StateError) else 422)
+            return err.status, err.body(), err.headers
 
     @app.post("/feedback", response_model=FeedbackResponse, responses=_ERRORS,
               openapi_extra=_body("FeedbackRequest"), summary="Log feedback events",
@@ -383,7 +398,7 @@ def create_app(config: ServeConfig, holder: PipelineHolder, role: Role = Role()
     wrapped = ServeMiddleware(app, limits={"/search": config.max_search_bytes,
                                            "/feedback": config.max_feedback_bytes},
                               default_limit=config.max_search_bytes, metrics=server.metrics,
-                              batcher=server.batcher,
+                              batcher=server.batcher, search=answer_search,
                               worker=role.index if role.workers > 1 else None)
     return wrapped, server
 

@@ -17,6 +17,7 @@ class EntityLookupArm(Arm):
 
     name = "entity_lookup"
     reads_user = False
+    threaded = False          # microseconds of Python per query: no thread hand-off
     seed_types = frozenset({"slots"})
 
     def retrieve_batch(self, requests: list[ArmRequest]) -> list[list[Candidate]]:

@@ -219,6 +219,7 @@ class MemoryArm(Arm, Indexed, Learner):
     """
 
     name = "memory"
+    threaded = False          # microseconds of Python per query: no thread hand-off
     Params = MemoryParams
 
     # --- cold start -------------------------------------------------------------------
