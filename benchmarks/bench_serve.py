@@ -10,7 +10,7 @@ arrived.
 
 Traffic: the spec caches slotter and arm results (``cache:``), so cycling a small fixed
 query set would turn every search into a cache hit after warm-up. Instead, before the
-server starts, ``--traffic-sessions`` (default 60,000) sessions are sampled from the
+server starts, ``--traffic-sessions`` (default 150,000) sessions are sampled from the
 project's Last.fm user model (``ltrr_plugins.simulators.lastfm``, seed ``--seed`` + 1000,
 not the pre-training seed) and written as JSONL (``{"query", "user_id"}``): Last.fm
 listeners looking for artists they play, with exact names, misspelled names, partial
@@ -41,7 +41,7 @@ ceiling of a text-keyed cache). The in-process baseline (``Pipeline.run_batch``,
 runs on the next slice of the same stream, with its own hit rates and repeat share.
 
     .venv/bin/python benchmarks/bench_serve.py [--clients 20] [--duration 20]
-        [--traffic-sessions 60000] [--out FILE]
+        [--traffic-sessions 150000] [--out FILE]
 """
 
 from __future__ import annotations
@@ -575,7 +575,7 @@ def main() -> int:
     p.add_argument("--pretrain-sessions", type=int, default=1500, help="simulated Last.fm "
                    "sessions whose log is replayed into the fresh state first (ltrr train), so "
                    "the learners — the LightGBM ranker, the memory arm — serve trained; 0: cold")
-    p.add_argument("--traffic-sessions", type=int, default=60000, help="simulated Last.fm "
+    p.add_argument("--traffic-sessions", type=int, default=150000, help="simulated Last.fm "
                    "sessions in the traffic stream (seed --seed + 1000); all scenarios and the "
                    "in-process baseline take their queries from it in order, wrapping around "
                    "(and counting the repeats) if they run past its end")
