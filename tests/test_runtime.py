@@ -66,8 +66,8 @@ class EchoSeedsArm(Arm):
                  for r, s in enumerate(q.seeds[:q.k], 1)] for q in requests]
 
 
-PLUGIN = SimpleNamespace(
-    ltrr_components=hookimpl(lambda: [ListArm, SlowArm, BoomArm, EchoSeedsArm]))
+PLUGIN = SimpleNamespace(ltrr_components=hookimpl(
+    lambda: [ListArm, SlowArm, BoomArm, EchoSeedsArm, UserArm, InlineArm]))
 
 
 @pytest.fixture()
@@ -187,23 +187,12 @@ class UserArm(ListArm):
                 for q in requests]
 
 
-def test_a_cached_arm_computes_each_request_once_and_answers_the_same(tmp_path):
-    pl.DataFrame({"id": [f"a{i}" for i in range(50)],
-                  "name": [f"artist {i}" for i in range(50)]}).write_parquet(tmp_path / "c.parquet")
-    plugin = SimpleNamespace(ltrr_components=hookimpl(lambda: [ListArm, UserArm]))
-    registry = build_registry(extra=[("test-arms", plugin)])
-    spec = load_spec_text("""
-name: t
-catalog: {path: c.parquet}
-arms:
-  - {id: plain, use: list, cache: 2}
+def test_a_cached_arm_computes_each_request_once_and_answers_the_same(make):
+    arms = """  - {id: plain, use: list, cache: 2}
   - {id: personal, use: user_list, cache: 10}
-  - {id: uncached, use: list, with: {offset: 3}}
-policy: {budget: 20, with: {allocation: {plain: 5, personal: 1, uncached: 5}}}
-output: {k: 5}
-""", tmp_path / "spec.yaml")
+  - {id: uncached, use: list, with: {offset: 3}}"""
     CALLS.clear()
-    with Pipeline(compile_spec(spec, registry), registry=registry) as p:
+    with make(arms, "{plain: 5, personal: 1, uncached: 5}") as p:
         assert set(p.caches) == {"plain", "personal"}
         first = p.run_batch([Query("r1", "q", "u1"), Query("r2", "q", "u1")])
         again = p.run_batch([Query("r3", "q", "u1"), Query("r4", "other", "u22")])
@@ -274,26 +263,14 @@ class InlineArm(ListArm):
         return super().retrieve_batch(requests)
 
 
-def test_an_unthreaded_arm_runs_on_the_batch_thread_and_still_answers_to_its_deadline(
-        tmp_path):
+def test_an_unthreaded_arm_runs_on_the_batch_thread_and_still_answers_to_its_deadline(make):
     import threading
 
-    pl.DataFrame({"id": [f"a{i}" for i in range(50)],
-                  "name": [f"artist {i}" for i in range(50)]}).write_parquet(tmp_path / "c.parquet")
-    plugin = SimpleNamespace(ltrr_components=hookimpl(lambda: [ListArm, InlineArm]))
-    registry = build_registry(extra=[("test-arms", plugin)])
-    spec = load_spec_text("""
-name: t
-catalog: {path: c.parquet}
-arms:
-  - {id: pooled, use: list}
+    arms = """  - {id: pooled, use: list}
   - {id: inline, use: inline_list, with: {offset: 5}}
-  - {id: late, use: inline_list, deadline_ms: 1, with: {offset: 99}}
-policy: {budget: 20, with: {allocation: {pooled: 5, inline: 5, late: 5}}}
-output: {k: 5}
-""", tmp_path / "spec.yaml")
+  - {id: late, use: inline_list, deadline_ms: 1, with: {offset: 99}}"""
     InlineArm.threads = []
-    with Pipeline(compile_spec(spec, registry), registry=registry) as p:
+    with make(arms, "{pooled: 5, inline: 5, late: 5}") as p:
         (d,) = p.run_batch([Query("r1", "q")])
     assert InlineArm.threads == [threading.current_thread().name] * 2
     assert [c.entity_id for c in d.candidates["inline"]] == [f"a{i}" for i in range(5, 10)]
