@@ -61,6 +61,12 @@ def test_workers_share_the_port_the_logs_and_what_the_leader_learns(serve_spec, 
                for rs in searches.values() for r in rs)
     events = [{"event_id": f"click-{rid}", "request_id": rid, "entity_id": ENTITY,
                "type": "click", "position": 3} for rid in rids]
+    # clicks on the first result of the follower's searches: the leader's ranker learns
+    # from decisions the follower logged
+    followed = [r.json() for r in searches["1"]]
+    events += [{"event_id": f"first-{d['request_id']}", "request_id": d["request_id"],
+                "entity_id": d["results"][0]["entity_id"], "type": "click", "position": 1}
+               for d in followed]
     # the same events through both workers: each id is logged once
     posts = _from_each(server.url, "POST", "/feedback", per_worker=2, json={"events": events})
     answers = [r.json() for rs in posts.values() for r in rs]
@@ -81,6 +87,9 @@ def test_workers_share_the_port_the_logs_and_what_the_leader_learns(serve_spec, 
             break
         assert time.monotonic() < deadline, found
         time.sleep(0.5)
+    examples = pl.scan_parquet(serve_spec.parent / "state" / "ranker.learned" / "examples"
+                               / "*.parquet").filter(pl.col("label") > 0).collect()
+    assert {d["request_id"] for d in followed} <= set(examples["request_id"].to_list())
     follower = _from_each(server.url, "GET", "/health")["1"][0].json()["learning"]
     assert follower["role"] == "follower" and follower["refreshes"] >= 1
     assert "memory" in follower["last"]["nodes"]

@@ -102,6 +102,7 @@ class Server:
         self.learner.start()
         if self.refresher is not None:
             self.refresher.start()
+        self.role.tell_supervisor("ready")      # serving, with its signal handlers set
 
     def stop(self) -> None:
         """Finish queued work, write the decision log, close the pipeline (blocking)."""

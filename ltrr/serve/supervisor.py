@@ -96,7 +96,7 @@ def supervise(config: ServeConfig) -> int:
                     _message(line.decode(errors="replace"), workers)
             if flags["hup"]:
                 flags["hup"] = False
-                _signal_all(workers, signal.SIGHUP)
+                _signal_all([w for w in workers if w.ready], signal.SIGHUP)
             if not announced and all(w.ready for w in workers):
                 announced = True
                 pids = ", ".join(str(w.proc.pid) for w in workers)
@@ -144,8 +144,8 @@ def _message(line: str, workers: list[_Worker]) -> None:
     i = int(index)
     if kind == "ready":
         workers[i].ready = True
-    elif kind == "reload":
-        _signal_all([w for w in workers if w.index != i], signal.SIGHUP)
+    elif kind == "reload":      # (a worker still starting reads the new spec anyway)
+        _signal_all([w for w in workers if w.index != i and w.ready], signal.SIGHUP)
 
 
 def _signal_all(workers: list[_Worker], sig: int) -> None:

@@ -46,8 +46,7 @@ def main() -> int:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 1
-    role.tell_supervisor("ready")
-    run_worker(config, holder, sock, role)
+    run_worker(config, holder, sock, role)        # tells the supervisor once it serves
     return 0
 
 
