@@ -194,6 +194,21 @@ class FeedbackIntake:
             self._parts.update(p.name for p in parts)
 
 
+LEARNER_NICE = 10     # the learning thread's CPU priority, below the serving threads
+
+
+def _lower_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux: threads have their own nice
+    value, inherited by the threads they start, such as LightGBM's training threads), so
+    a retraining takes the cores only when searches leave them idle."""
+    import os
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LEARNER_NICE)
+    except (OSError, AttributeError):
+        pass                  # elsewhere the whole process would be lowered: leave it
+
+
 class BackgroundLearner:
     """The background learning thread: catch every learner up on the event log."""
 
@@ -279,6 +294,7 @@ class BackgroundLearner:
         self.metrics.learner_lag.set(self.pending)
 
     def _run(self) -> None:
+        _lower_priority()
         wait = self.interval
         while not self._stop.is_set():
             if self.poll_s is None:
