@@ -10,7 +10,7 @@ arrived.
 
 Traffic: the spec caches slotter and arm results (``cache:``), so cycling a small fixed
 query set would turn every search into a cache hit after warm-up. Instead, before the
-server starts, ``--traffic-sessions`` (default 150,000) sessions are sampled from the
+server starts, ``--traffic-sessions`` (default 250,000) sessions are sampled from the
 project's Last.fm user model (``ltrr_plugins.simulators.lastfm``, seed ``--seed`` + 1000,
 not the pre-training seed) and written as JSONL (``{"query", "user_id"}``): Last.fm
 listeners looking for artists they play, with exact names, misspelled names, partial
@@ -21,7 +21,8 @@ ranker's personal features see real users) and a unique request id. Each scenari
 continues where the previous one stopped; past the stream's end it wraps around, and
 those repeats-by-wrap are counted (0 with the default size).
 
-Scenarios, one after the other on the same server, each after a short warm-up:
+Scenarios, one after the other on the same server, each after ``--warmup`` (30 s: the
+JVM's JIT compiler needs about that long under full load to compile Lucene's hot paths):
 
 * baseline — ``GET /health`` at the same concurrency: the HTTP floor (uvicorn,
   FastAPI, the middleware) with no pipeline work;
@@ -41,7 +42,7 @@ ceiling of a text-keyed cache). The in-process baseline (``Pipeline.run_batch``,
 runs on the next slice of the same stream, with its own hit rates and repeat share.
 
     .venv/bin/python benchmarks/bench_serve.py [--clients 20] [--duration 20]
-        [--traffic-sessions 150000] [--out FILE]
+        [--traffic-sessions 250000] [--out FILE]
 """
 
 from __future__ import annotations
@@ -562,9 +563,10 @@ def main() -> int:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per scenario")
-    p.add_argument("--warmup", type=float, default=10.0, help="unmeasured seconds first: "
-                   "the JVM's JIT compiler is still busy (a third of a core) for the first "
-                   "~10 s of load; a long-running server is past that")
+    p.add_argument("--warmup", type=float, default=30.0, help="unmeasured seconds first: "
+                   "under full load on 2 cores the JVM's JIT compiler takes ~30 s to compile "
+                   "Lucene's hot paths (until then they run profiled, slower); a long-running "
+                   "server is past that. The first 10 s measured instead: p50 ~20 ms")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="ltrr serve --workers (default: one per core)")
     p.add_argument("--feedback-every", type=int, default=10,
@@ -575,7 +577,7 @@ def main() -> int:
     p.add_argument("--pretrain-sessions", type=int, default=1500, help="simulated Last.fm "
                    "sessions whose log is replayed into the fresh state first (ltrr train), so "
                    "the learners — the LightGBM ranker, the memory arm — serve trained; 0: cold")
-    p.add_argument("--traffic-sessions", type=int, default=150000, help="simulated Last.fm "
+    p.add_argument("--traffic-sessions", type=int, default=250000, help="simulated Last.fm "
                    "sessions in the traffic stream (seed --seed + 1000); all scenarios and the "
                    "in-process baseline take their queries from it in order, wrapping around "
                    "(and counting the repeats) if they run past its end")

@@ -309,13 +309,13 @@ class BackgroundLearner:
                     continue
             if self._stop.is_set():
                 return
-            # gather more events before learning; at most 1/3 of the time is learning
+            # gather more events before learning; at most 1/5 of the time is learning
             if self._stop.wait(wait):
                 return
             self._wake.clear()
             seconds = self.run_once()
             failed = self.last_error is not None
-            wait = max(self.interval, 2 * seconds) if not failed else min(30.0, max(1.0, 2 * wait))
+            wait = max(self.interval, 4 * seconds) if not failed else min(30.0, max(1.0, 2 * wait))
             if failed:
                 self._wake.set()      # retry after the back-off
 

@@ -71,7 +71,7 @@ class Refresher:
     once per ``min_interval_s`` (each reopen reads their state from disk)."""
 
     def __init__(self, holder: "PipelineHolder", poll_s: float = 0.2,
-                 min_interval_s: float = 1.0):
+                 min_interval_s: float = 5.0):
         self.holder = holder
         self.poll_s, self.min_interval_s = poll_s, min_interval_s
         self.refreshes = 0
