@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ltrr import __version__
-from ltrr.errors import LtrrError, StateError
+from ltrr.errors import LtrrError
 from ltrr.runtime.pipeline import new_request_id
 from ltrr.serve.batching import Batcher, Job
 from ltrr.serve.config import ServeConfig
@@ -248,7 +248,7 @@ def create_app(config: ServeConfig, holder: PipelineHolder, role: Role = Role()
 
     @app.exception_handler(LtrrError)
     async def _ltrr_error(request: Request, exc: LtrrError) -> Response:
-        return _error_response(from_ltrr(exc, 503 if isinstance(exc, StateError) else 422))
+        return _error_response(from_ltrr(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -322,7 +322,7 @@ def create_app(config: ServeConfig, holder: PipelineHolder, role: Role = Role()
         except ApiError as err:
             return err.status, err.body(), err.headers
         except LtrrError as exc:
-            err = from_ltrr(exc, 503 if isinstance(exc, StateError) else 422)
+            err = from_ltrr(exc)
             return err.status, err.body(), err.headers
 
     @app.post("/feedback", response_model=FeedbackResponse, responses=_ERRORS,

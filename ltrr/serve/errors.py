@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-from ltrr.errors import Location, LtrrError
+from ltrr.errors import Location, LtrrError, StateError
 
 log = logging.getLogger("ltrr.serve")
 
@@ -37,9 +37,12 @@ def error_body(error: str, field: str | None = None, hint: str | None = None) ->
                       ensure_ascii=False).encode()
 
 
-def from_ltrr(exc: LtrrError, status: int = 422) -> ApiError:
-    """An LtrrError as an API error; ``where`` like ``request field events[3]`` and the
-    error's field become ``events[3].type``."""
+def from_ltrr(exc: LtrrError, status: int | None = None) -> ApiError:
+    """An LtrrError as an API error (by default 503 for a StateError, the server's own
+    state failing, else 422); ``where`` like ``request field events[3]`` and the error's
+    field become ``events[3].type``."""
+    if status is None:
+        status = 503 if isinstance(exc, StateError) else 422
     where, field = exc.where, exc.field
     prefix = None
     if isinstance(where, Location) and where.file.startswith("request field "):
