@@ -55,8 +55,9 @@ def parse_measures(names: list[str] | tuple[str, ...]):
 def run_of(decisions: list[Decision]) -> dict[str, dict[str, float]]:
     """Decisions as an ir-measures run: qid → {docid: score}.
 
-    Scores are the final ranking's; equal scores are ordered as trec_eval orders
-    them (by docid), the convention published reference figures follow.
+    Scores are the final ranking's, not its served order: the measures re-sort equal
+    scores by entity id, descending for pytrec_eval's (trec_eval's rule, which published
+    reference figures follow) but ascending for ``RR@k`` (docs/evaluation.md, "Ties").
     """
     return {d.request_id: {r.entity_id: float(r.score) for r in d.ranking} for d in decisions}
 

@@ -1,4 +1,14 @@
-"""``rrf`` merger: reciprocal rank fusion (Cormack et al., 2009) with per-arm weights."""
+"""``rrf`` merger: reciprocal rank fusion (Cormack et al., 2009) with per-arm weights.
+
+An entity at rank r of an arm of weight w gets w / (k + r) from it; equal fused scores are
+common (rank 1 of two equally weighted arms).
+
+Ties: entities with equal fused scores keep the order in which they were first seen —
+arms in the order of the policy's allocation (the spec's arm order for the learning
+policies and for ``static`` without ``allocation:``; the order written in ``allocation:``
+otherwise), each arm's list in rank order. The ``score`` ranker keeps that order, so it
+is the served order.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,14 @@
-"""``union`` merger: every arm's candidates, deduplicated, keeping each arm that found them."""
+"""``union`` merger: every arm's candidates, deduplicated, keeping each arm that found them.
+
+Entities are ordered by their best rank in any arm (score 1 / best rank), then by the
+number of arms that found them (more first).
+
+Remaining ties keep the order in which the entities were first seen — arms in the order
+of the policy's allocation (the spec's arm order for the learning policies and for
+``static`` without ``allocation:``; the order written in ``allocation:`` otherwise), each
+arm's list in rank order. The ``score`` ranker keeps that order, so it is the served
+order.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +18,8 @@ from ltrr.types import Candidate, Merged
 
 
 def group_by_entity(per_arm: dict[str, list[Candidate]]) -> dict[str, list[Candidate]]:
-    """Candidates grouped by entity id, in first-seen order (arms in the order given)."""
+    """Candidates grouped by entity id, in first-seen order (arms in the order given, each
+    arm's list in rank order): the mergers' tie order, kept by their stable sorts."""
     groups: dict[str, list[Candidate]] = {}
     for candidates in per_arm.values():
         for c in candidates:

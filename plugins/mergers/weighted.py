@@ -4,6 +4,17 @@ Raw scores of different arms live on different scales (BM25 ~ 5–30, cosine ~ 0
 so each arm's list is normalised first: ``minmax`` maps it to [0, 1], ``zscore``
 to mean 0 and unit variance, ``none`` keeps raw scores. An entity an arm did not
 return contributes nothing from that arm.
+
+A constant list (equal scores, or a single candidate) maps to 1.0 under ``minmax``: each
+of its hits gets the arm's full weight. ranx maps such a list to 0 (it divides by
+max(max − min, 1e-9)), so fused scores, and possibly orders, differ from ranx's when an
+arm returns one hit or equal scores. ``zscore`` maps it to 0.
+
+Ties: entities with equal fused scores keep the order in which they were first seen —
+arms in the order of the policy's allocation (the spec's arm order for the learning
+policies and for ``static`` without ``allocation:``; the order written in ``allocation:``
+otherwise), each arm's list in rank order. The ``score`` ranker keeps that order, so it
+is the served order.
 """
 
 from __future__ import annotations
@@ -29,7 +40,9 @@ class WeightedParams(Params):
     weights: dict[str, float] = Field(default_factory=dict, description=(
         "Per-arm weight (default 1.0)."))
     normalize: Normalization = Field(Normalization.MINMAX, description=(
-        "Per-arm score normalisation before weighting: minmax, zscore or none."))
+        "Per-arm score normalisation before weighting: minmax, zscore or none. A constant "
+        "list (one hit, or equal scores) maps to 1.0 under minmax (ranx: 0), to 0 under "
+        "zscore."))
 
 
 def normalized(scores: list[float], how: Normalization) -> list[float]:
