@@ -1,4 +1,5 @@
-"""Atomic writes for pipeline state: temp file/dir + fsync + rename."""
+"""Atomic writes for pipeline state (temp file/dir + fsync + rename), and the locks
+that keep its writers apart across processes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,78 @@ def file_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)          # closing the descriptor releases the lock
+
+
+class OwnerLock:
+    """An exclusive lock on ``path`` held until :meth:`release` (or the process's end),
+    for one writer of some state at a time across processes (``fcntl.flock``). The file
+    names its holder (pid, command, role), so another process that is refused can say
+    who holds it. Re-entrant within a process: several owners of one path share it.
+    """
+
+    _held: dict[str, list[int]] = {}        # path → [descriptor, owners], this process
+    _guard = threading.Lock()
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.held = False
+
+    @property
+    def _key(self) -> str:
+        return str(self.path.resolve())
+
+    def try_acquire(self, role: str) -> bool:
+        """Take the lock if free (or already held by this process); never waits."""
+        import fcntl
+
+        if self.held:
+            return True
+        with self._guard:
+            held = self._held.get(self._key)
+            if held is not None:
+                held[1] += 1
+                self.held = True
+                return True
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            info = json.dumps({"pid": os.getpid(), "role": role, "command": command_line(),
+                               "since": round(time.time(), 3)}).encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info, 0)
+            self._held[self._key] = [fd, 1]
+            self.held = True
+            return True
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        with self._guard:
+            held = self._held[self._key]
+            held[1] -= 1
+            if held[1] == 0:
+                del self._held[self._key]
+                os.close(held[0])       # closing the descriptor releases the lock
+        self.held = False
+
+    def holder(self) -> dict[str, Any]:
+        """Who holds the lock as its file says (``{}`` when unknown: just taken)."""
+        try:
+            obj = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return obj if isinstance(obj, dict) else {}
+
+
+def command_line() -> str:
+    """This process's command line, the program by its name (``ltrr serve s.yaml``)."""
+    argv = [os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python",
+            *sys.argv[1:]]
+    return " ".join(argv)[:300]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -24,6 +24,7 @@ from ltrr.compiler import Plan
 from ltrr.components import Component, Learner
 from ltrr.feedback.events import EventLog, read_events
 from ltrr.feedback.interactions import interactions, learn_from
+from ltrr.feedback.learning_lock import learning
 from ltrr.parquet_log import part_time_ns
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.workspace import Workspace
@@ -153,19 +154,31 @@ def catch_up(plan: Plan, learner: Component, joined: Joined | None = None,
     return stats
 
 
-def ingest(plan: Plan, events: pl.DataFrame, workspace: Workspace | None = None
-           ) -> dict[str, Any]:
-    """Append ``events`` not seen before, then bring every learner up to date.
+def ingest(plan: Plan, events: pl.DataFrame, workspace: Workspace | None = None,
+           *, role: str = "feedback") -> dict[str, Any]:
+    """Append ``events`` not seen before, then bring every learner up to date — unless
+    a server learns this state folder (see ``learning_lock``): then only append.
 
     The report: ``received``, ``new``, ``learners`` (node id → its ``learn`` stats, for
-    those that learned something) and ``seconds`` per stage (``append``, ``open``,
-    ``join``, ``learn``: node id → seconds).
+    those that learned something), ``learned_by`` (the server that learns the events
+    instead, or None) and ``seconds`` per stage (``append``, ``open``, ``join``,
+    ``learn``: node id → seconds).
     """
     started = time.perf_counter()
     new = event_log(plan).append_new(events)
     seconds: dict[str, Any] = {"append": _since(started), "open": 0.0, "learn": {}}
     report: dict[str, Any] = {"received": events.height, "new": new.height, "learners": {},
-                              "seconds": seconds}
+                              "learned_by": None, "seconds": seconds}
+    with learning(plan.spec.state_dir, role) as server:
+        if server is not None:
+            report["learned_by"] = server
+            return report
+        _learn_all(plan, workspace, report)
+    return report
+
+
+def _learn_all(plan: Plan, workspace: Workspace | None, report: dict[str, Any]) -> None:
+    seconds = report["seconds"]
     own = workspace is None
     workspace = workspace or Workspace(plan)
     joined = Joined(plan)
@@ -189,7 +202,6 @@ def ingest(plan: Plan, events: pl.DataFrame, workspace: Workspace | None = None
             workspace.close()
     seconds["open"] = round(seconds["open"], 3)
     seconds["join"] = round(joined.seconds, 3)
-    return report
 
 
 def _since(t: float) -> float:

@@ -22,6 +22,7 @@ from ltrr.feedback.events import EventLog
 from ltrr.feedback.ingest import (catch_up, decision_log, decisions_for, event_log,
                                   paused_gc)
 from ltrr.feedback.interactions import interactions, learn_from
+from ltrr.feedback.learning_lock import describe, learning
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.workspace import Workspace
 from ltrr.state import atomic_write_json
@@ -108,6 +109,20 @@ def train(plan: Plan, log_dir: Path | None = None, *, nodes: list[str] | None = 
                        hint="events can only teach a policy together with the decisions "
                             "they answer")
     report: dict[str, Any] = {"log": str(log_dir), "learners": {}}
+    with learning(plan.spec.state_dir, "train") as server:
+        if server is not None:
+            raise RunError(
+                f"{describe(server)} is serving this pipeline and learns into "
+                f"{plan.spec.state_dir}; a second learner would overwrite what it learns",
+                hint="the server learns every logged event itself (`ltrr feedback` hands "
+                     "events to it); stop the server to replay another --log")
+        _train(plan, log_dir, learners, own, workspace, progress, report)
+    return report
+
+
+def _train(plan: Plan, log_dir: Path, learners: list[str], own: bool,
+           workspace: Workspace | None, progress: Callable[[str, int, int], None] | None,
+           report: dict[str, Any]) -> None:
     mine = workspace is None
     workspace = workspace or Workspace(plan)
     try:
@@ -128,4 +143,3 @@ def train(plan: Plan, log_dir: Path | None = None, *, nodes: list[str] | None = 
     finally:
         if mine:
             workspace.close()
-    return report

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ltrr.serve.decisions import DecisionWriter
     from ltrr.serve.holder import PipelineHolder, Served
     from ltrr.serve.metrics import Metrics
+    from ltrr.state import OwnerLock
 
 log = logging.getLogger("ltrr.serve")
 
@@ -195,6 +196,7 @@ class FeedbackIntake:
 
 
 LEARNER_NICE = 10     # the learning thread's CPU priority, below the serving threads
+DISCOVER_S = 1.0      # how often a lone server looks for parts other processes logged
 
 
 def _lower_priority() -> None:
@@ -220,15 +222,23 @@ class BackgroundLearner:
         workers the leader also looks for parts the others logged every ``poll_s``,
         learns a part only once it is ``settle_s`` old (the decisions it answers,
         logged by another worker, are on disk by then) and reports the nodes that
-        learned to ``on_learned``."""
+        learned to ``on_learned``. A lone server looks every ``DISCOVER_S`` for the parts
+        ``ltrr feedback`` logged and left to it.
+
+        The learner holds the state folder's learner lock (``feedback.learning_lock``)
+        from its start to its stop: no other process learns into it meanwhile."""
         self.holder, self.metrics, self.decisions = holder, metrics, decisions
         self.interval = interval_ms / 1000.0
-        self.enabled, self.poll_s, self.settle_s = enabled, poll_s, settle_s
+        self.enabled, self.settle_s = enabled, settle_s
+        self.poll_s = poll_s if poll_s is not None else DISCOVER_S
         self.on_learned = on_learned
         self.runs = 0
         self.errors = 0
         self.last: dict[str, Any] = {}
         self.last_error: str | None = None
+        self.held_by: dict[str, Any] | None = None   # who learns instead (lock refused)
+        self._owner: "OwnerLock | None" = None
+        self._opened_ns: dict[int, int] = {}     # generation → when it read learned state
         self._unlearned: dict[str, int] = {}     # event-log part → events, not learned yet
         self._known: set[str] = set()            # every part seen (polling workers)
         self._lock = threading.Lock()
@@ -245,6 +255,14 @@ class BackgroundLearner:
     def start(self) -> None:
         if not self.enabled:
             return
+        with self.holder.lease() as served:
+            # the pipeline read its learned state at most this long ago
+            self._opened_ns[served.generation] = time.time_ns() - int(
+                (served.open_seconds + 1.0) * 1e9)
+            try:
+                self._own(served)
+            except Exception:            # the learning thread tries again
+                log.exception("reading the learners' state again failed")
         self._backlog()
         self._wake.set()            # catch up once at start
         self._thread.start()
@@ -255,6 +273,50 @@ class BackgroundLearner:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._owner is not None and not self._thread.is_alive():
+            self._owner.release()
+
+    def _own(self, served: "Served") -> bool:
+        """Whether this process may learn ``served``'s state: it holds the learner lock,
+        or takes it now. Taken after another process learned since this pipeline read
+        its state from disk, the learners are read again first."""
+        from ltrr.feedback.learning_lock import SERVER_ROLE, learner_lock
+
+        lock = learner_lock(served.plan.spec.state_dir)
+        if self._owner is None or self._owner.path != lock.path:
+            if self._owner is not None:
+                self._owner.release()
+            self._owner = lock
+        if self._owner.held:
+            return True
+        if not self._owner.try_acquire(SERVER_ROLE):
+            self.held_by = self._owner.holder() or {"pid": "?"}
+            return False
+        self.held_by = None
+        try:
+            if self._learned_elsewhere(served):
+                log.warning("another process learned into %s: reading the learners' state "
+                            "again", served.plan.spec.state_dir)
+                served.pipeline.reopen(served.learners)
+        except BaseException:
+            self._owner.release()       # never learn on top of stale state: retry later
+            raise
+        return True
+
+    def _learned_elsewhere(self, served: "Served") -> bool:
+        """Whether a learner's cursor was written after the pipeline read its state."""
+        from ltrr.feedback.ingest import CURSOR
+
+        since = self._opened_ns.get(served.generation)
+        for node in served.learners:
+            cursor = served.pipeline.workspace.opened(node).ctx.learned_dir / CURSOR
+            try:
+                stamp = cursor.stat().st_mtime_ns
+            except FileNotFoundError:
+                continue
+            if since is None or stamp > since:
+                return True
+        return False
 
     def wake(self) -> None:
         self._wake.set()
@@ -361,6 +423,14 @@ class BackgroundLearner:
         stats: dict[str, Any] = {}
         errors: list[str] = []
         with self.holder.learn_lock, self.holder.lease() as served:
+            try:
+                owner = self._own(served)
+            except Exception as exc:
+                log.exception("reading the learners' state again failed")
+                errors.append(f"reopening the learners: {type(exc).__name__}: {exc}")
+                owner = False
+            if not owner and not errors:   # another process learns (a command): later
+                return time.perf_counter() - started
             try:
                 self.decisions.flush()      # the decisions the events answer are on disk
             except Exception as exc:
