@@ -3,8 +3,8 @@
 A component class declares its ``kind``, its registered ``name`` and a pydantic
 ``Params`` model; the compiler validates a node's ``with:`` block against
 ``Params`` without instantiating the class. At run time the class is built with
-a :class:`ComponentContext`, ``open()``-ed (load indexes, models), then called
-with whole batches.
+a :class:`ComponentContext`, ``open()``-ed (load indexes, models), ``warm()``-ed
+(first-call costs paid outside any deadline), then called with whole batches.
 """
 
 from __future__ import annotations
@@ -132,6 +132,12 @@ class Component:
 
     def open(self) -> None:
         """Load heavy state (indexes, models). Called once before the first batch."""
+
+    def warm(self) -> None:
+        """Pay one-time costs now, not in the first query: class loading and the JIT of
+        a JVM, a searcher's first search, an encoder's first call. Called once after
+        every node is open (``ctx.node`` works), before the first batch and outside any
+        deadline. Must not change state or results. Default: nothing."""
 
     def close(self) -> None:
         """Release resources."""

@@ -125,3 +125,6 @@ class Decision:
     timings_ms: dict[str, float]
     trace: list[str]
     timestamp: float
+    #: arms that ran for this query but were dropped: arm id → "deadline" or "failed"
+    #: (the reason in words is in ``trace``)
+    dropped: dict[str, str] = field(default_factory=dict)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from types import SimpleNamespace
 
@@ -37,13 +38,46 @@ class ListArm(Arm):
 
 
 class SlowArm(Arm):
-    """Sleeps longer than any sane deadline."""
+    """Answers only once the test releases it (or after a minute): always past a tiny
+    deadline, however loaded the machine."""
 
     name = "slow"
+    release = threading.Event()
+    finished = threading.Event()
 
     def retrieve_batch(self, requests):
-        time.sleep(0.5)
+        SlowArm.release.wait(60)
+        SlowArm.finished.set()
         return [[Candidate("a0", self.ctx.node_id, 1, 1.0)] for _ in requests]
+
+
+class NapArm(Arm):
+    """Sleeps past its 1 ms deadline, then answers."""
+
+    name = "nap"
+
+    def retrieve_batch(self, requests):
+        time.sleep(0.2)
+        return [[Candidate("a9", self.ctx.node_id, 1, 1.0)] for _ in requests]
+
+
+EVENTS: list[tuple[str, str]] = []
+
+
+class LifecycleArm(ListArm):
+    """Records open, warm and retrieve calls."""
+
+    name = "lifecycle"
+
+    def open(self):
+        EVENTS.append(("open", self.ctx.node_id))
+
+    def warm(self):
+        EVENTS.append(("warm", self.ctx.node_id))
+
+    def retrieve_batch(self, requests):
+        EVENTS.append(("retrieve", self.ctx.node_id))
+        return super().retrieve_batch(requests)
 
 
 class BoomArm(Arm):
@@ -67,7 +101,8 @@ class EchoSeedsArm(Arm):
 
 
 PLUGIN = SimpleNamespace(ltrr_components=hookimpl(
-    lambda: [ListArm, SlowArm, BoomArm, EchoSeedsArm, UserArm, InlineArm]))
+    lambda: [ListArm, SlowArm, NapArm, LifecycleArm, BoomArm, EchoSeedsArm, UserArm,
+             InlineArm]))
 
 
 @pytest.fixture()
@@ -76,7 +111,8 @@ def make(tmp_path):
                   "name": [f"artist {i}" for i in range(50)]}).write_parquet(tmp_path / "c.parquet")
     registry = build_registry(extra=[("test-arms", PLUGIN)])
 
-    def _make(arms_yaml: str, allocation: str, budget: int = 20, merge: str = "union"):
+    def _make(arms_yaml: str, allocation: str, budget: int = 20, merge: str = "union",
+              **options):
         text = f"""
 name: t
 catalog: {{path: c.parquet}}
@@ -89,7 +125,7 @@ merge: {{use: {merge}}}
 output: {{k: 5}}
 """
         spec = load_spec_text(text, tmp_path / "spec.yaml")
-        return Pipeline(compile_spec(spec, registry), registry=registry)
+        return Pipeline(compile_spec(spec, registry), registry=registry, **options)
 
     return _make
 
@@ -112,23 +148,54 @@ def test_batch_is_passed_whole_and_results_merge_with_provenance(make):
 def test_slow_arm_is_dropped_with_a_note_and_the_query_still_answers(make):
     arms = """  - {id: fast, use: list}
   - {id: sleepy, use: slow, deadline_ms: 50}"""
-    with make(arms, "{fast: 10, sleepy: 10}") as p:
-        t = time.perf_counter()
-        d = p.run(Query("r1", "q"))
-        elapsed = time.perf_counter() - t
-    assert elapsed < 0.45, "the runtime waited for the slow arm past its deadline"
+    SlowArm.release.clear()
+    SlowArm.finished.clear()
+    try:
+        with make(arms, "{fast: 10, sleepy: 10}") as p:
+            d = p.run(Query("r1", "q"))
+            # the arm is still blocked: the runtime did not wait for it past its deadline
+            assert not SlowArm.finished.is_set()
+    finally:
+        SlowArm.release.set()
     assert [r.entity_id for r in d.ranking][:3] == ["a0", "a1", "a2"]
     assert "sleepy" not in d.candidates
     assert any("sleepy" in note and "deadline" in note for note in d.trace)
+    assert d.dropped == {"sleepy": "deadline"}
+
+
+def test_without_deadlines_a_slow_arm_is_waited_for(make):
+    arms = """  - {id: fast, use: list}
+  - {id: sleepy, use: nap, deadline_ms: 1}"""
+    with make(arms, "{fast: 10, sleepy: 10}", deadlines=False) as p:
+        (d,) = p.run_batch([Query("r1", "q")])
+    assert [c.entity_id for c in d.candidates["sleepy"]] == ["a9"]
+    assert d.trace == [] and d.dropped == {}
+    with make(arms, "{fast: 10, sleepy: 10}") as p:      # the spec's deadlines: dropped
+        (d,) = p.run_batch([Query("r1", "q")])
+    assert "sleepy" not in d.candidates and d.dropped == {"sleepy": "deadline"}
+
+
+def test_components_are_warmed_after_every_node_opened_and_before_the_first_batch(make):
+    arms = """  - {id: one, use: lifecycle}
+  - {id: two, use: lifecycle}"""
+    EVENTS.clear()
+    with make(arms, "{one: 5, two: 5}") as p:
+        assert EVENTS == [("open", "one"), ("open", "two"), ("warm", "one"), ("warm", "two")]
+        p.run(Query("r1", "q"))
+        assert sorted(EVENTS[4:]) == [("retrieve", "one"), ("retrieve", "two")]
+        EVENTS.clear()
+        p.reopen(["two"])                       # a node opened afresh is warmed too
+        assert EVENTS == [("open", "two"), ("warm", "two")]
 
 
 def test_failing_arm_is_isolated(make):
     arms = """  - {id: ok, use: list}
   - {id: broken, use: boom}"""
-    with make(arms, "{ok: 10, broken: 10}") as p:
+    with make(arms, "{ok: 10, broken: 10}", deadlines=False) as p:
         d = p.run(Query("r1", "q"))
     assert len(d.ranking) == 5
     assert any("broken" in n and "index exploded" in n for n in d.trace)
+    assert d.dropped == {"broken": "failed"}        # without deadlines, failures still drop
 
 
 def test_seeded_arm_gets_upstream_candidates_even_if_upstream_not_allocated(make):

@@ -1,8 +1,10 @@
 """Execute a compiled plan for a batch of queries.
 
-The path of a batch: slotters → policy → arms (wave by wave; arms of a wave run
-concurrently, each under its deadline, failures isolated) → merge → rank →
-Decision records (logged, and passed to the ``ltrr_decision_made`` hook).
+Opening: instantiate → ``open()`` → ``warm()`` every component, so no first-call cost
+(JVM class loading, a first search) lands inside a deadline. The path of a batch:
+slotters → policy → arms (wave by wave; arms of a wave run concurrently, each under its
+deadline unless deadlines are off, failures isolated) → merge → rank → Decision records
+(logged, and passed to the ``ltrr_decision_made`` hook).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Callable
 from ltrr.catalog import Catalog
 from ltrr.compiler import Plan
 from ltrr.components import Component, Indexed
-from ltrr.errors import LtrrError, StateError
+from ltrr.errors import LtrrError, RunError, StateError
 from ltrr.registry import Registry, default_registry
 from ltrr.runtime.cache import LruCache, arm_key, candidate_cache, query_key, slot_cache
 from ltrr.runtime.decision_log import DecisionLog
@@ -39,12 +41,17 @@ def new_request_id() -> str:
 class Pipeline:
     """A plan with its components instantiated and opened, ready to answer queries.
 
-    Use as a context manager, or call :meth:`close`.
+    Use as a context manager, or call :meth:`close`. ``deadlines=False`` waits for every
+    arm however long it takes (offline commands: a batch job wants the answer, not a
+    latency budget); an arm that fails is still dropped, and named in
+    ``Decision.dropped``.
     """
 
     def __init__(self, plan: Plan, *, registry: Registry | None = None,
-                 log_decisions: bool | None = None, check: bool = True):
+                 log_decisions: bool | None = None, check: bool = True,
+                 deadlines: bool = True):
         self.plan = plan
+        self.deadlines = deadlines
         self.registry = registry or default_registry()
         spec = plan.spec
         self.workspace = Workspace(plan)
@@ -69,6 +76,8 @@ class Pipeline:
         for node_id, comp in self.components.items():   # encoders first: arms use them
             _open(comp, spec.path)
             self.workspace.adopt(node_id, comp)
+        for node_id, comp in self.components.items():
+            _warm(comp)
         # indexes and models loaded above live as long as the pipeline: keep them out of
         # the cyclic GC's scans, which otherwise cost large batches 2-4x
         gc.freeze()
@@ -85,6 +94,7 @@ class Pipeline:
         for node_id in node_ids:
             comp = self.workspace.instantiate(self.plan.node(node_id))
             _open(comp, self.plan.spec.path)
+            _warm(comp)
             fresh[node_id] = comp
         for node_id, comp in fresh.items():
             self.components[node_id] = comp
@@ -118,6 +128,7 @@ class Pipeline:
         started = perf_counter()
         timings: dict[str, float] = {}
         traces: list[list[str]] = [[] for _ in range(n)]
+        dropped: list[dict[str, str]] = [{} for _ in range(n)]
 
         slots, by_slotter = self._slot(queries, timings, traces)
         t = perf_counter()
@@ -125,7 +136,8 @@ class Pipeline:
             [PolicyContext(q, s) for q, s in zip(queries, slots)])
         timings["policy"] = _ms(t)
 
-        results, arms_ms = self._retrieve(queries, slots, by_slotter, actions, timings, traces)
+        results, arms_ms = self._retrieve(queries, slots, by_slotter, actions, timings, traces,
+                                          dropped)
 
         merger, ranker = self.components["merge"], self.components["ranker"]
         k_out, budget = self.plan.model.output.k, self.plan.model.policy.budget
@@ -149,7 +161,7 @@ class Pipeline:
         decisions = [Decision(request_id=q.request_id, query=q, spec_hash=spec_hash,
                               slots=slots[i], action=actions[i], candidates=per_query_arms[i],
                               ranking=rankings[i], timings_ms=per_query, trace=traces[i],
-                              timestamp=now)
+                              timestamp=now, dropped=dropped[i])
                      for i, q in enumerate(queries)]
         # total covers the framework's own work; observer hooks and the log write follow
         total = _ms(started)
@@ -189,8 +201,8 @@ class Pipeline:
                 slots[i].extend(s)
         return slots, by_slotter
 
-    def _retrieve(self, queries, slots, by_slotter, actions, timings, traces):
-        """Run the arms wave by wave.
+    def _retrieve(self, queries, slots, by_slotter, actions, timings, traces, dropped):
+        """Run the arms wave by wave, each under its deadline (unless deadlines are off).
 
         Returns arm id → per-query candidate lists (None where the arm was not run or
         was dropped), and the time spent inside arms: per wave, the arms' summed time,
@@ -218,7 +230,8 @@ class Pipeline:
                 if arm in self.caches:
                     call = partial(_cached, call, self.caches[arm],
                                    partial(arm_key, personal=comp.reads_user))
-                budget_s = spec.deadline_ms * len(idx) / 1000.0
+                # measured from the wave's submission, after opening and warming
+                budget_s = spec.deadline_ms * len(idx) / 1000.0 if self.deadlines else None
                 if comp.threaded:
                     fut = self._executor.submit(_timed, call, requests)
                 else:
@@ -232,7 +245,7 @@ class Pipeline:
                 except Exception as exc:
                     fut.set_exception(exc)
                     continue
-                if elapsed > budget_s * 1000.0:
+                if budget_s is not None and elapsed > budget_s * 1000.0:
                     fut.set_exception(FutureTimeout())
                 else:
                     fut.set_result((lists, elapsed))
@@ -241,16 +254,19 @@ class Pipeline:
                 out: list[list[Candidate] | None] = [None] * n
                 results[arm] = out
                 try:
-                    remaining = max(0.0, budget_s - (perf_counter() - t_wave))
+                    remaining = (None if budget_s is None
+                                 else max(0.0, budget_s - (perf_counter() - t_wave)))
                     lists, elapsed = fut.result(timeout=remaining)
                     if len(lists) != len(idx):
                         raise RuntimeError(f"returned {len(lists)} lists for {len(idx)} queries")
                 except FutureTimeout:
                     fut.cancel()
                     note = f"arm '{arm}' exceeded its deadline ({budget_s * 1000:.0f} ms); dropped"
+                    reason = "deadline"
                     timings[arm] = budget_s * 1000.0
                 except Exception as exc:
                     note = f"arm '{arm}' failed: {type(exc).__name__}: {exc}; dropped"
+                    reason = "failed"
                     timings[arm] = _ms(t_wave)
                 else:
                     timings[arm] = elapsed
@@ -260,6 +276,7 @@ class Pipeline:
                     continue
                 for i in idx:
                     traces[i].append(note)
+                    dropped[i][arm] = reason
                 inside += timings[arm]
             # arms start running while later ones are still being submitted: cap by the
             # wall time since the wave's first submission
@@ -304,6 +321,17 @@ def _open(comp: Component, spec_path) -> None:
                          f"({type(exc).__name__}: {exc}); it may be corrupt",
                          node=comp.ctx.node_id,
                          hint=f"rebuild it with `ltrr index {spec_path} --force`") from exc
+
+
+def _warm(comp: Component) -> None:
+    """Warm an opened component; a failure names the node (it would fail queries too)."""
+    try:
+        comp.warm()
+    except LtrrError:
+        raise
+    except Exception as exc:
+        raise RunError(f"warming up failed ({type(exc).__name__}: {exc})",
+                       node=comp.ctx.node_id) from exc
 
 
 def _cached(fn: Callable[[list], list], cache: LruCache | None, key: Callable,
