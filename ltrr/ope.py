@@ -6,20 +6,28 @@ candidate (target) policy's probabilities ``pi(a | x_i)`` over the action space,
 importance weights ``w_i = pi(a_i | x_i) / p_i`` (capped at ``clip`` when set):
 
 - IPS    ``V = 1/n sum_i w_i r_i`` (unbiased when every action the target plays was
-  possible under the logging policy; mass the target puts on never-logged actions is
-  simply lost, so IPS under-estimates then),
-- SNIPS  ``V = sum_i w_i r_i / sum_i w_i`` (self-normalised: a little bias, less variance),
+  possible under the logging policy; mass the target puts on never-logged actions counts
+  as reward 0, so IPS under-estimates then),
+- SNIPS  ``V = sum_i w_i r_i / sum_i w_i`` (self-normalised: a little bias, less variance;
+  it credits never-logged mass with the average of the logged part),
 - DR     ``V = 1/n sum_i [ sum_a pi(a|x_i) q(x_i,a) + w_i (r_i - q(x_i,a_i)) ]`` with a
   reward model ``q`` (ridge regression on context x action features, or a shrunk
   per-(context, action) mean), cross-fitted over ``folds`` so a row's own reward never
   fits the model that corrects it. The model also values actions that were never logged.
 
-Confidence intervals are bootstrap percentile intervals by default (rows resampled with a
-seeded RNG; the reward model is not refitted per resample) or normal (CLT) intervals
-(``ci="clt"``; SNIPS by the delta method). Diagnostics: effective sample size
-``(sum w)^2 / sum w^2``, the largest weight, the mean weight (≈ 1 when the target's
-support is covered), the number of clipped weights, and the target's mass on actions the
-logging policy could not play.
+``pi`` is always the target's own probability under its whole pmf, never renormalised over
+the logged actions. The target's mass on actions the logging policy could not play is
+reported (``unsupported_mass``); when it is above 0 every estimate is flagged
+``reliable: false`` and ``warnings`` says how each estimator treated that mass.
+
+Confidence intervals are bootstrap percentile intervals by default (rows resampled; the
+reward model is not refitted per resample) or normal (CLT) intervals (``ci="clt"``; SNIPS
+by the delta method). Randomness comes from ``seed`` through independent streams
+(``numpy.random.SeedSequence(seed).spawn``): one draws DR's cross-fitting folds, one the
+bootstrap resamples (the same resamples for every estimator), so each figure is a function
+of the data and the seed only, whatever else was asked for. Diagnostics: effective sample
+size ``(sum w)^2 / sum w^2``, the largest weight, the mean weight (≈ 1 when the target's
+support is covered), the number of clipped weights, and the unsupported mass.
 
 :func:`estimate_value` works on plain arrays; :func:`evaluate_log` on ltrr's decision log
 and a rewards frame; :func:`ope_report` reads a state folder (decisions + events);
@@ -57,8 +65,25 @@ class LoggedPmfPolicy(Protocol):
 
     def pmf_logged(self, features: dict, actions: list[dict[str, int]]) -> list[float]:
         """Probabilities of ``actions`` (allocations, in order) given logged ``features``
-        (the decision's ``action_features``, ``{}`` when none were logged). Must sum to 1
-        over ``actions``; put 0 on actions the policy cannot play."""
+        (the decision's ``action_features``, ``{}`` when none were logged), as the policy
+        would play them: its true probabilities, never renormalised over ``actions``.
+        ``actions`` holds every allocation of the logged pmfs and of
+        :meth:`PlayableActionsPolicy.playable_actions` when the policy has it, so the
+        probabilities must sum to 1; put 0 on actions the policy cannot play."""
+        ...
+
+
+@runtime_checkable
+class PlayableActionsPolicy(Protocol):
+    """A :class:`LoggedPmfPolicy` that can list its actions (learning policies do).
+
+    OPE adds them to the action space, so the policy's mass on allocations the logger
+    never played is counted (``unsupported_mass``) and valued by DR's reward model
+    instead of being lost.
+    """
+
+    def playable_actions(self) -> list[dict[str, int]]:
+        """Every allocation the policy can play, in any context."""
         ...
 
 
@@ -230,11 +255,14 @@ def _target_matrix(target: Any, n: int, actions: list[str] | None, logged: Seque
 
 
 def _interval(terms_fn: Callable[[np.ndarray], np.ndarray], point: float, se: float, n: int,
-              method: str, level: float, resamples: int, rng: np.random.Generator
+              method: str, level: float, resamples: int, stream: np.random.SeedSequence
               ) -> tuple[float, float]:
+    """A CLT or bootstrap percentile interval. Every call draws its resamples afresh from
+    ``stream``: the same rows for every estimator, whichever others were asked for."""
     if method == "clt":
         z = NormalDist().inv_cdf(0.5 + level / 2)
         return point - z * se, point + z * se
+    rng = np.random.default_rng(stream)
     stats = []
     chunk = max(1, min(resamples, 2_000_000 // max(n, 1)))
     done = 0
@@ -293,6 +321,8 @@ def estimate_value(logged_actions: Sequence[str], propensity: Sequence[float],
                        hint="a cap on importance weights such as 10, or none")
     if folds < 1:
         raise RunError(f"folds must be at least 1, got {folds}", field="folds")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise RunError(f"seed must be a non-negative integer, got {seed!r}", field="seed")
     logged = [str(a) for a in logged_actions]
     n_all = len(logged)
     prop = np.asarray(propensity, dtype=float).reshape(-1)
@@ -345,7 +375,8 @@ def estimate_value(logged_actions: Sequence[str], propensity: Sequence[float],
     w = np.minimum(raw_w, clip) if clip is not None else raw_w
     clipped = int(np.sum(raw_w > w))
 
-    # support diagnostic: target mass where the logging policy had none
+    # support: where the logging policy had no probability (read from the logged pmfs, or,
+    # without them, the actions never logged) the target's mass is unsupported
     if logging_pmf is not None:
         if isinstance(logging_pmf, np.ndarray):
             mu = np.asarray(logging_pmf, dtype=float)[keep]
@@ -356,18 +387,21 @@ def estimate_value(logged_actions: Sequence[str], propensity: Sequence[float],
                 for a, p in row.items():
                     if a in col:
                         mu[i, col[a]] += p
-        unsupported = float(np.mean(np.sum(target_mat * (mu <= 0), axis=1)))
+        unsupported_at = mu <= 0
     else:
-        never = np.array([a not in set(logged) for a in space])
-        unsupported = float(np.mean(target_mat[:, never].sum(axis=1))) if never.any() else 0.0
+        seen = set(logged)
+        unsupported_at = np.tile([a not in seen for a in space], (n, 1))
+    unsupported = float(np.mean(np.sum(target_mat * unsupported_at, axis=1)))
+    supported = unsupported <= 1e-9
 
-    rng = np.random.default_rng(seed)
-    results: dict[str, dict[str, float]] = {}
-    z_level = level
+    # one independent stream per purpose: a figure never depends on what else was drawn
+    fold_stream, boot_stream = np.random.SeedSequence(int(seed)).spawn(2)
+    results: dict[str, dict[str, Any]] = {}
 
     def add(name: str, point: float, se: float, boot: Callable[[np.ndarray], np.ndarray]):
-        lo, hi = _interval(boot, point, se, n, ci, z_level, resamples, rng)
-        results[name] = {"value": point, "low": lo, "high": hi, "se": se}
+        lo, hi = _interval(boot, point, se, n, ci, level, resamples, boot_stream)
+        results[name] = {"value": point, "low": lo, "high": hi, "se": se,
+                         "reliable": supported}
 
     if "ips" in estimators:
         t = w * rew
@@ -377,7 +411,7 @@ def estimate_value(logged_actions: Sequence[str], propensity: Sequence[float],
         sw = w.sum()
         if sw <= 0:
             results["snips"] = {"value": float("nan"), "low": float("nan"),
-                                "high": float("nan"), "se": float("nan")}
+                                "high": float("nan"), "se": float("nan"), "reliable": False}
         else:
             v = float((w * rew).sum() / sw)
             psi = w * (rew - v) / w.mean()
@@ -395,8 +429,10 @@ def estimate_value(logged_actions: Sequence[str], propensity: Sequence[float],
             afeat = {a: dict((action_features or {}).get(a, {})) for a in space}
         flat = [flatten_features(c) for c in ctx]
         k = min(folds, n) if n >= 2 else 1
-        fold = rng.permutation(n) % k if k > 1 else np.zeros(n, dtype=int)
+        fold = (np.random.default_rng(fold_stream).permutation(n) % k if k > 1
+                else np.zeros(n, dtype=int))
         direct = np.zeros(n)
+        direct_unsupported = np.zeros(n)     # the part of ``direct`` on never-logged actions
         q_logged = np.zeros(n)
         for f in range(k):
             test = np.flatnonzero(fold == f)
@@ -411,7 +447,9 @@ def estimate_value(logged_actions: Sequence[str], propensity: Sequence[float],
             pos = 0
             for i in test:
                 js = np.flatnonzero(target_mat[i] > 0)
-                direct[i] = float(np.dot(target_mat[i, js], pred[pos:pos + js.size]))
+                valued = target_mat[i, js] * pred[pos:pos + js.size]
+                direct[i] = float(valued.sum())
+                direct_unsupported[i] = float(valued[unsupported_at[i, js]].sum())
                 q_logged[i] = pred[pos + js.size]
                 pos += js.size + 1
         t = direct + w * (rew - q_logged)
@@ -419,6 +457,7 @@ def estimate_value(logged_actions: Sequence[str], propensity: Sequence[float],
             lambda idx, t=t: t[idx].mean(axis=1))
         model_info = {"reward_model": reward_model, "folds": k,
                       "direct_method": float(direct.mean()),
+                      "direct_method_unsupported": float(direct_unsupported.mean()),
                       "model_rmse_logged": float(np.sqrt(np.mean((rew - q_logged) ** 2)))}
 
     sum_w, sum_w2 = float(w.sum()), float((w ** 2).sum())
@@ -426,6 +465,7 @@ def estimate_value(logged_actions: Sequence[str], propensity: Sequence[float],
         "n": int(n), "skipped": int(skipped), "actions": len(space),
         "logged_value": float(rew.mean()),
         "estimates": results,
+        "warnings": [] if supported else [_unsupported_warning(unsupported, rew)],
         "diagnostics": {
             "ess": sum_w ** 2 / sum_w2 if sum_w2 > 0 else 0.0,
             "max_weight": float(raw_w.max()), "mean_weight": float(w.mean()),
@@ -433,6 +473,21 @@ def estimate_value(logged_actions: Sequence[str], propensity: Sequence[float],
         "ci": {"method": ci, "level": level,
                **({"resamples": resamples, "seed": seed} if ci == "bootstrap" else {})},
     }
+
+
+def _unsupported_warning(mass: float, reward: np.ndarray) -> str:
+    """What the estimators made of the target's mass on actions the logger never played."""
+    if mass >= 1 - 1e-9:
+        return ("no support: the candidate puts all its mass on actions the logging policy "
+                "never played (unsupported mass 1.000), so the log measures nothing about it: "
+                "IPS is 0 and SNIPS undefined by construction, and DR is its reward model's "
+                "guess alone; log with a policy that explores the candidate's actions")
+    span = float(reward.max() - reward.min())
+    return (f"the candidate puts {mass:.3f} of its mass (mean per decision) on actions the "
+            f"logging policy never played: IPS counts that mass as reward 0 (off by up to "
+            f"{mass:.3f} x {span:.3g}, the reward range), SNIPS credits it with the average "
+            "of the rest, DR values it with its reward model (not measured: its interval "
+            "leaves out the model's error)")
 
 
 # --- ltrr's logs -----------------------------------------------------------------------------
@@ -448,16 +503,39 @@ def _loads(text: str | None, default: Any) -> Any:
 
 def _target_from_policy(policy: Any, decisions: "pl.DataFrame", features: list[dict],
                         space: list[str], node: str | None) -> tuple[list[dict[str, float]], str]:
-    """The candidate policy's pmf per logged decision, as ``{action key: p}`` rows."""
+    """The candidate policy's pmf per logged decision, as ``{action key: p}`` rows.
+
+    A :class:`PlayableActionsPolicy`'s actions are appended to ``space`` first, so
+    ``pmf_logged`` is asked about its whole pmf, never-logged allocations included."""
     if isinstance(policy, LoggedPmfPolicy):
+        if isinstance(policy, PlayableActionsPolicy):
+            known = set(space)
+            for alloc in policy.playable_actions():
+                key = action_key(alloc)
+                if key not in known:
+                    known.add(key)
+                    space.append(key)
         allocs = [allocation_of(a) for a in space]
+        ids = decisions["request_id"].to_list()
         rows = []
         for i, f in enumerate(features):
-            probs = list(policy.pmf_logged(f, allocs))
-            if len(probs) != len(space):
-                raise RunError(f"pmf_logged returned {len(probs)} probabilities for "
-                               f"{len(space)} actions (decision {i})", node=node,
+            probs = np.asarray(policy.pmf_logged(f, allocs), dtype=float).reshape(-1)
+            where = f"decision {i} (request {ids[i]!r})"
+            if probs.size != len(space):
+                raise RunError(f"pmf_logged returned {probs.size} probabilities for "
+                               f"{len(space)} actions ({where})", node=node,
                                hint="return one probability per action, in order")
+            if not np.all(np.isfinite(probs)) or np.any(probs < 0):
+                raise RunError(f"pmf_logged returned a negative or non-finite probability "
+                               f"({where})", node=node, field="pmf_logged")
+            total = float(probs.sum())
+            if abs(total - 1) > 1e-6:
+                raise RunError(
+                    f"pmf_logged gives {where} a total probability of {total:.6g} over the "
+                    f"{len(space)} actions OPE knows", node=node, field="pmf_logged",
+                    hint="return the policy's true probabilities, and list every allocation "
+                    "it can play in playable_actions() (ltrr.ope.PlayableActionsPolicy) so "
+                    "its mass on never-logged allocations is counted")
             rows.append({a: float(p) for a, p in zip(space, probs) if p})
         return rows, "pmf_logged"
     choose = getattr(policy, "choose_batch", None)
@@ -496,7 +574,8 @@ def evaluate_log(plan: "Plan | None", candidate_policy: Any, decisions: "pl.Data
     ``pmf``, ``action_features``; plus ``query``/``user_id``/``context``/``slots`` for
     policies without ``pmf_logged``). ``rewards`` has ``request_id`` and ``reward``; a
     decision without a reward row gets ``missing_reward`` (``None``: dropped). The action
-    space is every allocation in the logged pmfs plus any the candidate plays. The
+    space is every allocation in the logged pmfs plus any the candidate plays
+    (:class:`PlayableActionsPolicy`, or the pmfs ``choose_batch`` returns). The
     candidate's probabilities come from ``pmf_logged(features, actions)``
     (:class:`LoggedPmfPolicy`) when it has one, else from ``choose_batch`` on contexts
     rebuilt from the log. ``options`` go to :func:`estimate_value`.
@@ -638,8 +717,10 @@ def print_ope_table(report: Mapping[str, Any], console: Any = None) -> None:
     table = Table("estimator", "value", f"{level}% CI", "CI width", "s.e.", title=title,
                   caption=f"CI: {how}")
     for name, e in report["estimates"].items():
-        table.add_row(name.upper(), f"{e['value']:.4f}", f"[{e['low']:.4f}, {e['high']:.4f}]",
-                      f"{e['high'] - e['low']:.4f}", f"{e['se']:.4f}")
+        flag = "" if e.get("reliable", True) else " (unreliable)"
+        table.add_row(name.upper() + flag, f"{e['value']:.4f}",
+                      f"[{e['low']:.4f}, {e['high']:.4f}]", f"{e['high'] - e['low']:.4f}",
+                      f"{e['se']:.4f}", style="yellow" if flag else None)
     table.add_row("logged", f"{report['logged_value']:.4f}", "", "", "",
                   style="dim")
     console.print(table)
@@ -651,8 +732,7 @@ def print_ope_table(report: Mapping[str, Any], console: Any = None) -> None:
     if d.get("clip") is not None:
         lines.append(f"clipped {d['clipped']} at {d['clip']}")
     if d.get("unsupported_mass"):
-        lines.append(f"target mass on actions the logger could not play "
-                     f"{d['unsupported_mass']:.3f} (IPS/SNIPS miss it; DR models it)")
+        lines.append(f"unsupported mass {d['unsupported_mass']:.3f}")
     if report.get("without_reward"):
         lines.append(f"{report['without_reward']} decisions without a reward "
                      f"(counted as {report.get('missing_reward')})")
@@ -660,3 +740,5 @@ def print_ope_table(report: Mapping[str, Any], console: Any = None) -> None:
         lines.append(f"DR model {d['reward_model']} ({d['folds']} folds), "
                      f"direct method {d['direct_method']:.4f}")
     console.print(" · ".join(lines))
+    for warning in report.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)

@@ -149,12 +149,88 @@ def test_dr_values_an_action_that_was_never_logged_and_ips_ignores_it():
                          actions=keys, contexts=[{"type": f"t{c}"} for c in x],
                          logging_pmf=[{k: 1 / 3 for k in keys}] * n,
                          action_features=allocation_features)
+    # no logged row matches: IPS and SNIPS measure nothing, and the report says so
     assert rep["diagnostics"]["unsupported_mass"] == 1.0
-    assert rep["estimates"]["ips"]["value"] == 0.0           # no logged row matches
+    assert [e["reliable"] for e in rep["estimates"].values()] == [False, False, False]
+    assert any("no support" in w for w in rep["warnings"]), rep["warnings"]
+    assert rep["estimates"]["ips"]["value"] == 0.0
     dr = rep["estimates"]["dr"]
     # the model interpolates between logged allocations: close, not exact; its interval
     # covers sampling noise only, not the model's extrapolation error
     assert abs(dr["value"] - truth) < 0.04
+
+
+def q_mean_model(contexts, logged, reward, shrink=1.0):
+    """The ``mean`` reward model fitted on every row (folds=1), written out by hand:
+    per-(context, action) mean shrunk towards the action's mean, itself shrunk towards
+    the global mean; an action never logged gets the global mean."""
+    glob = float(np.mean(reward))
+
+    def q(c, a):
+        ra = [r for a2, r in zip(logged, reward) if a2 == a]
+        prior = (sum(ra) + shrink * glob) / (len(ra) + shrink)
+        rca = [r for c2, a2, r in zip(contexts, logged, reward) if (c2, a2) == (c, a)]
+        return (sum(rca) + shrink * prior) / (len(rca) + shrink)
+    return q
+
+
+def by_hand(logged, prop, reward, target, logging, contexts):
+    """IPS, SNIPS, DR (mean model, one fold) and the unsupported mass from first
+    principles: ``target``/``logging`` are ``{action: p}`` per row (full pmfs)."""
+    logged, prop, reward = list(logged), np.asarray(prop), np.asarray(reward, dtype=float)
+    w = np.array([t.get(a, 0.0) for t, a in zip(target, logged)]) / prop
+    q = q_mean_model(contexts, logged, reward)
+    dr = [sum(p * q(c, a) for a, p in t.items()) + wi * (r - q(c, a_i))
+          for t, c, a_i, wi, r in zip(target, contexts, logged, w, reward)]
+    unsupported = [sum(p for a, p in t.items() if mu.get(a, 0.0) <= 0)
+                   for t, mu in zip(target, logging)]
+    return {"ips": float(np.mean(w * reward)), "snips": float((w * reward).sum() / w.sum()),
+            "dr": float(np.mean(dr)), "unsupported_mass": float(np.mean(unsupported))}
+
+
+def test_unsupported_mass_is_reported_ips_keeps_true_probabilities_and_dr_models_it():
+    # a hand-sized log: the logger plays a or b (never c); the target puts mass on c
+    logged = ["a", "b", "a", "b", "a", "a", "b", "b"]
+    prop = [0.5, 0.5, 0.8, 0.2, 0.8, 0.5, 0.2, 0.5]
+    reward = [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    contexts = ["x", "x", "y", "y", "y", "x", "y", "x"]
+    logging = [{"a": 0.5, "b": 0.5} if c == "x" else {"a": 0.8, "b": 0.2} for c in contexts]
+    target = [{"a": 0.3, "b": 0.3, "c": 0.4} if c == "x" else {"a": 0.6, "c": 0.4}
+              for c in contexts]
+    want = by_hand(logged, prop, reward, target, logging, contexts)
+    assert want["unsupported_mass"] == pytest.approx(0.4)
+    rep = estimate_value(logged, prop, reward, target, actions=["a", "b", "c"],
+                         contexts=[{"type": c} for c in contexts], logging_pmf=logging,
+                         reward_model="mean", folds=1, ci="clt")
+    assert rep["diagnostics"]["unsupported_mass"] == pytest.approx(want["unsupported_mass"])
+    for name in ("ips", "snips", "dr"):
+        assert rep["estimates"][name]["value"] == pytest.approx(want[name]), name
+        assert rep["estimates"][name]["reliable"] is False, name
+    assert any("0.400" in w and "never" in w for w in rep["warnings"]), rep["warnings"]
+    # the same target without c (its mass moved to a): fully supported, nothing flagged
+    covered = [{"a": 0.7, "b": 0.3} if c == "x" else {"a": 1.0} for c in contexts]
+    rep = estimate_value(logged, prop, reward, covered, actions=["a", "b", "c"],
+                         contexts=[{"type": c} for c in contexts], logging_pmf=logging,
+                         reward_model="mean", folds=1, ci="clt")
+    assert rep["diagnostics"]["unsupported_mass"] == 0.0 and rep["warnings"] == []
+    assert all(e["reliable"] for e in rep["estimates"].values())
+
+
+def test_dr_point_estimate_depends_on_the_data_and_the_seed_only():
+    log = synthetic(1500, seed=7)
+    values, ips_intervals = set(), set()
+    for ci in ("bootstrap", "clt"):
+        for estimators in (["dr"], ["ips", "snips", "dr"], ["dr", "ips"], ["snips", "dr"]):
+            rep = run(log, TARGET[log.x], ci=ci, estimators=estimators, seed=5,
+                      resamples=200)
+            values.add(rep["estimates"]["dr"]["value"])
+            if ci == "bootstrap" and "ips" in estimators:
+                ips = rep["estimates"]["ips"]
+                ips_intervals.add((ips["low"], ips["high"]))
+    assert len(values) == 1, values
+    assert len(ips_intervals) == 1, ips_intervals     # each interval: the seed's resamples
+    other = run(log, TARGET[log.x], estimators=["dr"], ci="clt", seed=6)
+    assert other["estimates"]["dr"]["value"] != values.pop()   # the folds follow the seed
 
 
 def test_zero_probabilities_are_skipped_and_clip_caps_the_weights():
@@ -219,9 +295,10 @@ class LoggerPolicy:
         return [1 / 3 if al in ALLOCS else 0.0 for al in actions]
 
 
-def logged_world(n: int, seed: int):
+def logged_world(n: int, seed: int, namespaced: bool = False):
     """Decisions of a uniform logger; the target is found by lex at rank 3 (lex-type
-    queries) or by mem at rank 7 (mem-type): reward = target in the candidate set."""
+    queries) or by mem at rank 7 (mem-type): reward = target in the candidate set.
+    Logged features: ``{"qtype": t}``, or as a learning policy's namespaces."""
     rng = np.random.default_rng(seed)
     decisions, events = [], []
     for i in range(n):
@@ -234,7 +311,8 @@ def logged_world(n: int, seed: int):
         rid = f"r{i}"
         decisions.append(Decision(
             rid, Query(rid, f"q{i}", "u1"), "h", [],
-            Action(alloc, 1 / 3, PMF, j, {"qtype": qtype}), cands,
+            Action(alloc, 1 / 3, PMF, j, {"query": {"qtype": qtype}} if namespaced
+                   else {"qtype": qtype}), cands,
             [Ranked(1, "x", 1.0, [])], {}, [], float(i)))
         events.append({"event_id": f"e{i}", "request_id": rid, "user_id": "u1",
                        "entity_id": "target", "type": "play", "position": None,
@@ -286,6 +364,83 @@ def test_evaluate_log_with_a_pmf_logged_policy():
     # rewards missing for some requests: 0 by default, dropped with missing_reward=None
     dropped = evaluate_log(None, LoggerPolicy(), frame, rewards.head(300), missing_reward=None)
     assert dropped["n"] == 300 and dropped["without_reward"] == 600
+
+
+def bandit_candidate(tmp_path, use: str, with_: str):
+    """An opened learning policy over arms lex/mem (budget 10) as the OPE candidate."""
+    pl.DataFrame({"id": ["target"]}).write_parquet(tmp_path / "c.parquet")
+    reg = build_registry(extra=[("null", SimpleNamespace(ltrr_components=hookimpl(
+        lambda: [NullArm])))])
+    spec = load_spec_text("name: t\ncatalog: {path: c.parquet}\nstate_dir: st\n"
+                          "arms: [{id: lex, use: null_arm}, {id: mem, use: null_arm}]\n"
+                          f"policy: {{use: {use}, budget: 10, with: {with_}}}\n"
+                          "output: {k: 3}\n", tmp_path / "s.yaml")
+    ws = Workspace(compile_spec(spec, reg))
+    return ws, ws.opened("policy")
+
+
+@pytest.mark.parametrize("use,with_", [("epsilon_greedy", "{step: 2, epsilon: 0.54}"),
+                                       ("vw", "{step: 2, epsilon: 0.3}")])
+def test_evaluate_log_counts_a_bandit_candidates_mass_on_never_logged_allocations(
+        tmp_path, use, with_):
+    # the logger played lex 10 / lex 5 + mem 5 / mem 10 uniformly; the candidate allocates
+    # in steps of 2, so lex 8 + mem 2 ... lex 2 + mem 8 were never logged
+    from ltrr.feedback.interactions import interactions
+    from ltrr.runtime.decision_log import decision_frame
+
+    decisions, events = logged_world(600, seed=3, namespaced=True)
+    frame = decision_frame(decisions)
+    reward = [float(any(c.entity_id == "target" for cs in d.candidates.values() for c in cs))
+              for d in decisions]
+    rewards = pl.DataFrame({"request_id": [d.request_id for d in decisions], "reward": reward})
+    ws, policy = bandit_candidate(tmp_path, use, with_)
+    try:
+        # trained on the first half of the log: its pmf depends on the query type
+        policy.learn(interactions(events.head(300), frame.head(300), {"play": 1.0}))
+        # first principles: the candidate's whole pmf (its public pmf()), the logged pmfs
+        target = [{action_key(a): p for a, p in policy.pmf([d.action.features])[0]}
+                  for d in decisions]
+        logging = [{action_key(a): p for a, p in d.action.pmf} for d in decisions]
+        logged = [action_key(d.action.allocation) for d in decisions]
+        want = by_hand(logged, [d.action.probability for d in decisions], reward, target,
+                       logging, [d.action.features["query"]["qtype"] for d in decisions])
+        assert 0.1 < want["unsupported_mass"] < 0.9
+        rep = evaluate_log(None, policy, frame, rewards, reward_model="mean", folds=1,
+                           ci="clt")
+    finally:
+        ws.close()
+    assert rep["target_pmf"] == "pmf_logged" and rep["actions"] == 7   # 3 logged + 4 new
+    assert rep["diagnostics"]["unsupported_mass"] == pytest.approx(want["unsupported_mass"])
+    for name in ("ips", "snips", "dr"):
+        assert rep["estimates"][name]["value"] == pytest.approx(want[name]), name
+        assert rep["estimates"][name]["reliable"] is False
+    assert rep["warnings"] and "never" in rep["warnings"][0]
+    out = io.StringIO()
+    print_ope_table(rep, Console(file=out, width=200))
+    assert "IPS (unreliable)" in out.getvalue() and "warning:" in out.getvalue()
+
+
+class HidesItsActions:
+    """Gives its true probability of the logged allocations but cannot list the two it
+    also plays: OPE cannot count that mass, so it must refuse, not renormalise."""
+
+    name = "hides"
+
+    def pmf_logged(self, features, actions):
+        return [0.2 if al in ALLOCS else 0.0 for al in actions]      # 0.4 elsewhere
+
+
+def test_a_pmf_logged_that_does_not_sum_to_one_is_a_clear_error():
+    decisions, _ = logged_world(20, seed=4)
+    from ltrr.runtime.decision_log import decision_frame
+
+    frame = decision_frame(decisions)
+    rewards = pl.DataFrame({"request_id": [d.request_id for d in decisions],
+                            "reward": [1.0] * len(decisions)})
+    with pytest.raises(RunError, match=r"request 'r0'\) a total probability of 0.6 over the "
+                                       r"3 actions") as err:
+        evaluate_log(None, HidesItsActions(), frame, rewards)
+    assert "playable_actions()" in err.value.hint
 
 
 def test_ope_report_reads_a_state_folder_and_evaluates_the_static_policy(state):
@@ -352,9 +507,14 @@ def test_evaluate_log_cli_estimates_a_policy_on_a_logged_pipeline(tmp_path):
     done = subprocess.run([ltrr, "run", logged, "--queries", str(queries), "--format", "jsonl"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    # varied rewards (weights 3, 2, 1, -0.5, and 0 without an event), so the estimates
+    # depend on every weight pi(a_i) / p_i: a wrong propensity changes them
+    types = ["purchase", "favorite", "play", "skip", None]
+    weight = {"purchase": 3.0, "favorite": 2.0, "play": 1.0, "skip": -0.5, None: 0.0}
     events = tmp_path / "e.jsonl"
     events.write_text("".join(_json.dumps({"request_id": f"r{i}", "entity_id": "a",
-                                           "type": "play"}) + "\n" for i in range(40)))
+                                           "type": types[i % 5]}) + "\n"
+                              for i in range(40) if types[i % 5]))
     done = subprocess.run([ltrr, "feedback", logged, str(events)], capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
@@ -363,12 +523,24 @@ def test_evaluate_log_cli_estimates_a_policy_on_a_logged_pipeline(tmp_path):
                            "--json"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     report = _json.loads(done.stdout)
-    assert report["n"] == 40 and report["logged_value"] == 1.0
+    # every action finds 'a' (both arms look it up), so a decision's reward is its weight;
+    # the untrained epsilon-greedy candidate (epsilon 0.1) plays its first action, one: 4,
+    # with 0.9 + 0.1 / 3 and the others with 0.1 / 3; the uniform logger had 1 / 3 each
+    logged_rows = pl.read_parquet(tmp_path / "st-logged" / "decisions" / "*.parquet")
+    r, w = [], []
+    for rid, alloc, p in logged_rows.select("request_id", "allocation",
+                                            "probability").iter_rows():
+        r.append(weight[types[int(rid[1:]) % 5]])
+        w.append((0.1 / 3 + 0.9 * (alloc == [{"arm": "one", "k": 4}])) / p)
+    r, w = np.array(r), np.array(w)
+    assert len(set(r)) == 5 and len(set(w.round(9))) == 2
+    assert report["n"] == 40 and report["logged_value"] == pytest.approx(r.mean())
+    assert report["diagnostics"]["unsupported_mass"] == 0 and report["warnings"] == []
+    assert report["estimates"]["ips"]["value"] == pytest.approx(np.mean(w * r))
+    assert report["estimates"]["snips"]["value"] == pytest.approx((w * r).sum() / w.sum())
     for name in ("ips", "snips", "dr"):
         est = report["estimates"][name]
-        assert est["low"] <= est["value"] <= est["high"]
-    # every logged action found the engaged entity: any policy's value is 1
-    assert report["estimates"]["snips"]["value"] == pytest.approx(1.0)
+        assert est["low"] <= est["value"] <= est["high"] and est["reliable"]
     bad = subprocess.run([ltrr, "evaluate", candidate, "--log", str(tmp_path / "nowhere")],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr

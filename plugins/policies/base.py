@@ -146,16 +146,21 @@ class BanditPolicy(Policy, Learner):
         return [list(zip(self.space.actions, p)) for p in pmfs]
 
     def pmf_logged(self, features: dict, actions: list[dict[str, int]]) -> list[float]:
-        """Probabilities of ``actions`` (logged allocations) for logged ``features``:
-        what off-policy evaluation asks (:class:`ltrr.ope.LoggedPmfPolicy`). Mass this
-        policy puts on actions outside the list is dropped and the rest renormalised."""
+        """Probabilities of ``actions`` for logged ``features``: what off-policy
+        evaluation asks (:class:`ltrr.ope.LoggedPmfPolicy`). They are this policy's true
+        probabilities (0 for an action outside its space), never renormalised over
+        ``actions``: OPE asks about :meth:`playable_actions` too, so the mass this policy
+        puts on allocations the logger never played is counted, not spread over the rest."""
         from ltrr.ope import action_key
 
         (pmf,) = self.pmf([features or {}])
         probs = {action_key(a): p for a, p in pmf}
-        out = [probs.get(action_key(a), 0.0) for a in actions]
-        total = sum(out)
-        return [p / total for p in out] if total > 0 else [1.0 / len(out)] * len(out)
+        return [probs.get(action_key(a), 0.0) for a in actions]
+
+    def playable_actions(self) -> list[dict[str, int]]:
+        """Every allocation of this policy's action space, for off-policy evaluation
+        (:class:`ltrr.ope.PlayableActionsPolicy`)."""
+        return [dict(a) for a in self.space.actions]
 
     def rewards(self, interactions: "pl.DataFrame") -> "pl.DataFrame":
         """One reward per decision, as this policy learns it (for off-policy evaluation)."""
