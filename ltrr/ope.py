@@ -482,12 +482,12 @@ def _unsupported_warning(mass: float, reward: np.ndarray) -> str:
                 "never played (unsupported mass 1.000), so the log measures nothing about it: "
                 "IPS is 0 and SNIPS undefined by construction, and DR is its reward model's "
                 "guess alone; log with a policy that explores the candidate's actions")
-    span = float(reward.max() - reward.min())
+    low, high = mass * float(reward.min()), mass * float(reward.max())
     return (f"the candidate puts {mass:.3f} of its mass (mean per decision) on actions the "
-            f"logging policy never played: IPS counts that mass as reward 0 (off by up to "
-            f"{mass:.3f} x {span:.3g}, the reward range), SNIPS credits it with the average "
-            "of the rest, DR values it with its reward model (not measured: its interval "
-            "leaves out the model's error)")
+            f"logging policy never played: IPS counts that mass as reward 0 (if those "
+            f"actions earn rewards in the logged range, the truth is IPS + {low:.3g} to "
+            f"IPS + {high:.3g}), SNIPS credits it with the average of the rest, DR values it "
+            "with its reward model (not measured: its interval leaves out the model's error)")
 
 
 # --- ltrr's logs -----------------------------------------------------------------------------

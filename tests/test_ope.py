@@ -206,7 +206,9 @@ def test_unsupported_mass_is_reported_ips_keeps_true_probabilities_and_dr_models
     for name in ("ips", "snips", "dr"):
         assert rep["estimates"][name]["value"] == pytest.approx(want[name]), name
         assert rep["estimates"][name]["reliable"] is False, name
-    assert any("0.400" in w and "never" in w for w in rep["warnings"]), rep["warnings"]
+    # rewards 0..1: the truth is IPS plus 0 to 0.4 if c earns rewards in the logged range
+    assert any("0.400" in w and "never" in w and "IPS + 0 to IPS + 0.4" in w
+               for w in rep["warnings"]), rep["warnings"]
     # the same target without c (its mass moved to a): fully supported, nothing flagged
     covered = [{"a": 0.7, "b": 0.3} if c == "x" else {"a": 1.0} for c in contexts]
     rep = estimate_value(logged, prop, reward, covered, actions=["a", "b", "c"],
