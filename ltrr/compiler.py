@@ -9,6 +9,7 @@ JVM or model is loaded.
 from __future__ import annotations
 
 import difflib
+import shlex
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from typing import Any
@@ -149,10 +150,11 @@ def _check_requires(spec: Spec) -> None:
         except PackageNotFoundError:
             raise spec.error(CompileError, f"this spec needs the package '{req.name}', which "
                              "is not installed", path,
-                             hint=f"pip install '{text}'") from None
+                             hint=f"pip install {shlex.quote(text)}") from None
         if req.specifier and not req.specifier.contains(version, prereleases=True):
             raise spec.error(CompileError, f"this spec needs '{text}' but {req.name} {version} "
-                             "is installed", path, hint=f"pip install --upgrade '{text}'")
+                             "is installed", path,
+                             hint=f"pip install --upgrade {shlex.quote(text)}")
 
 
 def _check_ids(spec: Spec) -> None:

@@ -403,3 +403,32 @@ def test_discriminated_union_errors_name_the_kind_and_drop_the_tag_from_the_path
         compile_spec(spec("{kind: co_occurrence, path: p.parquet, group: u, entity: a, alpha: 1}"))
     assert err.value.field == "with.relations.0.alpha"
     assert "s.yaml:8:" in str(err.value)
+
+
+@pytest.mark.parametrize("requirement", [
+    "evil-pkg-not-installed @ file:///x';touch${IFS}pwned;'",
+    "evil-pkg-not-installed @ https://e.x/a$(touch${IFS}pwned)",
+    "pydantic>=99; python_version > \"1';touch pwned;'\"",
+])
+def test_requires_install_hint_is_safe_to_paste_into_a_shell(tmp_path, requirement):
+    """The `pip install ...` hint is pasted into a shell: a crafted requirement must stay
+    one argument and never run a command (the hint used to wrap it in bare '...')."""
+    from ltrr.compiler import compile_spec
+    from ltrr.errors import CompileError
+
+    base = ("name: t\ncatalog: {path: c.parquet}\narms: [{id: a, use: bm25, with: {fields: "
+            "{name: 1}}}]\npolicy: {budget: 10}\n")
+    quoted = requirement.replace("\\", "\\\\").replace('"', '\\"')
+    spec = load_spec_text(base + f'requires: ["{quoted}"]\n', tmp_path / "s.yaml")
+    with pytest.raises(CompileError) as err:
+        compile_spec(spec)
+    command = err.value.hint
+    assert command.startswith("pip install ")
+    # Paste the hint into a real shell whose `pip` only prints its arguments.
+    shell = f"pip() {{ printf '%s\\n' \"$@\"; }}\n{command}\n"
+    proc = subprocess.run(["sh", "-c", shell], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert not (tmp_path / "pwned").exists(), command
+    args = proc.stdout.splitlines()
+    assert args[-1] == requirement
+    assert args[0] == "install"
