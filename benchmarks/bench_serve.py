@@ -170,7 +170,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 def _post(path: str, payload: bytes) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
 
 
@@ -183,7 +183,7 @@ async def _client(i: int, host: str, port: int, mode: str,
     reader = writer = None
     n = 0
     lat_search, lat_feedback = out["search"], out["feedback"]
-    health = b"GET /health HTTP/1.1\r\nHost: bench\r\n\r\n"
+    health = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     pending_click: bytes | None = None
     while perf_counter() < stop_at:
         if writer is None:

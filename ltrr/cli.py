@@ -134,6 +134,29 @@ def _parser() -> argparse.ArgumentParser:
                          "core uses the machine: one process is bound to a core by the GIL)")
 
     sp = cmd("simulate", _simulate, "Simulate users searching: rounds of serve, engage (click "
+    sp.add_argument("--max-connections", type=int, default=1000, metavar="N",
+                    help="open connections per worker; beyond, the longest-idle one is closed, "
+                         "or the request is refused with 503 (default: 1000)")
+    sp.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                    help="a request's headers must arrive within S seconds of its first byte "
+                         "(or of the connection), else 408 and close (default: 10)")
+    sp.add_argument("--body-timeout", type=float, default=60.0, metavar="S",
+                    help="a request's body must arrive within S seconds of its headers, else "
+                         "408 and close (default: 60)")
+    sp.add_argument("--keepalive-timeout", type=float, default=15.0, metavar="S",
+                    help="an idle kept-alive connection is closed after S seconds (default: 15)")
+    sp.add_argument("--max-header-bytes", type=int, default=32 * 1024, metavar="BYTES",
+                    help="request line and headers; larger is refused with 431 (default: 32768)")
+    sp.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                    help="a Host name clients use (repeatable; *.example.com, * for any); "
+                         "default: the loopback names when bound to loopback, else any")
+    sp.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                    help="a web origin allowed to call the server, with CORS headers "
+                         "(repeatable), e.g. http://localhost:3000; other origins get 403")
+    sp.add_argument("--admin-token-file", type=Path, metavar="PATH",
+                    help="file holding the token /admin/* requires (Authorization: Bearer); "
+                         "default: $LTRR_ADMIN_TOKEN; without one, /admin/* answers only on "
+                         "a loopback address")
              "model), learn, per policy; report recall, regret and plots.")
     sp.add_argument("--user-model", default="lastfm",
                     help="registered user model (default: lastfm)")
@@ -308,7 +331,7 @@ def _evaluate_log(plan, args) -> int:
 
 
 def _serve(args) -> int:
-    from ltrr.serve.config import ServeConfig
+    from ltrr.serve.config import ServeConfig, admin_token
     from ltrr.serve.server import serve
 
     return serve(ServeConfig(
@@ -316,7 +339,12 @@ def _serve(args) -> int:
         max_wait_ms=args.max_wait_ms, max_query_chars=args.max_query_chars,
         max_search_bytes=args.max_search_bytes, max_feedback_bytes=args.max_feedback_bytes,
         max_events=args.max_events, learn_interval_ms=args.learn_interval_ms,
-        log_level=args.log_level, access_log=args.access_log, workers=args.workers))
+        log_level=args.log_level, access_log=args.access_log, workers=args.workers,
+        max_connections=args.max_connections, header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout, keepalive_timeout_s=args.keepalive_timeout,
+        max_header_bytes=args.max_header_bytes, allowed_hosts=tuple(args.allowed_host),
+        allowed_origins=tuple(args.allow_origin),
+        admin_token=admin_token(args.admin_token_file)))
 
 
 def _simulate(args) -> int:

@@ -19,6 +19,7 @@ import polars as pl
 import pytest
 
 LTRR = str(Path(sys.executable).with_name("ltrr"))
+JSON = {"content-type": "application/json"}
 
 
 def _search(url: str, query: str, **extra) -> dict:
@@ -181,13 +182,14 @@ def test_oversized_bodies_are_413(module_server):
     err = _error(httpx.post(url + "/search", json=big, timeout=30), 413)
     assert "64.0 KiB" in err["error"] and "--max-search-bytes" in err["hint"]
     # far beyond the limit: refused from Content-Length, without reading it all
-    err = _error(httpx.post(url + "/search", content=b"{" * 600_000, timeout=30), 413)
+    err = _error(httpx.post(url + "/search", content=b"{" * 600_000, headers=JSON,
+                            timeout=30), 413)
     events = {"events": [{"entity_id": "1", "type": "click", "query": "z" * 1000}] * 9000}
     err = _error(httpx.post(url + "/feedback", json=events, timeout=60), 413)
     assert "8.0 MiB" in err["error"]
     # chunked, without Content-Length
     chunks = (b"x" * 16384 for _ in range(8))
-    _error(httpx.post(url + "/search", content=chunks, timeout=30), 413)
+    _error(httpx.post(url + "/search", content=chunks, headers=JSON, timeout=30), 413)
     # the connection pool still works afterwards
     assert _search(url, "britney spears")["results"]
 
@@ -249,7 +251,7 @@ def test_a_bad_event_refuses_its_whole_request(module_server):
     assert httpx.post(url + "/feedback", json={"events": [good]}, timeout=30).json() == \
         {"received": 1, "new": 1}
     for body in (b"", b"\xff\xfe", b"{\"events\": [", b"[]", b"{}", b'{"events": [], "x": 1}'):
-        r = httpx.post(url + "/feedback", content=body, timeout=30)
+        r = httpx.post(url + "/feedback", content=body, headers=JSON, timeout=30)
         assert r.status_code in (400, 422), (body, r.text)
     assert httpx.post(url + "/feedback", json={"events": []}, timeout=30).json() == \
         {"received": 0, "new": 0}

@@ -34,8 +34,10 @@ from ltrr.runtime.pipeline import new_request_id
 from ltrr.serve.batching import Batcher, Job
 from ltrr.serve.config import ServeConfig
 from ltrr.serve.decisions import DecisionWriter
+from ltrr.serve.docs import add_docs
 from ltrr.serve.errors import ApiError, error_body, from_ltrr, from_validation
 from ltrr.serve.feedback import BackgroundLearner, FeedbackIntake
+from ltrr.serve.guard import RequestGuard
 from ltrr.serve.holder import PipelineHolder, Served
 from ltrr.serve.metrics import Metrics
 from ltrr.serve.middleware import ANNOUNCED, ServeMiddleware
@@ -57,7 +59,9 @@ FEEDBACK_EXAMPLE = ('{"events": [{"request_id": "<from /search>", "entity_id": "
 _EVENT_FIELDS = frozenset(Event.model_fields)
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text} for code, text in (
-        (400, "The body is not valid JSON."), (413, "The body is too large."),
+        (400, "The body is not valid JSON, or the Host is not this server's."),
+        (403, "A cross-origin request (see --allow-origin)."),
+        (413, "The body is too large."), (415, "The body is not application/json."),
         (422, "A field is missing, unknown, of the wrong type or out of range."),
         (500, "A bug; the server logged it."), (503, "Shutting down, or the log is failing."))}
 
@@ -235,12 +239,16 @@ def create_app(config: ServeConfig, holder: PipelineHolder, role: Role = Role()
             "naming that `request_id`: the events are logged durably before the response, "
             "then the pipeline's learners (memory arm, policy, ranker) learn from them in "
             "the background.\n\n"
-            "Every error is JSON `{\"error\", \"field\", \"hint\"}`: 400 invalid JSON, 413 "
-            "body too large, 422 invalid field, 503 shutting down."),
-        lifespan=lifespan)
+            "Every error is JSON `{\"error\", \"field\", \"hint\"}`: 400 invalid JSON or "
+            "a Host that is not this server's, 401 admin token missing or wrong, 403 a "
+            "cross-origin call, 408 a request too slow to arrive, 413 body too large, 415 "
+            "a body that is not `application/json`, 422 invalid field, 431 headers too "
+            "large, 503 shutting down or every connection taken."),
+        lifespan=lifespan, docs_url=None, redoc_url=None)    # /docs: served locally
     app.state.server = server
 
     # --- error handlers -----------------------------------------------------------------
+    add_docs(app)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
@@ -400,7 +408,8 @@ def create_app(config: ServeConfig, holder: PipelineHolder, role: Role = Role()
                                            "/feedback": config.max_feedback_bytes},
                               default_limit=config.max_search_bytes, metrics=server.metrics,
                               batcher=server.batcher, search=answer_search,
-                              worker=role.index if role.workers > 1 else None)
+                              worker=role.index if role.workers > 1 else None,
+                              guard=RequestGuard(config))
     return wrapped, server
 
 

@@ -50,6 +50,12 @@ class Metrics:
                                 "(1 at start, +1 per reload).", registry=r)
         self.inflight = Gauge("ltrr_search_inflight", "Search requests being answered.",
                               registry=r)
+        self.connections_closed = Counter(
+            "ltrr_connections_closed", "Connections closed or refused by the server's limits, "
+            "by reason (evicted, header_timeout, body_timeout, header_too_large, refused).",
+            ["reason"], registry=r)
+        self.connections_open = Gauge("ltrr_connections_open", "Open client connections.",
+                                      registry=r)
         # bound children, so the hot path does no label lookups
         self._latency = {e: self.latency.labels(e) for e in ENDPOINTS}
         self._requests: dict[tuple[str, int], Counter] = {}
@@ -61,6 +67,9 @@ class Metrics:
                 endpoint, str(status))
         child.inc()
         self._latency[endpoint].observe(seconds)
+
+    def connection_closed(self, reason: str) -> None:
+        self.connections_closed.labels(reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,5 +1,9 @@
-"""The outermost ASGI layer: body size limits, request metrics, batch announcements.
+"""The outermost ASGI layer: who may call, body size limits, request metrics, batch
+announcements.
 
+* Every request passes the :class:`~ltrr.serve.guard.RequestGuard` first (Host,
+  Origin, JSON content type, admin token); a refusal is answered here, in the JSON
+  error format, and a CORS preflight from an allowed origin is answered 204.
 * A request body larger than its endpoint's limit is answered 413 in the JSON error
   format before the app sees it (from ``Content-Length`` when given, else while
   reading). Bodies are read whole here and replayed to the app.
@@ -21,12 +25,14 @@ from ltrr.serve.metrics import ENDPOINTS
 
 if TYPE_CHECKING:
     from ltrr.serve.batching import Batcher
+    from ltrr.serve.guard import RequestGuard
     from ltrr.serve.metrics import Metrics
 
 log = logging.getLogger("ltrr.serve")
 
 ANNOUNCED = "ltrr.announced"      # scope key: this request is counted in Batcher.announced
 DRAIN_FACTOR = 4                  # an oversized body is read (and dropped) up to 4x the limit
+CLIENT_GONE = 499                 # status counted for a request whose client left (nginx's)
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -51,12 +57,13 @@ class ServeMiddleware:
 
     def __init__(self, app, *, limits: dict[str, int], default_limit: int,
                  metrics: "Metrics", batcher: "Batcher", search: Callable | None = None,
-                 worker: int | None = None):
+                 worker: int | None = None, guard: "RequestGuard | None" = None):
         """``search(body, arrived, scope)`` → ``(status, body, headers)`` answers POST
         /search directly: the hot path skips the web framework's routing, dependency
         solving and response classes (a fifth of a worker's GIL time)."""
         self.app, self.limits, self.default_limit = app, limits, default_limit
         self.metrics, self.batcher, self.search = metrics, batcher, search
+        self.guard = guard
         # with several workers, each response names the one that answered
         self.worker_header = None if worker is None else (b"x-ltrr-worker",
                                                           str(worker).encode())
@@ -69,15 +76,19 @@ class ServeMiddleware:
         path = scope["path"]
         status = 500
         sent = False
+        extra: list[tuple[bytes, bytes]] = []       # added to every response
+        if self.worker_header is not None:
+            extra.append(self.worker_header)
+        if self.guard is not None:
+            extra += self.guard.cors(scope)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
                 sent = True
-                if self.worker_header is not None:
-                    message = {**message, "headers": [*message.get("headers", ()),
-                                                      self.worker_header]}
+                if extra:
+                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
             await send(message)
 
         announced = scope["method"] == "POST" and path == "/search"
@@ -86,25 +97,36 @@ class ServeMiddleware:
             self.batcher.announced += 1
             self.metrics.inflight.inc()
         try:
+            if self.guard is not None:
+                refused = self.guard.check(scope)
+                if refused is not None:
+                    status = refused.status
+                    await _respond(send, status, refused.body(), _encode(refused.headers))
+                    return
+                preflight = self.guard.preflight(scope)
+                if preflight is not None:
+                    status = 204
+                    await send({"type": "http.response.start", "status": 204,
+                                "headers": preflight})
+                    await send({"type": "http.response.body", "body": b""})
+                    return
             if scope["method"] in ("POST", "PUT", "PATCH"):
                 limit = self.limits.get(path, self.default_limit)
                 body = await self._read(scope, receive, limit)
-                if body is None:                     # client gone
+                if body is None:                     # client gone (or timed out)
+                    status = CLIENT_GONE
                     return
                 if isinstance(body, int):
                     status = 413
                     more = " or more" if body > limit * DRAIN_FACTOR else ""
                     await _respond(send, 413, error_body(
                         f"request body is larger than the {_size(limit)} this endpoint "
-                        f"accepts ({_size(body)}{more})", hint=self._hint(path)))
+                        f"accepts ({_size(body)}{more})", hint=self._hint(path)), extra)
                     return
                 if announced and self.search is not None:
                     status, payload, headers = await self.search(body, started, scope)
-                    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-                    if self.worker_header is not None:
-                        extra.append(self.worker_header)
                     sent = True
-                    await _respond(send, status, payload, extra)
+                    await _respond(send, status, payload, _encode(headers) + extra)
                     return
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_wrapper)
@@ -161,6 +183,10 @@ class ServeMiddleware:
         if size > limit:
             return size
         return b"".join(chunks)
+
+
+def _encode(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

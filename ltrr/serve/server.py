@@ -10,6 +10,7 @@ flight, write the logs, close the pipeline); SIGHUP reloads the spec.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -23,6 +24,9 @@ from ltrr.serve.config import ServeConfig
 from ltrr.serve.workers import Role
 
 log = logging.getLogger("ltrr.serve")
+
+FILES_RESERVED = 512          # open files kept for the pipeline beside the connections
+NOFILE_UNLIMITED = 1 << 20    # what "unlimited" open files is taken to mean
 
 
 def _listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
@@ -54,6 +58,7 @@ def _logging(level: str, name: str = "ltrr serve") -> None:
 
 def serve(config: ServeConfig) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
+    raise_open_files_limit()            # before the pipeline opens its files (workers inherit)
     if config.workers > 1:
         from ltrr.serve.supervisor import supervise
 
@@ -82,13 +87,50 @@ def run_worker(config: ServeConfig, holder, sock: socket.socket, role: Role) -> 
     import uvicorn
 
     from ltrr.serve.app import create_app
+    from ltrr.serve.protocol import guarded_protocol
 
+    config = _fit_connections(config, raise_open_files_limit())
     app, server = create_app(config, holder, role)
-    uconfig = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on",
+    uconfig = uvicorn.Config(app, loop="uvloop", lifespan="on", ws="none",
+                             http=guarded_protocol(config, server.metrics.connection_closed),
                              log_level=config.log_level, access_log=config.access_log,
-                             timeout_graceful_shutdown=30, timeout_keep_alive=30,
+                             timeout_graceful_shutdown=30,
+                             timeout_keep_alive=config.keepalive_timeout_s,  # type: ignore
                              server_header=False)
-    _uvicorn_server(uconfig, server).run(sockets=[sock])
+    userver = _uvicorn_server(uconfig, server)
+    server.metrics.connections_open.set_function(lambda: len(userver.server_state.connections))
+    userver.run(sockets=[sock])
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit of open files to the hard limit (each connection
+    is a file; a default soft limit of 1,024 is reached by a modest flood of idle ones);
+    returns the soft limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, NOFILE_UNLIMITED)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s",
+                        soft, want, exc)
+    return soft if soft != resource.RLIM_INFINITY else NOFILE_UNLIMITED
+
+
+def _fit_connections(config: ServeConfig, files: int) -> ServeConfig:
+    """``config`` with --max-connections lowered to what the open-files limit leaves
+    beside the pipeline's own files (indexes, logs, the JVM's jars)."""
+    room = files - FILES_RESERVED
+    if config.max_connections <= room:
+        return config
+    fitted = max(1, room)
+    log.warning("the open-files limit (%d) leaves room for %d connections: "
+                "--max-connections lowered from %d (raise the limit with `ulimit -n`)",
+                files, fitted, config.max_connections)
+    return dataclasses.replace(config, max_connections=fitted)
 
 
 def _uvicorn_server(config, server):
