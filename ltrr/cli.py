@@ -132,8 +132,6 @@ def _parser() -> argparse.ArgumentParser:
                     help="processes serving the port, each with its own pipeline; worker 0 "
                          "learns and the others reload what it learned (default: 1; one per "
                          "core uses the machine: one process is bound to a core by the GIL)")
-
-    sp = cmd("simulate", _simulate, "Simulate users searching: rounds of serve, engage (click "
     sp.add_argument("--max-connections", type=int, default=1000, metavar="N",
                     help="open connections per worker; beyond, the longest-idle one is closed, "
                          "or the request is refused with 503 (default: 1000)")
@@ -157,6 +155,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="file holding the token /admin/* requires (Authorization: Bearer); "
                          "default: $LTRR_ADMIN_TOKEN; without one, /admin/* answers only on "
                          "a loopback address")
+
+    sp = cmd("simulate", _simulate, "Simulate users searching: rounds of serve, engage (click "
              "model), learn, per policy; report recall, regret and plots.")
     sp.add_argument("--user-model", default="lastfm",
                     help="registered user model (default: lastfm)")
