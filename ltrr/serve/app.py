@@ -246,9 +246,9 @@ def create_app(config: ServeConfig, holder: PipelineHolder, role: Role = Role()
             "large, 503 shutting down or every connection taken."),
         lifespan=lifespan, docs_url=None, redoc_url=None)    # /docs: served locally
     app.state.server = server
+    add_docs(app)
 
     # --- error handlers -----------------------------------------------------------------
-    add_docs(app)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
