@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -144,14 +145,69 @@ def _fsync_tree(root: Path) -> None:
         fsync_dir(Path(dirpath))
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (on this machine); this process counts."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:         # someone else's process
+        return True
+    return True
+
+
+# After ".<name>.": "<pid>-<mkdtemp's 8 chars>.building", the same without a pid
+# (before owners were recorded), or "old-<pid>".
+_LEFTOVER = re.compile(r"(?:(?P<pid>\d+)-)?[a-z0-9_]{8}\.building|old-(?P<old>\d+)")
+
+
+def remove_leftovers(final: Path) -> list[str]:
+    """Remove what killed writers of ``final`` left beside it; return the names removed.
+
+    :func:`atomic_dir` names its temp folder ``.<name>.<pid>-<random>.building`` and the
+    folder it replaces ``.<name>.old-<pid>``: one whose pid is dead is a leftover (a
+    live pid's is being written, and kept). A temp folder without a pid comes from
+    ltrr before owners were recorded; it is a leftover too. If ``final`` itself is
+    missing (killed between the two renames), the replaced folder is put back.
+    """
+    prefix = f".{final.name}."
+    removed = []
+    try:
+        names = sorted(os.listdir(final.parent))
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        found = _LEFTOVER.fullmatch(name[len(prefix):])
+        if found is None:
+            continue
+        pid = found["pid"] or found["old"]
+        if pid is not None and pid_alive(int(pid)):
+            continue
+        path = final.parent / name
+        if found["old"] and not final.exists():
+            with contextlib.suppress(OSError):      # another process put it back first
+                os.replace(path, final)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        removed.append(name)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a fresh temp folder; on success it replaces ``final`` in one rename.
 
-    On error the temp folder is removed and ``final`` is left as it was.
+    On error the temp folder is removed and ``final`` is left as it was. Folders left
+    by writers that were killed are removed first (:func:`remove_leftovers`).
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".building", dir=final.parent))
+    remove_leftovers(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}-", suffix=".building",
+                                dir=final.parent))
     try:
         yield tmp
         _fsync_tree(tmp)

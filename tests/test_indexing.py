@@ -99,3 +99,72 @@ def test_corrupt_state_is_a_clear_error_with_the_fix(tmp_path):
     (tmp_path / ".ltrr/t/a/manifest.json").write_text("{not json")
     with pytest.raises(StateError, match="unreadable"):
         Pipeline(plan_for(tmp_path), registry=REG)
+
+
+# --- leftovers of killed builds ----------------------------------------------------------
+
+_BUILDER = """\
+import os, sys
+from pathlib import Path
+from ltrr.state import atomic_dir
+with atomic_dir(Path(sys.argv[1])) as tmp:
+    (tmp / "ids.txt").write_text("half")
+    print(tmp.name, flush=True)
+    if sys.argv[2] == "killed":
+        os._exit(9)                     # like SIGKILL: no cleanup runs
+    sys.stdin.read()                    # a live build, until the test lets it go
+    raise SystemExit(3)                 # abandon it (atomic_dir removes its folder)
+"""
+
+
+def _builder(final, mode):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _BUILDER, str(final), mode],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    name = proc.stdout.readline().strip()        # printed once its folder exists
+    assert name.endswith(".building"), name
+    return proc, name
+
+
+def test_index_removes_building_folders_of_killed_runs_but_not_of_live_ones(tmp_path):
+    """`ltrr index` killed mid-build leaves `.<node>.*.building`; the next run removes it,
+    but never the folder of a build that is still running."""
+    state = tmp_path / ".ltrr" / "t"
+    killed, stale = _builder(state / "a", "killed")
+    assert killed.wait(timeout=60) == 9
+    live, running = _builder(state / "a", "live")
+    try:
+        old_dead = state / f".a.old-{killed.pid}"        # killed between its two renames
+        old_dead.mkdir()
+        index_plan(plan_for(tmp_path))
+        left = sorted(p.name for p in state.iterdir())
+        assert stale not in left
+        assert old_dead.name not in left
+        assert running in left                           # its owner is alive: kept
+        assert (state / running / "ids.txt").read_text() == "half"
+        assert (state / "a" / "ids.txt").exists()
+    finally:
+        live.stdin.close()
+        assert live.wait(timeout=60) == 3
+    assert sorted(p.name for p in state.iterdir()) == ["a"]
+
+
+def test_an_index_replaced_by_a_killed_run_is_put_back_not_rebuilt(tmp_path):
+    """Killed between its two renames, a build leaves no `<node>/` but `.<node>.old-<pid>`:
+    the next run puts that index back (current, so nothing is rebuilt)."""
+    import subprocess
+    import sys
+
+    BUILDS.clear()
+    index_plan(plan_for(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=60)
+    state = tmp_path / ".ltrr" / "t"
+    (state / "a").rename(state / f".a.old-{int(dead.stdout)}")
+    index_plan(plan_for(tmp_path))
+    assert BUILDS == ["a"]
+    assert sorted(p.name for p in state.iterdir()) == ["a"]
+    with Pipeline(plan_for(tmp_path), registry=REG, log_decisions=False) as p:
+        assert [r.entity_id for r in p.run(Query("r", "q")).ranking] == ["e0", "e1", "e2", "e3"]

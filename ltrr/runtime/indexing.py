@@ -3,7 +3,8 @@
 Each indexed node owns ``<state_dir>/<node id>/``, holding a ``manifest.json``
 whose fingerprint covers the catalog content, the component and its params. A
 build writes into a temp folder renamed into place only when complete, so a
-crash never leaves a half index that later loads.
+crash never leaves a half index that later loads; the next build removes the temp
+folders of killed runs (never one whose process is alive).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Callable
 
 from ltrr.components import Component, Indexed
 from ltrr.errors import StateError
-from ltrr.state import atomic_dir, atomic_write_json
+from ltrr.state import atomic_dir, atomic_write_json, remove_leftovers
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -65,6 +66,7 @@ def build_state(component: Component, progress: Callable[[int, int], None], *,
     """Build one node's state unless it is current; return the build stats or None if skipped."""
     assert isinstance(component, Indexed)
     state = component.ctx.state_dir
+    remove_leftovers(state)         # of runs killed mid-build; may put back a replaced index
     fp = fingerprint(component)
     manifest = read_manifest(state)
     if not force and manifest and manifest.get("fingerprint") == fp:
