@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", "-o", type=Path, help="write results here instead of stdout")
     sp.add_argument("--no-log", action="store_true", help="do not append to the decision log")
     sp.add_argument("--batch-size", type=int, default=256)
+    _loss_options(sp)
 
     sp = cmd("feedback", _feedback, "Ingest feedback events (JSONL or Parquet) and learn from "
              "them; replaying a file adds nothing twice.")
@@ -104,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="also score each arm's own candidates (what the pipeline took from "
                          "it, in its rank order), e.g. with --measures R@10 R@100")
     sp.add_argument("--batch-size", type=int, default=256)
+    _loss_options(sp)
 
     sp = cmd("serve", _serve, "Serve the pipeline over HTTP: POST /search and /feedback, "
              "GET /health and /metrics, POST /admin/reload (docs/serve.md).")
@@ -180,6 +182,16 @@ def _parser() -> argparse.ArgumentParser:
                          "OUT/state/<policy>")
     sp.add_argument("--json", action="store_true", help="print the JSON summary")
     return p
+
+
+def _loss_options(sp: argparse.ArgumentParser) -> None:
+    """``--deadlines`` and ``--strict`` of the commands that answer queries offline."""
+    sp.add_argument("--deadlines", action="store_true",
+                    help="drop an arm that misses its deadline_ms, as `ltrr serve` does "
+                         "(default: wait for every arm: a batch job wants the answer)")
+    sp.add_argument("--strict", action="store_true",
+                    help="exit 1 when a query lost an arm (deadline or failure) or a "
+                         "slotter's slots; each loss is named on stderr either way")
 
 
 # --- commands ---------------------------------------------------------------------------

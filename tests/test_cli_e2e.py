@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LTRR = str(Path(sys.executable).with_name("ltrr"))
 
 
-def ltrr(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def ltrr(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([LTRR, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "COLUMNS": "200"})
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,11 @@ def run_jsonl(spec: Path, *queries: str) -> list[dict]:
     args = [a for q in queries for a in ("-q", q)]
     done = ltrr("run", str(spec), *args, "--format", "jsonl")
     assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()]
+    decisions = [json.loads(line) for line in done.stdout.splitlines()]
+    # a test that did not ask for a dropped arm fails loudly when one was dropped
+    assert all(d["trace"] == [] and d["dropped"] == {} for d in decisions), decisions
+    assert "dropped" not in done.stderr, done.stderr
+    return decisions
 
 
 def test_ranked_artists_for_exact_and_misspelled_names(spec):
@@ -126,3 +130,127 @@ def test_plugins_lists_builtins_with_package():
     rows = [line.split() for line in done.stdout.splitlines()]
     assert ["arm", "bm25", "ltrr"] in [r[:3] for r in rows]
     assert ["slotter", "dictionary", "ltrr"] in [r[:3] for r in rows]
+
+
+# --- no arm lost to a cold start; a dropped arm is loud ------------------------------------
+
+def burners(n: int = 2) -> list[subprocess.Popen]:
+    """Processes that burn a core each until stopped."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def test_offline_run_on_a_cold_pipeline_never_drops_the_lexical_arm_under_load(spec):
+    """Each run starts a cold JVM beside two CPU burners (a loaded 2-core machine);
+    offline, the lexical arm still answers every query (its 200 ms deadline is for
+    serving)."""
+    queries = ["britney spears", "radiohead", "french hip hop", "pop"]
+    hogs = burners(2)
+    try:
+        runs = [ltrr("run", str(spec), "-q", q, "--format", "jsonl", "--no-log")
+                for q in queries]
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    for q, done in zip(queries, runs):
+        assert done.returncode == 0, done.stderr
+        (d,) = [json.loads(line) for line in done.stdout.splitlines()]
+        assert d["query"] == q
+        assert d["trace"] == [] and d["dropped"] == {}, (q, d["trace"], d["timings_ms"])
+        assert "dropped" not in done.stderr, done.stderr
+        assert any("lexical" in r["arms"] for r in d["results"]), (q, d["results"])
+
+
+SLOW_PLUGIN = """
+import time
+
+from ltrr.components import Arm
+from ltrr.hookspecs import hookimpl
+from ltrr.types import Candidate
+
+
+class NapArm(Arm):
+    \"\"\"Sleeps 0.3 s, then answers the first catalog id (test only).\"\"\"
+
+    name = "nap"
+
+    def retrieve_batch(self, requests):
+        time.sleep(0.3)
+        return [[Candidate(self.ctx.catalog.ids[0], self.ctx.node_id, 1, 1.0)]
+                for _ in requests]
+
+
+class BoomArm(Arm):
+    \"\"\"Always raises (test only).\"\"\"
+
+    name = "boom"
+
+    def retrieve_batch(self, requests):
+        raise ValueError("index exploded")
+
+
+@hookimpl
+def ltrr_components():
+    return [NapArm, BoomArm]
+"""
+
+
+@pytest.fixture
+def slow_plugin(tmp_path) -> dict:
+    """A test-only plugin distribution (arms ``nap`` and ``boom``) on PYTHONPATH, found
+    through its entry point like an installed package; returns the environment."""
+    site = tmp_path / "site"
+    info = site / "ltrr_test_slow-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "ltrr_test_slow.py").write_text(SLOW_PLUGIN)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ltrr-test-slow\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[ltrr]\ntest_slow = ltrr_test_slow\n")
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path}
+
+
+def test_a_dropped_arm_is_reported_on_stderr_counted_and_fails_with_strict(slow_plugin, tmp_path):
+    import polars as pl
+
+    pl.DataFrame({"id": ["a", "b"], "name": ["x", "y"]}).write_parquet(tmp_path / "c.parquet")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\ncatalog: {path: c.parquet}\n"
+                    "arms:\n  - {id: sleepy, use: nap, deadline_ms: 1}\n"
+                    "policy: {budget: 5}\noutput: {k: 2}\n")
+    queries = tmp_path / "q.tsv"
+    queries.write_text("q1\tfirst\nq2\tsecond\n")
+    base = ["run", str(spec), "--queries", str(queries), "--format", "jsonl", "--no-log"]
+
+    offline = ltrr(*base, "--strict", env=slow_plugin)    # offline: no deadlines, waited for
+    assert offline.returncode == 0, offline.stderr
+    assert [json.loads(x)["results"][0]["id"] for x in offline.stdout.splitlines()] == ["a", "a"]
+    assert "dropped" not in offline.stderr
+
+    served = ltrr(*base, "--deadlines", env=slow_plugin)  # the spec's deadlines, as served
+    assert served.returncode == 0, served.stderr
+    out = [json.loads(x) for x in served.stdout.splitlines()]
+    assert [d["dropped"] for d in out] == [{"sleepy": "deadline"}] * 2
+    assert all(d["results"] == [] for d in out)
+    lines = served.stderr.splitlines()
+    for rid in ("q1", "q2"):                              # one line per dropped arm and query
+        assert [x for x in lines if f"request {rid}" in x and "'sleepy'" in x
+                and "deadline" in x], served.stderr
+    assert "2 of 2 queries lost an arm" in served.stderr and "sleepy: 2" in served.stderr
+
+    strict = ltrr(*base, "--deadlines", "--strict", env=slow_plugin)
+    assert strict.returncode == 1
+    assert strict.stdout.count("\n") == 2                 # the answers are still written
+    assert "error: " in strict.stderr and "--strict" in strict.stderr
+    assert "Traceback" not in strict.stderr
+
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("q1\t0\ta\t1\nq2\t0\tb\t1\n")
+    spec.write_text(spec.read_text().replace("use: nap, deadline_ms: 1", "use: boom"))
+    evaluated = ltrr("evaluate", str(spec), "--queries", str(queries), "--qrels", str(qrels),
+                     "--json", env=slow_plugin)           # a failure drops offline too
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["dropped_arms"] == {"sleepy": 2}
+    assert "request q1" in evaluated.stderr and "index exploded" in evaluated.stderr
+    failed = ltrr("evaluate", str(spec), "--queries", str(queries), "--qrels", str(qrels),
+                  "--strict", env=slow_plugin)
+    assert failed.returncode == 1 and "--strict" in failed.stderr

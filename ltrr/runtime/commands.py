@@ -1,4 +1,11 @@
-"""The work behind ``ltrr index`` and ``ltrr run``: progress bars and output formats."""
+"""The work behind ``ltrr index``, ``ltrr run`` and ``ltrr evaluate``: progress bars,
+output formats, and the report of queries that lost an arm.
+
+Offline commands open the pipeline without deadlines unless asked (``--deadlines``): a
+batch job wants every arm's answer, not a latency budget, and a loaded machine or a cold
+JVM must not change its results. An arm can still fail; every query that lost one is
+named on stderr, and ``--strict`` makes that an error.
+"""
 
 from __future__ import annotations
 
@@ -77,7 +84,8 @@ def run_queries(plan: Plan, args) -> list[Decision]:
         queries = read_queries(args.queries)
     else:
         queries = [Query(new_request_id(), q, args.user) for q in args.query]
-    with Pipeline(plan, log_decisions=False if args.no_log else None) as pipeline:
+    with Pipeline(plan, log_decisions=False if args.no_log else None,
+                  deadlines=getattr(args, "deadlines", False)) as pipeline:
         decisions = answer(pipeline, queries, args.batch_size)
         titles = _titles(pipeline, decisions) if args.format == "table" else {}
     k = args.k or plan.model.output.k
@@ -93,7 +101,42 @@ def run_queries(plan: Plan, args) -> list[Decision]:
     finally:
         if args.output:
             out.close()
+    fail_if_strict(report_losses(decisions)[1], getattr(args, "strict", False))
     return decisions
+
+
+def report_losses(decisions: list[Decision], err: TextIO | None = None
+                  ) -> tuple[dict[str, int], list[str]]:
+    """Name on stderr every query that lost an arm (or a slotter's slots), one line per
+    loss, then a summary line per kind of loss. Returns arm id → queries that lost it,
+    and the summaries (empty: nothing was lost)."""
+    err = err or sys.stderr
+    arms: dict[str, int] = {}
+    lost_arm = lost_slots = 0
+    for d in decisions:
+        for note in d.trace:
+            err.write(f"warning: request {d.request_id} ({d.query.text!r}): {note}\n")
+        for arm in d.dropped:
+            arms[arm] = arms.get(arm, 0) + 1
+        lost_arm += bool(d.dropped)
+        lost_slots += any(note.startswith("slotter '") for note in d.trace)
+    total = len(decisions)
+    problems = []
+    if lost_arm:
+        problems.append(f"{lost_arm} of {total} queries lost an arm ("
+                        + ", ".join(f"{a}: {n}" for a, n in sorted(arms.items())) + ")")
+    if lost_slots:
+        problems.append(f"{lost_slots} of {total} queries lost a slotter's slots")
+    for problem in problems:
+        err.write(f"warning: {problem}\n")
+    return arms, problems
+
+
+def fail_if_strict(problems: list[str], strict: bool) -> None:
+    """``--strict``: a query that lost an arm or slots makes the command fail."""
+    if strict and problems:
+        raise RunError("; ".join(problems) + " and --strict is set",
+                       hint="the warnings above name each query and what it lost")
 
 
 def write_trec(decisions: list[Decision], out: TextIO, tag: str, k: int | None = None) -> None:
@@ -125,8 +168,10 @@ def evaluate_plan(plan: Plan, args) -> dict[str, Any]:
     if by:                      # fail on a bad --by before running anything
         groups = groups_by(read_query_fields(args.queries), [q.request_id for q in queries],
                            by, args.queries)
-    with Pipeline(plan, log_decisions=False) as pipeline:
+    with Pipeline(plan, log_decisions=False,
+                  deadlines=getattr(args, "deadlines", False)) as pipeline:
         decisions = answer(pipeline, queries, args.batch_size)
+    dropped, problems = report_losses(decisions)
     if args.run:
         with open(args.run, "w", encoding="utf-8") as f:
             write_trec(decisions, f, plan.model.name)
@@ -136,6 +181,7 @@ def evaluate_plan(plan: Plan, args) -> dict[str, Any]:
     result["median_ms_per_query"] = sorted(totals)[len(totals) // 2]
     result["pipeline"] = plan.model.name
     result["spec_hash"] = plan.spec.hash
+    result["dropped_arms"] = dropped       # arm id → queries scored without it
     if by or per_arm:
         arms = arm_runs(decisions, [a.id for a in plan.arms]) if per_arm else None
         result.update(evaluate_breakdown(run, qrels, measures, groups=groups, arms=arms))
@@ -145,6 +191,7 @@ def evaluate_plan(plan: Plan, args) -> dict[str, Any]:
         print(json.dumps({k: v for k, v in result.items() if k != "per_query"}, indent=2))
     else:
         print_evaluation(result, plan.model.name, len(queries), Console())
+    fail_if_strict(problems, getattr(args, "strict", False))
     return result
 
 
@@ -169,6 +216,7 @@ def decision_json(d: Decision, k: int) -> dict[str, Any]:
                      "arms": {c.arm: c.rank for c in r.sources}} for r in d.ranking[:k]],
         "timings_ms": {key: round(v, 3) for key, v in d.timings_ms.items()},
         "trace": d.trace,
+        "dropped": d.dropped,
     }
 
 

@@ -274,7 +274,8 @@ def run_policy(plan: Plan, choice: PolicyChoice, sessions: list[Session], model:
     started = time.perf_counter()
     with policy_state(plan, choice.label, config.keep_state) as state:
         pplan = policy_plan(plan, choice, state, registry)
-        pipeline = Pipeline(pplan, registry=registry, log_decisions=True)
+        # offline: every arm answers however loaded the machine (no serving deadlines)
+        pipeline = Pipeline(pplan, registry=registry, log_decisions=True, deadlines=False)
         try:
             for lo in range(0, n, config.round_size):
                 hi = min(n, lo + config.round_size)
