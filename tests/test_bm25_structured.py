@@ -374,3 +374,25 @@ def test_stale_index_after_adding_a_prior(folder):
     finally:
         w1.close()
         w2.close()
+
+
+def test_warm_searches_the_slot_and_prior_path_and_changes_no_result(arm, monkeypatch):
+    """``warm`` (run by the pipeline before its first query) sends catalog rows through
+    the structured search — phrases on the slot field, the prior — so the JVM has loaded
+    and compiled that path before a deadline counts; it leaves results unchanged."""
+    a = arm(prior={"column": "popularity", "weight": 1.0}, slots={"tag": FILTER})
+    text = "french hip hop"
+    before = search(a, text, [tag("hip hop", text)])
+    seen = []
+    real = a._searcher.search_structured
+
+    def spy(text, k, fields=None, **kw):
+        seen.append(kw)
+        return real(text, k, fields, **kw)
+
+    monkeypatch.setattr(a._searcher, "search_structured", spy)
+    a.warm()
+    monkeypatch.undo()
+    assert any(p.field == "tags" for kw in seen for p in kw.get("phrases", ())), seen
+    assert seen and all(kw.get("prior") is not None for kw in seen)
+    assert search(a, text, [tag("hip hop", text)]) == before

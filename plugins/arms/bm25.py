@@ -224,6 +224,30 @@ class Bm25Arm(Arm, Indexed):
             self._open_prior()
         self._structured = bool(self._rules) or self._prior is not None
 
+    def warm(self, rows: int = 8) -> None:
+        """Search a few catalog rows through the arm's whole path — the first field as
+        text, with and without the slot fields' values as slots — so that the JVM loads
+        and compiles it before the first timed query (issue 10: a cold first query cost
+        100-200 ms, and missed a 200 ms deadline under load)."""
+        from ltrr.types import Query, Slot
+
+        frame = self.ctx.catalog.frame
+        text_col = next(iter(self.params.fields))
+        slot_cols = {name: r.field for name, r in self._rules.items() if r.field in frame.columns}
+        if len(frame) == 0 or text_col not in frame.columns:
+            return
+        picked = frame.select(list(dict.fromkeys([text_col, *slot_cols.values()])))
+        requests = []
+        for i in range(0, len(picked), max(1, len(picked) // rows))[:rows]:
+            row = picked.row(i, named=True)
+            text = _first(row[text_col])
+            slots = [Slot(name, value, 0, len(text), 1.0)
+                     for name, col in slot_cols.items() if (value := _first(row[col]))]
+            k = self.ctx.plan.budget             # what a query may ask for
+            requests += [ArmRequest(Query(f"warm-{i}", text), k),
+                         ArmRequest(Query(f"warm-{i}-slots", text), k, slots)]
+        self.retrieve_batch(requests)
+
     def _open_prior(self) -> None:
         p = self.params.prior
         where = dict(node=self.ctx.node_id, field="with.prior")
@@ -340,6 +364,13 @@ class Bm25Arm(Arm, Indexed):
                 f["relaxed"] = 1.0 if i >= relaxed_from else 0.0
         return [Candidate(h[0], arm, rank, score, f)
                 for rank, (h, score, f) in enumerate(zip(hits, scores, features), 1)]
+
+
+def _first(value) -> str:
+    """A catalog cell as text: a list's first value, '' for none."""
+    if isinstance(value, list):
+        value = next((v for v in value if v is not None), None)
+    return "" if value is None else str(value)
 
 
 @hookimpl
