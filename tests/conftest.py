@@ -50,9 +50,10 @@ def tiny_spec(folder):
     return spec
 
 
-def indexed_copy(folder, name: str) -> tuple:
+def indexed_copy(folder, name: str, deadline_ms: float | None = None) -> tuple:
     """``pipelines/<name>.yaml`` copied into ``folder`` with absolute data paths and a state
-    dir there, then indexed with ``ltrr index``; returns (spec path, index stderr)."""
+    dir there (and every arm's ``deadline_ms`` set to ``deadline_ms`` if given), then
+    indexed with ``ltrr index``; returns (spec path, index stderr)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -65,6 +66,8 @@ def indexed_copy(folder, name: str) -> tuple:
     for arm in data["arms"]:                       # relation files, relative to pipelines/
         for rel in arm.get("with", {}).get("relations", []):
             rel["path"] = str((root / "pipelines" / rel["path"]).resolve())
+        if deadline_ms is not None:
+            arm["deadline_ms"] = deadline_ms
     data["state_dir"] = str(folder / "state")
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -88,8 +91,12 @@ def music_spec(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def serve_spec_indexed(tmp_path_factory):
-    """pipelines/music-serve.yaml copied with absolute data paths, indexed once per session."""
-    return indexed_copy(tmp_path_factory.mktemp("music-serve"), "music-serve")[0]
+    """pipelines/music-serve.yaml copied with absolute data paths, indexed once per session.
+
+    Its arms get a 60 s deadline: a server applies deadlines, and a loaded test machine
+    must not drop an arm (and change a ranking) in tests that are not about deadlines."""
+    return indexed_copy(tmp_path_factory.mktemp("music-serve"), "music-serve",
+                        deadline_ms=60_000)[0]
 
 
 def fresh_serve_spec(indexed, folder):

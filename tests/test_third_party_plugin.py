@@ -262,6 +262,8 @@ def test_full_pipeline_index_and_run(with_plugin):
     assert run.returncode == 0, f"ltrr run failed:{note}\n{run.stdout}\n{run.stderr}"
     lines = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0]["query"] == "pop"
+    # offline runs wait for every arm: a cold JVM on a loaded machine drops nothing
+    assert lines[0]["dropped"] == {} and lines[0]["trace"] == [], (lines[0], run.stderr)
     results = lines[0]["results"]
     assert 0 < len(results) <= 10, lines[0]
     assert [r["rank"] for r in results] == list(range(1, len(results) + 1))
