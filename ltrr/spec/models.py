@@ -62,8 +62,10 @@ class ArmSpec(ComponentSpec):
     from_: list[NodeId] = Field(default_factory=list, alias="from", description=(
         "Upstream arms or slotters whose candidates (or entity slots) seed this arm."))
     deadline_ms: float = Field(1000.0, gt=0, description=(
-        "Time budget per query; a batch call gets deadline_ms × its queries. An arm that "
-        "exceeds it is dropped from those responses, with a note in their trace."))
+        "Time budget per query when serving (`ltrr serve`, or `--deadlines`); a batch call "
+        "gets deadline_ms × its queries, counted after warm-up. An arm that exceeds it is "
+        "dropped from those responses, with a note in their trace. Offline commands wait "
+        "for every arm by default."))
     max_k: int = Field(1000, gt=0, description="Most candidates this arm may be asked for.")
     seeds: int = Field(10, gt=0, description=(
         "How many top candidates of each upstream arm seed this arm (with `from:`)."))
