@@ -19,7 +19,7 @@ import polars as pl
 
 from ltrr.errors import Location, RunError
 from ltrr.parquet_log import ParquetLog
-from ltrr.timestamps import parse_timestamp
+from ltrr.timestamps import DEFAULT_MAX_FUTURE_S, check_timestamp, parse_timestamp, valid_expr
 
 EVENT_SCHEMA = pl.Schema({
     "event_id": pl.String,       # unique; derived from the other fields when absent
@@ -46,17 +46,19 @@ def derived_event_id(row: dict) -> str:
     return _id_of(row.get(k) for k in _ID_FIELDS)
 
 
-def _timestamp(value, where: Location) -> float | None:
+def _timestamp(value, where: Location, max_future_s: float) -> float | None:
     if value is None:
         return None
-    parsed = parse_timestamp(value)
-    if parsed is None:
-        raise RunError(f"timestamp {value!r} is neither epoch seconds nor ISO 8601",
-                       where=where, field="timestamp")
-    return parsed
+    try:
+        return check_timestamp(value, max_future=max_future_s)
+    except ValueError as exc:
+        raise RunError(str(exc), where=where, field="timestamp",
+                       hint="send epoch seconds or ISO 8601 of when it happened; the log "
+                            "and every learner keep this time") from None
 
 
-def _check_row(row: dict, where: Location, weights: dict[str, float] | None) -> dict:
+def _check_row(row: dict, where: Location, weights: dict[str, float] | None,
+               max_future_s: float = DEFAULT_MAX_FUTURE_S) -> dict:
     unknown = set(row) - set(EVENT_SCHEMA)
     if unknown:
         raise RunError(f"unknown field(s) {', '.join(sorted(unknown))}", where=where,
@@ -65,9 +67,12 @@ def _check_row(row: dict, where: Location, weights: dict[str, float] | None) -> 
         if not isinstance(row.get(name), (str, int)) or row.get(name) == "":
             raise RunError(f"missing or empty '{name}'", where=where, field=name)
     out = {k: row.get(k) for k in EVENT_SCHEMA}
-    for k in ("event_id", "request_id", "user_id", "entity_id", "type", "query"):
+    for k in _TEXT_FIELDS:
         if out[k] is not None:
             out[k] = str(out[k])
+            if not _utf8(out[k]):
+                raise RunError(f"'{k}' contains a lone UTF-16 surrogate (invalid Unicode)",
+                               where=where, field=k, hint="send valid UTF-8 text")
     if weights is not None and out["type"] not in weights:
         raise RunError(f"event type '{out['type']}' has no weight in the spec", where=where,
                        field="type", hint="declare it under feedback.weights, known types: "
@@ -79,7 +84,7 @@ def _check_row(row: dict, where: Location, weights: dict[str, float] | None) -> 
     if pos is not None and pos > MAX_POSITION:
         raise RunError(f"position {pos} is too large (at most {MAX_POSITION})", where=where,
                        field="position")
-    out["timestamp"] = _timestamp(out["timestamp"], where)
+    out["timestamp"] = _timestamp(out["timestamp"], where, max_future_s)
     if out["event_id"] is None:
         out["event_id"] = derived_event_id(out)   # before the default time: replays match
     if out["timestamp"] is None:
@@ -87,27 +92,40 @@ def _check_row(row: dict, where: Location, weights: dict[str, float] | None) -> 
     return out
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def events_from_rows(rows: list, where: "Callable[[int], Location]",
-                     weights: dict[str, float] | None = None) -> pl.DataFrame:
+                     weights: dict[str, float] | None = None, *,
+                     max_future_s: float = DEFAULT_MAX_FUTURE_S) -> pl.DataFrame:
     """Validated events from already-parsed rows (e.g. an HTTP request's JSON body).
 
-    ``where(i)`` locates row ``i`` in error messages (e.g. ``request field events[3]``).
+    ``where(i)`` locates row ``i`` in error messages (e.g. ``request field events[3]``);
+    ``max_future_s``: how far ahead of the clock a timestamp may be (the spec's
+    ``feedback.max_future_s``).
     """
     checked = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise RunError("each event must be a JSON object", where=where(i))
-        checked.append(_check_row(row, where(i), weights))
+        checked.append(_check_row(row, where(i), weights, max_future_s))
     return pl.DataFrame(checked, schema=EVENT_SCHEMA, orient="row") if checked else \
         EVENT_SCHEMA.to_frame()
 
 
-def read_events(path: Path, weights: dict[str, float] | None = None) -> pl.DataFrame:
+def read_events(path: Path, weights: dict[str, float] | None = None, *,
+                max_future_s: float = DEFAULT_MAX_FUTURE_S) -> pl.DataFrame:
     """Events from a JSONL (one object per line) or Parquet file, validated.
 
     Errors name the file and line (JSONL) or row (Parquet) and the field. A well-formed
     file is validated column by column with polars; any problem sends it through the
-    row-by-row path, which finds and locates the first bad line or row.
+    row-by-row path, which finds and locates the first bad line or row. Timestamps
+    follow :mod:`ltrr.timestamps` (at most ``max_future_s`` ahead of the clock).
     """
     path = Path(path)
     if not path.exists():
@@ -120,16 +138,17 @@ def read_events(path: Path, weights: dict[str, float] | None = None) -> pl.DataF
                            where=Location(str(path)),
                            hint="events files are JSONL (one object per line) or Parquet"
                            ) from None
-        fast = _fast(_vectorised, frame, weights)
+        fast = _fast(_vectorised, frame, weights, max_future_s)
         if fast is not None:
             return fast
-        return _frame_of(_check_row(r, Location(f"{path} row {i + 1}"), weights)
+        return _frame_of(_check_row(r, Location(f"{path} row {i + 1}"), weights,
+                                    max_future_s)
                          for i, r in enumerate(frame.iter_rows(named=True)))
     data = path.read_bytes()
-    fast = _fast(_read_jsonl_fast, data, weights)
+    fast = _fast(_read_jsonl_fast, data, weights, max_future_s)
     if fast is not None:
         return fast
-    return _frame_of(_jsonl_rows(path, data, weights))
+    return _frame_of(_jsonl_rows(path, data, weights, max_future_s))
 
 
 def _frame_of(checked) -> pl.DataFrame:
@@ -138,7 +157,8 @@ def _frame_of(checked) -> pl.DataFrame:
         EVENT_SCHEMA.to_frame()
 
 
-def _jsonl_rows(path: Path, data: bytes, weights: dict[str, float] | None):
+def _jsonl_rows(path: Path, data: bytes, weights: dict[str, float] | None,
+                max_future_s: float = DEFAULT_MAX_FUTURE_S):
     """The row-by-row path: every line parsed and checked, errors located."""
     try:
         text = data.decode("utf-8")
@@ -152,11 +172,15 @@ def _jsonl_rows(path: Path, data: bytes, weights: dict[str, float] | None):
         where = Location(str(path), n)
         try:
             obj = json.loads(line)
-        except ValueError as exc:
+        except ValueError as exc:     # also a number of more than 4,300 digits
             raise RunError(f"invalid JSON: {exc}", where=where) from None
+        except RecursionError:
+            raise RunError("invalid event: nested too deeply", where=where,
+                           hint="an event is one flat JSON object of text and numbers"
+                           ) from None
         if not isinstance(obj, dict):
             raise RunError("each line must be a JSON object", where=where)
-        yield _check_row(obj, where, weights)
+        yield _check_row(obj, where, weights, max_future_s)
 
 
 # --- the vectorised path -----------------------------------------------------------------
@@ -166,13 +190,14 @@ def _jsonl_rows(path: Path, data: bytes, weights: dict[str, float] | None):
 # be sure, it returns None and the row path decides.
 
 _NEWLINE = re.compile(rb"\r\n|\r|\n")      # what Python's universal newlines split on
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")   # a UTF-16 surrogate escaped in JSON text
 _INTEGER = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 _FLOAT = (pl.Float32, pl.Float64)
 
 
-def _fast(fn, source, weights) -> pl.DataFrame | None:
+def _fast(fn, source, weights, max_future_s) -> pl.DataFrame | None:
     try:
-        return fn(source, weights)
+        return fn(source, weights, max_future_s)
     except pl.exceptions.PolarsError:    # e.g. a cast out of range: the row path decides
         return None
 
@@ -182,7 +207,8 @@ def _text_like(dtype) -> bool:
     return dtype in (pl.String, pl.Null, pl.Categorical) or dtype in _INTEGER
 
 
-def _vectorised(frame: pl.DataFrame, weights: dict[str, float] | None) -> pl.DataFrame | None:
+def _vectorised(frame: pl.DataFrame, weights: dict[str, float] | None,
+                max_future_s: float = DEFAULT_MAX_FUTURE_S) -> pl.DataFrame | None:
     """``frame`` validated and normalised column by column; None if any row may be bad."""
     schema = frame.schema
     if frame.width == 0 or set(schema) - set(EVENT_SCHEMA):
@@ -216,7 +242,8 @@ def _vectorised(frame: pl.DataFrame, weights: dict[str, float] | None) -> pl.Dat
     out = frame.select(cols)
     bad = out.select(
         pl.any_horizontal((pl.col(c).is_null() | (pl.col(c) == "")).any() for c in REQUIRED)
-        | ((pl.col("position") < 1) | (pl.col("position") > MAX_POSITION)).any()).item()
+        | ((pl.col("position") < 1) | (pl.col("position") > MAX_POSITION)).any()
+        | (~valid_expr("timestamp", max_future=max_future_s)).fill_null(False).any()).item()
     if bad:
         return None
     if weights is not None and not out["type"].is_in(list(weights)).all():
@@ -230,17 +257,20 @@ def _vectorised(frame: pl.DataFrame, weights: dict[str, float] | None) -> pl.Dat
     return out.select(list(EVENT_SCHEMA)).cast(dict(EVENT_SCHEMA))
 
 
-def _read_jsonl_fast(data: bytes, weights: dict[str, float] | None) -> pl.DataFrame | None:
+def _read_jsonl_fast(data: bytes, weights: dict[str, float] | None,
+                     max_future_s: float = DEFAULT_MAX_FUTURE_S) -> pl.DataFrame | None:
     """The vectorised path for JSONL, when polars reads exactly what ``json`` would."""
     if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
         return None                  # a lone CR ends a line for Python, not for polars
+    if _SURROGATE.search(data):
+        return None                  # polars reads a lone "\ud800" as "\x00": the row path
     try:
         frame = pl.read_ndjson(data, infer_schema_length=None)
     except Exception:                # invalid JSON, not objects, empty...: the row path says
         return None                  # (polars raises more than PolarsError here)
     if set(frame.columns) - set(EVENT_SCHEMA) or not _same_as_json(data, frame):
         return None
-    return _vectorised(frame, weights)
+    return _vectorised(frame, weights, max_future_s)
 
 
 def _same_as_json(data: bytes, frame: pl.DataFrame) -> bool:

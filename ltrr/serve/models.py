@@ -21,6 +21,25 @@ def _valid_unicode(text: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_valid_unicode)]
+
+
+def _time(value: float | str | None) -> float | str | None:
+    """A context timestamp must be a time a date can show (``ltrr.timestamps``)."""
+    from ltrr.timestamps import check_timestamp
+
+    if value is not None:
+        check_timestamp(value, max_future=None)     # ValueError: a 422 naming the field
+    return value
+
+
+class Context(BaseModel):
+    """Free-form request context; the keys ltrr reads are checked."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    timestamp: Annotated[float | Text | None, AfterValidator(_time)] = Field(None, description=(
+        "When the query was asked: epoch seconds or ISO 8601 (time features of a learning "
+        "policy); finite, 1970 to 9999. Default: the server's clock."))
 RequestId = Annotated[Text, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", description=(
     "Client-chosen id of this request (letters, digits, . _ : -, at most 128); one is "
     "generated when absent. Feedback events name it in their `request_id`."))]
@@ -42,8 +61,9 @@ class SearchRequest(_Model):
     k: int | None = Field(None, ge=1, description=(
         "Number of results (default and maximum: the spec's `output.k`)."))
     request_id: RequestId | None = None
-    context: dict[str, Any] | None = Field(None, description=(
-        "Free-form request context (device, locale...), logged with the decision."))
+    context: Annotated[Context, AfterValidator(
+        lambda c: c.model_dump(exclude_unset=True))] | None = Field(None, description=(
+            "Free-form request context (device, locale...), logged with the decision."))
 
 
 class Result(BaseModel):

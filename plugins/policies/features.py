@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ltrr.components import Params
-from ltrr.timestamps import parse_timestamp
+from ltrr.timestamps import parse_timestamp, problem
 from ltrr.types import PolicyContext
 
 FeatureGroup = Literal["query", "slots", "time", "user"]
@@ -228,7 +228,11 @@ class ContextFeaturizer:
         return f
 
     def time_features(self, ts: float | None) -> dict[str, Any]:
-        ts = time.time() if ts is None else ts
+        """Hour bucket, weekday, weekend, holiday of ``ts`` (epoch seconds); the clock's
+        when ``ts`` is None or not a time a date can show (NaN, 1e300, before 1970):
+        never raises, whatever float the request context carried."""
+        if ts is None or problem(ts, max_future=None) is not None:
+            ts = time.time()
         dt = datetime.fromtimestamp(ts, tz=timezone.utc)
         h = dt.hour
         f: dict[str, Any] = {

@@ -1,0 +1,176 @@
+"""Event and context validation: one timestamp rule for files, HTTP and learners; feedback
+files that once raised tracebacks; learners that a bad value cannot poison (issue 10,
+items 4, 10 and 14)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import polars as pl
+import pytest
+
+from ltrr.errors import RunError
+from ltrr.feedback.events import EVENT_SCHEMA, read_events
+from ltrr.timestamps import DEFAULT_MAX_FUTURE_S, check_timestamp
+
+WEIGHTS = {"click": 1.0, "play": 1.0, "skip": -0.5}
+YEAR = 365 * 86400.0
+
+
+def _jsonl(path, lines: list[str]):
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+GOOD = '{"entity_id": "a", "type": "click", "timestamp": 1700000000}'
+
+
+# --- the timestamp rule -------------------------------------------------------------------
+
+@pytest.mark.parametrize("value,reason", [
+    (math.nan, "finite"), (math.inf, "finite"), (-math.inf, "finite"),
+    (1e300, "future"), (-1.0, "1970"), (10 ** 400, "finite"),
+    ("9999-12-31T23:59:59Z", "future"), ("0001-01-01T00:00:00+01:00", "1970"),
+])
+def test_the_timestamp_rule_refuses_unsafe_values(value, reason):
+    with pytest.raises(ValueError) as err:
+        check_timestamp(value)
+    assert reason in str(err.value)
+
+
+def test_the_timestamp_rule_allows_a_configurable_skew():
+    now = time.time()
+    assert check_timestamp(now + DEFAULT_MAX_FUTURE_S - 60) == pytest.approx(
+        now + DEFAULT_MAX_FUTURE_S - 60)
+    with pytest.raises(ValueError, match="feedback.max_future_s"):
+        check_timestamp(now + 2 * YEAR)
+    assert check_timestamp(now + 2 * YEAR, max_future=3 * YEAR) > now
+    assert check_timestamp(0) == 0.0 and check_timestamp("2024-01-02T03:04:05Z") > 0
+
+
+# --- feedback files (item 4 and 14) -------------------------------------------------------
+
+BAD_TIMESTAMP_LINES = [
+    '{"entity_id": "a", "type": "click", "timestamp": NaN}',
+    '{"entity_id": "a", "type": "click", "timestamp": Infinity}',
+    '{"entity_id": "a", "type": "click", "timestamp": -Infinity}',
+    '{"entity_id": "a", "type": "click", "timestamp": 1e300}',
+    '{"entity_id": "a", "type": "click", "timestamp": 1' + "0" * 400 + '}',
+    '{"entity_id": "a", "type": "click", "timestamp": -5}',
+    '{"entity_id": "a", "type": "click", "timestamp": "2100-01-01T00:00:00Z"}',
+]
+
+
+@pytest.mark.parametrize("line", BAD_TIMESTAMP_LINES)
+def test_bad_timestamps_in_jsonl_are_located_errors(tmp_path, line):
+    path = _jsonl(tmp_path / "e.jsonl", [GOOD, line])
+    with pytest.raises(RunError) as err:
+        read_events(path, WEIGHTS)
+    assert f"{path}:2" in str(err.value) and "field 'timestamp'" in str(err.value)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, 1e300, time.time() + 3 * YEAR, -1.0])
+def test_bad_timestamps_in_parquet_are_located_errors(tmp_path, value):
+    path = tmp_path / "e.parquet"
+    pl.DataFrame({"entity_id": ["a", "b", "c"], "type": ["click"] * 3,
+                  "timestamp": [1.7e9, 1.7e9, value]}).write_parquet(path)
+    with pytest.raises(RunError) as err:
+        read_events(path, WEIGHTS)
+    assert f"{path} row 3" in str(err.value) and "field 'timestamp'" in str(err.value)
+
+
+def test_the_skew_is_a_reading_option(tmp_path):
+    ahead = time.time() + 10 * 86400
+    path = _jsonl(tmp_path / "e.jsonl", [GOOD, json.dumps(
+        {"entity_id": "a", "type": "click", "timestamp": ahead})])
+    with pytest.raises(RunError, match="field 'timestamp'"):
+        read_events(path, WEIGHTS)
+    assert read_events(path, WEIGHTS, max_future_s=30 * 86400)["timestamp"][1] == ahead
+
+
+def test_a_line_nested_100000_deep_is_a_located_error(tmp_path):
+    deep = '{"entity_id": "a", "type": "click", "query": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    path = _jsonl(tmp_path / "e.jsonl", [GOOD, deep])
+    with pytest.raises(RunError) as err:
+        read_events(path, WEIGHTS)
+    assert f"{path}:2" in str(err.value) and "nested" in str(err.value)
+
+
+def test_a_5000_digit_number_is_a_located_error(tmp_path):
+    path = _jsonl(tmp_path / "e.jsonl", [GOOD, '{"entity_id": ' + "7" * 5000
+                                         + ', "type": "click"}'])
+    with pytest.raises(RunError) as err:
+        read_events(path, WEIGHTS)
+    assert f"{path}:2" in str(err.value)
+
+
+@pytest.mark.parametrize("field", ["entity_id", "query", "user_id", "request_id"])
+def test_a_lone_surrogate_is_refused_not_read_as_nul(tmp_path, field):
+    row = {"entity_id": "a", "type": "click", "timestamp": 1, field: "x@y"}
+    line = json.dumps(row).replace("@", "\\ud800")
+    path = _jsonl(tmp_path / "e.jsonl", [GOOD, line])
+    with pytest.raises(RunError) as err:
+        read_events(path, WEIGHTS)
+    assert f"{path}:2" in str(err.value) and f"field '{field}'" in str(err.value)
+    assert "surrogate" in str(err.value)
+
+
+def test_escaped_surrogate_pairs_read_as_their_character(tmp_path):
+    path = _jsonl(tmp_path / "e.jsonl", [
+        '{"entity_id": "\\ud83c\\udfb8", "type": "click", "timestamp": 1, '
+        '"query": "a\\u0000b"}'])
+    got = read_events(path, WEIGHTS)
+    assert got["entity_id"].to_list() == ["\U0001F3B8"]
+    assert got["query"].to_list() == ["a\x00b"]
+
+
+def test_events_from_rows_apply_the_same_rule():
+    from ltrr.errors import Location
+    from ltrr.feedback.events import events_from_rows
+
+    for value in (math.nan, math.inf, 1e300, time.time() + YEAR, "\ud800"):
+        with pytest.raises(RunError) as err:
+            events_from_rows([{"entity_id": "a", "type": "click", "timestamp": value}],
+                             lambda i: Location(f"request field events[{i}]"), WEIGHTS)
+        assert "events[0]" in str(err.value) and "field 'timestamp'" in str(err.value)
+    ok = events_from_rows([{"entity_id": "a", "type": "click", "timestamp": 5}],
+                          lambda i: Location("x"), WEIGHTS)
+    assert ok.schema == EVENT_SCHEMA and ok["timestamp"][0] == 5.0
+
+
+# --- context timestamps (item 10) ---------------------------------------------------------
+
+@pytest.mark.parametrize("value", [1e300, -1e300, math.nan, math.inf, -math.inf, 1e20, -1e20,
+                                   253402300800.0, "9999-12-31T23:59:59-01:00", 0, "garbage"])
+def test_time_features_never_raise(value):
+    from ltrr_plugins.policies.features import ContextFeaturizer, FeatureParams
+    from ltrr.types import PolicyContext, Query
+
+    f = ContextFeaturizer(FeatureParams(features=["time"]))
+    ns = f.featurize(PolicyContext(Query("r", "x", None, {"timestamp": value}), []))
+    assert ns["time"]["hour"] in ("night", "morning", "afternoon", "evening")
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, 1e300, -1e300, 10 ** 400, "not a time"])
+def test_a_search_context_timestamp_out_of_range_is_refused(value):
+    from pydantic import ValidationError
+
+    from ltrr.serve.models import SearchRequest
+
+    body = ('{"query": "x", "context": {"timestamp": %s}}'
+            % (json.dumps(value) if isinstance(value, str) else
+               "NaN" if value != value else "Infinity" if value == math.inf else str(value)))
+    with pytest.raises(ValidationError) as err:
+        SearchRequest.model_validate_json(body)
+    assert err.value.errors()[0]["loc"][:2] == ("context", "timestamp")
+
+
+def test_a_sane_context_timestamp_is_accepted():
+    from ltrr.serve.models import SearchRequest
+
+    for ts in ("1700000000", "1700000000.5", '"2024-01-02T03:04:05Z"'):
+        req = SearchRequest.model_validate_json('{"query": "x", "context": {"timestamp": %s}}'
+                                                % ts)
+        assert req.context["timestamp"] is not None
