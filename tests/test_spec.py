@@ -190,8 +190,8 @@ def test_file_errors(tmp_path):
     bad.write_bytes("name: caf\xe9\n".encode("latin-1"))
     with pytest.raises(SpecError, match="cannot read spec"):
         load_yaml(bad)
-    with pytest.raises(SpecError, match="cannot read spec"):
-        load_yaml(tmp_path)                       # a folder, not a file
+    with pytest.raises(SpecError, match="the spec is a folder, not a regular file"):
+        load_yaml(tmp_path)
 
 
 # --- validation messages not covered by the broken corpus -------------------------------
@@ -432,3 +432,98 @@ def test_requires_install_hint_is_safe_to_paste_into_a_shell(tmp_path, requireme
     args = proc.stdout.splitlines()
     assert args[-1] == requirement
     assert args[0] == "install"
+
+
+# --- bounded loading: size, nesting, aliases, numbers, file types ----------------------
+
+def _ltrr() -> list[str]:
+    script = Path(sys.executable).parent / "ltrr"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ltrr.cli"]
+
+
+def _validate(spec: str | Path, cwd: Path = REPO) -> str:
+    """`ltrr validate` in a subprocess: exit 1, one `error:` line, no traceback. The
+    generous timeout turns a hang into a failure (a refusal takes well under a second)."""
+    proc = subprocess.run([*_ltrr(), "validate", str(spec)], cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    return lines[0]
+
+
+def test_a_spec_larger_than_the_limit_is_refused_before_reading(tmp_path):
+    big = tmp_path / "big.yaml"
+    with open(big, "w") as f:
+        f.write("version: 1\nname: big\ndescription: '")
+        f.truncate(50_000_000)                    # 50 MB (sparse: cheap to make)
+    line = _validate(big)
+    assert line.startswith(f"error: {big}: ")
+    assert "is 50 MB; at most 1 MB is allowed" in line
+
+
+def test_spec_text_larger_than_the_limit_is_refused():
+    with pytest.raises(SpecError, match="at most 1 MB"):
+        load_yaml_text("a: '" + "x" * (1 << 20) + "'\n", "f.yaml")
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "device"])
+def test_a_spec_that_is_not_a_regular_file_is_refused_without_reading(tmp_path, kind):
+    """A folder was a traceback-free error already; a FIFO blocked (and ignored Ctrl-C),
+    /dev/zero never ended: all are refused by file type, before any read."""
+    import os
+
+    if kind == "folder":
+        path, what = tmp_path, "a folder"
+    elif kind == "fifo":
+        path, what = tmp_path / "spec.yaml", "a named pipe"
+        os.mkfifo(path)
+    else:
+        path, what = Path("/dev/zero"), "a device"
+    line = _validate(path)
+    assert line.startswith(f"error: {path}: ") and what in line, line
+    assert "regular file" in line
+
+
+def test_aliases_may_not_contain_themselves():
+    err = _error("a: &a [1, *a]\n")
+    assert "alias '*a' is used inside the value it names" in err.message
+    assert str(err.where) == "f.yaml:1:11"
+    err = _error("a: &a {b: 1, <<: *a}\n")
+    assert "alias '*a'" in err.message
+
+
+def test_nesting_through_aliases_is_bounded_too():
+    """Each level below 64 in the text, but aliases stack them: 10 x 20 levels deep."""
+    lines, prev = [], None
+    for i in range(10):
+        inner = f"*a{prev}" if prev is not None else "1"
+        lines.append(f"x{i}: &a{i} " + "[" * 20 + inner + "]" * 20)
+        prev = i
+    err = _error("\n".join(lines) + "\n")
+    assert "nested deeper than 64 levels" in err.message
+    assert err.where.line is not None
+
+
+def test_long_numbers_are_refused_in_keys_and_values():
+    assert "a number of 200 characters" in _error("a: " + "1" * 200 + "\n").message
+    assert "a number of 200 characters" in _error("1" * 200 + ": a\n").message
+    assert "a number of 150 characters" in _error("a: 0." + "1" * 148 + "\n").message
+    data, _ = load_yaml_text("a: '" + "1" * 200 + "'\nb: 12345678901234567890\n", "f.yaml")
+    assert data == {"a": "1" * 200, "b": 12345678901234567890}     # quoted: a string
+
+
+def test_the_limits_leave_real_specs_alone():
+    for spec in sorted((REPO / "pipelines").glob("*.yaml")):
+        load_spec(spec)
+    data, _ = load_yaml_text("base: &b {x: 1, y: [1, 2]}\nuse: {<<: *b, z: *b}\n", "f.yaml")
+    assert data["use"] == {"x": 1, "y": [1, 2], "z": {"x": 1, "y": [1, 2]}}
+
+
+def test_values_are_counted_while_composing_not_only_after():
+    """A long flat list is refused once it passes the limit, not after parsing it all."""
+    err = _error("a: [" + ",".join(["1"] * 30_000) + "]\n")
+    assert "the spec holds more than 20,000 values" in err.message
+    # nodes: the root mapping, the key, the list, then values: the 19,998th passes 20,000
+    assert str(err.where) == f"f.yaml:1:{5 + 2 * (19_998 - 1)}"

@@ -4,6 +4,12 @@
 paths (``("arms", 0, "with", "k1")``) to file positions, so that errors found
 later — by pydantic, the compiler or a component — can name ``file:line:column``.
 Only YAML's safe types are accepted; ``!!python/...`` tags are rejected.
+
+Loading is bounded, so a hostile spec is a located error rather than a hang, a
+``RecursionError`` or gigabytes of memory: at most :data:`MAX_SPEC_BYTES` of text,
+:data:`MAX_DEPTH` levels of nesting and :data:`MAX_VALUES` values once aliases are
+expanded (a "billion laughs" file of 1 KB held 490 million), and numbers of at most
+:data:`MAX_NUMBER_CHARS` characters (Python refuses to convert 4,300 digits and more).
 """
 
 from __future__ import annotations
@@ -16,8 +22,14 @@ from typing import Any
 import yaml
 
 from ltrr.errors import Location, SpecError
+from ltrr.files import check_file, read_bytes
 
 PathKey = tuple[str | int, ...]
+
+MAX_SPEC_BYTES = 1_000_000      # the pipelines in pipelines/ are 1-4 KB
+MAX_DEPTH = 64                  # they nest 6 levels
+MAX_VALUES = 20_000             # after alias expansion; they hold a few hundred
+MAX_NUMBER_CHARS = 100
 
 
 @dataclass
@@ -50,6 +62,129 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
+def _at(file: str, mark: yaml.Mark) -> Location:
+    return Location(file, mark.line + 1, mark.column + 1)
+
+
+def _too_deep(where: Location) -> SpecError:
+    return SpecError(f"the spec is nested deeper than {MAX_DEPTH} levels here", where=where,
+                     hint="a spec needs a few levels of mappings and lists; check for "
+                          "unclosed brackets or aliases (*name) inside aliased values")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, composing no deeper than :data:`MAX_DEPTH` (its composer
+    recurses per level and hit Python's recursion limit at about 330) nor beyond
+    :data:`MAX_VALUES` values (composing 100,000 took 5 s), and noting for
+    messages each anchored node's name and where an alias stands in a list."""
+
+    def __init__(self, text: str, file: str):
+        super().__init__(text)
+        self.file = file
+        self.alias_marks: dict[tuple[int, int], yaml.Mark] = {}   # (id(list), index)
+        self._depth = 0
+        self._count = 0
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if isinstance(index, int):
+                self.alias_marks[(id(parent), index)] = event.start_mark
+            return super().compose_node(parent, index)
+        self._depth += 1
+        self._count += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _too_deep(_at(self.file, event.start_mark))
+            if self._count > MAX_VALUES:
+                raise SpecError(f"the spec holds more than {MAX_VALUES:,} values",
+                                where=_at(self.file, event.start_mark),
+                                hint="a spec describes a pipeline; keep data in files it names")
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if event.anchor is not None:
+            node._ltrr_anchor = event.anchor  # type: ignore[attr-defined]
+        return node
+
+
+def _children(node: yaml.Node, loader: _Loader) -> list[tuple[yaml.Node, yaml.Mark]]:
+    """``(child, where it is written)``: a mapping value by its key, an alias by itself."""
+    if isinstance(node, yaml.MappingNode):
+        return [pair for k, v in node.value for pair in ((k, k.start_mark), (v, k.start_mark))]
+    if isinstance(node, yaml.SequenceNode):
+        marks = loader.alias_marks
+        return [(child, marks.get((id(node), i), child.start_mark))
+                for i, child in enumerate(node.value)]
+    return []
+
+
+def _check_expansion(root: yaml.Node, loader: _Loader) -> None:
+    """Bound the tree that converting ``root`` will build, before building it.
+
+    Aliases share nodes, so the composed graph is small even when its expansion is
+    huge (or endless, for an alias inside its own anchor). One pass without recursion
+    over the distinct nodes computes each one's expanded size and height.
+    """
+    file = loader.file
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            active.discard(key)
+            kids = [child for child, _ in _children(node, loader)]
+            size[key] = 1 + sum(size[id(c)] for c in kids)
+            height[key] = 1 + max((height[id(c)] for c in kids), default=0)
+            continue
+        if key in size:
+            continue
+        active.add(key)
+        stack.append((node, True))
+        for child, mark in _children(node, loader):
+            if id(child) in active:
+                name = getattr(child, "_ltrr_anchor", "?")
+                raise SpecError(f"alias '*{name}' is used inside the value it names",
+                                where=_at(file, mark),
+                                hint="an alias may only repeat a value defined before it, "
+                                     "outside it")
+            if id(child) not in size:
+                stack.append((child, False))
+    if height[id(root)] > MAX_DEPTH:
+        node = root                         # follow the deepest path to level MAX_DEPTH + 1
+        for _ in range(MAX_DEPTH):
+            node, mark = next((c, m) for c, m in _children(node, loader)
+                              if height[id(c)] == height[id(node)] - 1)
+        raise _too_deep(_at(file, mark))
+    if size[id(root)] > MAX_VALUES:
+        node, mark = root, root.start_mark  # the smallest value over the limit, first in order
+        while True:
+            over = next(((c, m) for c, m in _children(node, loader) if size[id(c)] > MAX_VALUES),
+                        None)
+            if over is None:
+                break
+            node, mark = over
+        raise SpecError(f"the spec expands to {size[id(root)]:,} values, more than the "
+                        f"{MAX_VALUES:,} allowed; this value alone holds {size[id(node)]:,}",
+                        where=_at(file, mark),
+                        hint="YAML aliases (*name) repeat what their anchor holds each time "
+                             "they are used; write the values out, or use fewer aliases")
+
+
+_NUMBER_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+
+
+def _scalar(node: yaml.Node, file: str, loader: yaml.SafeLoader) -> Any:
+    if node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
+        raise SpecError(f"a number of {len(node.value)} characters; at most "
+                        f"{MAX_NUMBER_CHARS} are allowed", where=_at(file, node.start_mark),
+                        hint="write a shorter number; quote it if it is text")
+    return loader.construct_object(node, deep=True)
+
+
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _PLAIN_TAGS = {yaml.MappingNode: yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
                yaml.SequenceNode: yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG}
@@ -64,7 +199,7 @@ def _tag_error(tag: str, where: Location) -> SpecError:
 
 def _key(key_node: yaml.Node, smap: SourceMap, loader: yaml.SafeLoader) -> str:
     """A mapping key as written: ``no:`` stays 'no', ``0x10:`` stays '0x10'."""
-    key = loader.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) \
+    key = _scalar(key_node, smap.file, loader) if isinstance(key_node, yaml.ScalarNode) \
         else None
     if key is None or not isinstance(key, (str, int, float)):
         line, col = _mark(key_node)
@@ -107,18 +242,23 @@ def _convert(node: yaml.Node, path: PathKey, smap: SourceMap, loader: yaml.SafeL
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_convert(child, path + (i,), smap, loader) for i, child in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    return _scalar(node, smap.file, loader)
 
 
 def load_yaml_text(text: str, file: str) -> tuple[Any, SourceMap]:
     """Parse YAML text; return ``(data, source_map)``. Raises :class:`SpecError`."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(f"the spec holds {len(text):,} characters; at most 1 MB is allowed",
+                        where=Location(file), hint="a spec describes a pipeline; keep data in "
+                                                   "files it names")
     smap = SourceMap(file)
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text, file)
     try:
         root = loader.get_single_node()
         if root is None or (isinstance(root, yaml.ScalarNode) and root.tag.endswith(":null")):
             raise SpecError("the spec is empty", where=Location(file, 1, 1),
                             hint="start from a file in pipelines/ or run `ltrr schema`")
+        _check_expansion(root, loader)
         return _convert(root, (), smap, loader), smap
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -144,12 +284,15 @@ def load_yaml_text(text: str, file: str) -> tuple[Any, SourceMap]:
 
 
 def load_yaml(path: Path) -> tuple[Any, SourceMap]:
-    """Read and parse a YAML spec file."""
+    """Read and parse a YAML spec file: a regular file of at most :data:`MAX_SPEC_BYTES`."""
+    where = Location(str(path))
+    if not Path(path).exists():
+        raise SpecError("spec file not found", where=where,
+                        hint="check the path; specs usually live in pipelines/")
+    check_file(Path(path), "spec", error=SpecError, max_bytes=MAX_SPEC_BYTES)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("spec file not found", where=Location(str(path)),
-                        hint="check the path; specs usually live in pipelines/") from None
+        raw = read_bytes(Path(path), MAX_SPEC_BYTES)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read spec: {exc}", where=Location(str(path))) from None
+        raise SpecError(f"cannot read spec: {exc}", where=where) from None
     return load_yaml_text(text, str(path))

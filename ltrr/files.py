@@ -1,0 +1,90 @@
+"""Files a user names — a spec, a catalog, a relation, queries, qrels — checked before
+anything reads them, and names from them shown safely in messages.
+
+Only regular files are read: a folder is an error, not a traceback; a named pipe
+would block ``open()`` (ignoring Ctrl-C) and a device such as ``/dev/zero`` would
+never end. A regular file of 0 bytes is refused too: kernel pseudo-files
+(``/proc/self/environ``) report 0 bytes yet have content, and no data file is
+usefully empty.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+from ltrr.errors import LtrrError, Location, StateError
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+          (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f}".removesuffix(".0") + " MB" if n >= 1e6 else f"{n:,} bytes"
+
+
+def check_file(path: Path, what: str, *, error: type[LtrrError] = StateError,
+               where: Location | str | None = None, node: str | None = None,
+               field: str | None = None, hint: str | None = None,
+               max_bytes: int | None = None, pipes: bool = False) -> os.stat_result:
+    """Refuse ``path`` unless it is a non-empty regular file (of at most ``max_bytes``).
+
+    ``what`` names it in the message ("catalog file"); the error is ``error`` located
+    at ``where`` (default: the path itself), ``node`` and ``field``. ``pipes`` admits a
+    pipe as well (a command-line file given as ``<(...)``); nothing is opened here.
+    """
+    named = f"{what} {path}" if where is not None else f"the {what}"   # where: else the path
+    where = where if where is not None else str(path)
+
+    def fail(message: str, fix: str | None) -> LtrrError:
+        return error(message, where=where, node=node, field=field, hint=fix or hint)
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise fail(f"{what} not found: {path}", hint) from None
+    except OSError as exc:
+        raise fail(f"cannot read {named}: {exc.strerror}", hint) from None
+    if pipes and stat.S_ISFIFO(st.st_mode):
+        return st
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a file")
+        raise fail(f"{named} is {kind}, not a regular file",
+                   hint or "name a regular file; pipes and devices are never read")
+    if st.st_size == 0:
+        raise fail(f"{named} is empty (0 bytes)",
+                   hint or "name a file with data (files under /proc and /sys report 0 "
+                           "bytes and are refused too)")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise fail(f"{named} is {_size(st.st_size)}; at most {_size(max_bytes)} is "
+                   "allowed", hint)
+    return st
+
+
+def read_bytes(path: Path, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of ``path`` (one more than allowed shows it is too big,
+    even if the file grew after :func:`check_file`)."""
+    with open(path, "rb") as f:
+        return f.read(limit + 1)
+
+
+def shown(name: object, width: int = 40) -> str:
+    """A name read from a user's file (a column), fit for a message: printable, short."""
+    text = "".join(c if c.isprintable() else "?" for c in str(name))
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def shown_names(names: Iterable[object], limit: int = 20) -> str:
+    """Comma-separated :func:`shown` names, at most ``limit`` of them, for a hint."""
+    names = list(names)
+    out = ", ".join(shown(n) for n in names[:limit])
+    return out + (f", … ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def first_line(exc: BaseException, width: int = 160) -> str:
+    """An exception's first line, printable and short: a reader's message (polars) may
+    quote the file's content, which a message must not echo at length."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return shown(text, width)
