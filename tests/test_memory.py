@@ -364,3 +364,56 @@ def test_feedback_cli_teaches_the_memory_arm(spec, tmp_path):
     finally:
         ws.close()
     assert "0 new of 7" in run("feedback", str(spec), "e.jsonl").stdout   # replay: nothing
+
+
+# --- bad values never poison the memory (issue 10, item 4) --------------------------------
+
+def _learned_pairs(spec: Path) -> pl.DataFrame:
+    return pl.read_parquet(spec.parent / ".ltrr/t/mem.learned/memory.parquet")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 1e300, -1e300, -5.0])
+def test_a_bad_timestamp_is_ignored_and_never_poisons_the_memory(spec, bad):
+    ws, arm = open_arm(spec)
+    try:
+        arm.learn(events([("rock", "10", 1.0, T0), ("metallica", "4", 1.0, T0)]))
+        before = arm.scores("metallica")
+        stats = arm.learn(events([("rock", "10", 1.0, bad), ("rock", "1", 1.0, T0 + 1)],
+                                 start=10))
+        assert stats["learned"] == 1 and stats["ignored_bad_timestamp"] == 1
+        # the other keys keep their evidence (a "now" of inf would decay it to nothing)
+        assert arm.scores("metallica")[1] == pytest.approx(before[1], rel=1e-6)
+        assert ids(arm, "metallica")[0] == "4"
+        rock = arm.scores("rock")
+        assert rock[0] and all(math.isfinite(s) for _, s, _ in rock[0])
+        pairs = _learned_pairs(spec)
+        assert pairs.select(pl.col("w", "a", "t").is_finite().all()).row(0) == (True,) * 3
+    finally:
+        ws.close()
+
+
+def test_bad_weights_are_ignored(arm):
+    stats = arm.learn(events([("rock", "10", math.inf, T0), ("rock", "10", math.nan, T0),
+                              ("rock", "1", 1.0, T0)]))
+    assert stats["learned"] == 1 and stats["ignored_no_weight"] == 2
+    assert all(math.isfinite(s) for _, s, _ in arm.scores("rock")[0])
+
+
+def test_poisoned_learned_state_is_repaired_on_open_and_named(spec, caplog):
+    ws, arm = open_arm(spec)
+    arm.learn(events([("rock", "10", 1.0, T0), ("metallica", "4", 1.0, T0)]))
+    ws.close()
+    path = spec.parent / ".ltrr/t/mem.learned/memory.parquet"
+    pairs = pl.read_parquet(path)               # as the unvalidated code once wrote it
+    poisoned = pairs.with_columns(
+        pl.when(pl.col("key") == "rock").then(math.inf).otherwise(pl.col("t")).alias("t"),
+        pl.when(pl.col("key") == "rock").then(math.nan).otherwise(pl.col("w")).alias("w"))
+    poisoned.write_parquet(path, metadata={"ltrr_memory_format": "1"})
+    with caplog.at_level("WARNING"):
+        ws, arm = open_arm(spec)
+    try:
+        assert ids(arm, "metallica")[0] == "4"                 # not decayed to nothing
+        assert arm.scores("metallica")[1] == pytest.approx(1.0)
+        assert str(path) in caplog.text and "ltrr train" in caplog.text
+    finally:
+        ws.close()

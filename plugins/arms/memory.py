@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import re
 import threading
@@ -35,6 +36,7 @@ from ltrr.components import Arm, Indexed, Learner, Params
 from ltrr.errors import StateError
 from ltrr.hookspecs import hookimpl
 from ltrr.state import atomic_write_bytes
+from ltrr.timestamps import valid_expr
 from ltrr.types import ArmRequest, Candidate
 from ltrr_plugins.slotters.dictionary import normalize
 
@@ -451,7 +453,17 @@ class MemoryArm(Arm, Indexed, Learner):
             raise StateError(f"learned state {path} has format {fmt}, expected "
                              f"{LEARNED_FORMAT}", node=self.ctx.node_id,
                              hint=f"move {path} away to start learning afresh")
-        return pairs.select(self._empty_pairs().columns)
+        pairs = pairs.select(self._empty_pairs().columns)
+        finite = pl.all_horizontal(pl.col("w", "a", "t").is_finite())
+        bad = pairs.filter(~finite)
+        if bad.height:          # written before events' times were checked: drop, say so
+            logging.getLogger("ltrr").warning(
+                "%s: %d learned pairs of %d keys hold non-finite values (an event with an "
+                "invalid timestamp); they are ignored. To relearn them from the event log, "
+                "move %s away and run `ltrr train` (events with invalid timestamps are "
+                "skipped)", path, bad.height, bad["key"].n_unique(), path.parent)
+            pairs = pairs.filter(finite)
+        return pairs
 
     def _update_learned(self, pairs: "pl.DataFrame") -> None:
         """(Re)materialise the lookup entries of the keys present in ``pairs``."""
@@ -487,8 +499,14 @@ class MemoryArm(Arm, Indexed, Learner):
                 keys, default="", return_dtype=pl.String).fill_null("").alias("key"))
             no_query = df.filter(pl.col("key") == "").height
             df = df.filter(pl.col("key") != "")
-            no_weight = df.filter(pl.col("weight").is_null() | pl.col("weight").is_nan()).height
-            df = df.filter(pl.col("weight").is_not_null() & pl.col("weight").is_not_nan())
+            finite = pl.col("weight").is_finite().fill_null(False)
+            no_weight = df.filter(~finite).height
+            df = df.filter(finite)
+            # a time no date can show (NaN, inf, 1e300, before 1970) would become the
+            # memory's "now" and decay every other key to nothing: ignored, counted
+            sane = valid_expr("timestamp", max_future=None).fill_null(True)
+            bad_time = df.filter(~sane).height
+            df = df.filter(sane)
             zero = df.filter(pl.col("weight") == 0).height
             df = df.filter(pl.col("weight") != 0)
             catalog_ids = pl.Series(self.ctx.catalog.ids, dtype=pl.String).implode()
@@ -500,7 +518,8 @@ class MemoryArm(Arm, Indexed, Learner):
                 now if now is not None else time.time()))
             stats: dict[str, Any] = {"interactions": received, "learned": df.height}
             for name, count in (("no_query", no_query), ("no_weight", no_weight),
-                                ("zero_weight", zero), ("unknown_entity", unknown)):
+                                ("bad_timestamp", bad_time), ("zero_weight", zero),
+                                ("unknown_entity", unknown)):
                 if count:
                     stats[f"ignored_{name}"] = count
             if df.height:
