@@ -180,6 +180,26 @@ def test_a_slow_body_is_answered_408_and_closed(serve_spec, start_server):
     assert server.stop() == 0
 
 
+def test_a_client_that_stops_reading_is_dropped(serve_spec, start_server):
+    server = start_server(serve_spec, *SHORT)
+    url = server.url
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(_addr(url))
+    request = f"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1:{_addr(url)[1]}\r\n\r\n"
+    sock.sendall(request.encode() * 300)          # ~3 MB of answers, none of them read
+    _until(lambda: _metric(url, 'ltrr_connections_closed_total{reason="send_timeout"}') >= 1,
+           "the connection that does not read to be dropped")
+    _ok(url)
+    c = Conn.__new__(Conn)
+    c.sock, c.received, c.closed = sock, b"", False
+    sock.setblocking(False)
+    _until(c.poll, "the dropped connection to end")     # what was queued, then the end
+    assert 0 < c.received.count(b"HTTP/1.1 200 OK") < 300    # not every answer was sent
+    sock.close()
+    assert server.stop() == 0
+
+
 def test_oversized_headers_are_431(serve_spec, start_server):
     server = start_server(serve_spec, "--max-header-bytes", "8192")
     url = server.url
@@ -444,6 +464,23 @@ def test_allowed_hosts_can_be_set_for_a_public_address():
 
 
 # --- item 19: /docs works offline ----------------------------------------------------------
+
+def test_docs_without_the_swagger_package_is_a_local_page(monkeypatch):
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+
+    from ltrr.serve.docs import add_docs
+
+    monkeypatch.setitem(sys.modules, "swagger_ui_bundle", None)      # not installed
+    app = FastAPI(title="t", docs_url=None, redoc_url=None)
+    add_docs(app)
+    with TestClient(app) as client:
+        page = client.get("/docs")
+        assert page.status_code == 200
+        assert "swagger-ui-bundle-v2" in page.text and "/openapi.json" in page.text
+        assert not re.search(r"https?://", page.text)
+        assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 404
+
 
 def test_docs_page_loads_nothing_from_another_host(module_server):
     url = module_server.url

@@ -52,7 +52,8 @@ class Metrics:
                               registry=r)
         self.connections_closed = Counter(
             "ltrr_connections_closed", "Connections closed or refused by the server's limits, "
-            "by reason (evicted, header_timeout, body_timeout, header_too_large, refused).",
+            "by reason (evicted, header_timeout, body_timeout, send_timeout, header_too_large, "
+            "refused).",
             ["reason"], registry=r)
         self.connections_open = Gauge("ltrr_connections_open", "Open client connections.",
                                       registry=r)

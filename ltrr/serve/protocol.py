@@ -11,6 +11,8 @@ This protocol (uvicorn's httptools one, subclassed) adds, per connection:
   ``header_timeout_s`` of its first byte — or of the connection, for the first request
   (408, then close; a connection that sent nothing is just closed);
 * a body deadline: the body within ``body_timeout_s`` of the headers (408, close);
+* a send deadline: a client that stops reading its answer (the send buffer full) for
+  ``body_timeout_s`` is dropped;
 * a header size limit, ``max_header_bytes`` (431, close): httptools buffers a header
   of any size;
 * a cap of ``max_connections``: a new connection beyond it closes the longest-idle
@@ -69,6 +71,7 @@ def guarded_protocol(config: Any, closed: Callable[[str], None]) -> type:
             self.header_bytes = 0
             self.refused = False
             self.deadline = None
+            self.send_deadline = None
 
         # --- connection --------------------------------------------------------------
 
@@ -80,6 +83,7 @@ def guarded_protocol(config: Any, closed: Callable[[str], None]) -> type:
 
         def connection_lost(self, exc) -> None:
             self._disarm()
+            self._disarm_send()
             super().connection_lost(exc)
 
         def _make_room(self) -> None:
@@ -150,6 +154,26 @@ def guarded_protocol(config: Any, closed: Callable[[str], None]) -> type:
             if not self.transport.is_closing():
                 self.transport.write(_raw_response(status, body))
             self._close()
+
+        def pause_writing(self) -> None:         # the client does not read
+            super().pause_writing()
+            if self.send_deadline is None:
+                self.send_deadline = self.loop.call_later(body_s, self._send_timeout)
+
+        def resume_writing(self) -> None:
+            self._disarm_send()
+            super().resume_writing()
+
+        def _disarm_send(self) -> None:
+            if self.send_deadline is not None:
+                self.send_deadline.cancel()
+                self.send_deadline = None
+
+        def _send_timeout(self) -> None:
+            self.send_deadline = None
+            closed("send_timeout")
+            self._disarm()
+            self.transport.abort()              # close() would wait for the buffer to drain
 
         # --- parser callbacks ------------------------------------------------------------
 
