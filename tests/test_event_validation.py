@@ -174,3 +174,46 @@ def test_a_sane_context_timestamp_is_accepted():
         req = SearchRequest.model_validate_json('{"query": "x", "context": {"timestamp": %s}}'
                                                 % ts)
         assert req.context["timestamp"] is not None
+
+
+# --- the spec's setting -------------------------------------------------------------------
+
+def _spec(tmp_path, feedback: str = ""):
+    pl.DataFrame({"id": ["a", "b"]}).write_parquet(tmp_path / "c.parquet")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: t\ncatalog: {path: c.parquet}\n"
+                    "arms: [{id: mem, use: memory}]\npolicy: {budget: 2}\noutput: {k: 2}\n"
+                    + feedback)
+    return spec
+
+
+def test_feedback_max_future_s_is_the_files_skew(tmp_path):
+    from ltrr.compiler import load_plan
+    from ltrr.feedback.ingest import ingest_file
+
+    two_hours = json.dumps({"entity_id": "a", "type": "click", "query": "x",
+                            "timestamp": time.time() + 7200})
+    path = _jsonl(tmp_path / "e.jsonl", [GOOD.replace('"click"', '"click", "query": "x"'),
+                                         two_hours])
+    assert ingest_file(load_plan(_spec(tmp_path)), path)["new"] == 2     # default: a day
+    strict = tmp_path / "strict"
+    strict.mkdir()
+    with pytest.raises(RunError) as err:
+        ingest_file(load_plan(_spec(strict, "feedback: {max_future_s: 3600}\n")), path)
+    assert f"{path}:2" in str(err.value) and "field 'timestamp'" in str(err.value)
+    assert "feedback.max_future_s" in str(err.value)
+
+
+@pytest.mark.parametrize("feedback,field,message", [
+    ("feedback: {max_future_s: -1}\n", "max_future_s", "greater than or equal to 0"),
+    ("feedback: {max_future_s: .inf}\n", "max_future_s", "finite"),
+    ("feedback: {weights: {click: .nan}}\n", "weights.click", "finite"),
+    ("feedback: {weights: {click: .inf}}\n", "weights.click", "finite"),
+])
+def test_feedback_settings_are_finite(tmp_path, feedback, field, message):
+    from ltrr.errors import SpecError
+    from ltrr.spec import load_spec
+
+    with pytest.raises(SpecError) as err:
+        load_spec(_spec(tmp_path, feedback))
+    assert field in str(err.value) and message in str(err.value)

@@ -211,7 +211,8 @@ def _since(t: float) -> float:
 def ingest_file(plan: Plan, path: Path) -> dict[str, Any]:
     """Read, validate and ingest an events file (JSONL or Parquet)."""
     started = time.perf_counter()
-    events = read_events(path, plan.model.feedback.weights)
+    events = read_events(path, plan.model.feedback.weights,
+                         max_future_s=plan.model.feedback.max_future_s)
     read = _since(started)
     report = ingest(plan, events)
     report["seconds"] = {"read": read, **report["seconds"]}

@@ -135,8 +135,9 @@ class FeedbackIntake:
             for i, req in enumerate(reqs):
                 try:
                     rows = self.parse(req.body)
-                    frames.append((i, events_from_rows(rows, where=_where,
-                                                       weights=served.weights)))
+                    frames.append((i, events_from_rows(
+                        rows, where=_where, weights=served.weights,
+                        max_future_s=served.plan.model.feedback.max_future_s)))
                 except (LtrrError, ApiError) as exc:
                     outcomes[i] = exc
             if frames:

@@ -112,10 +112,15 @@ class LogSpec(Model):
 class FeedbackSpec(Model):
     """How feedback events count: a weight per event type (reward and learning signal)."""
 
-    weights: dict[str, float] = Field(
+    weights: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(
         default_factory=lambda: {"click": 1.0, "play": 1.0, "favorite": 2.0, "purchase": 3.0,
                                  "skip": -0.5, "impression": 0.0},
         description="Weight of each event type; types not listed are rejected on ingestion.")
+    max_future_s: float = Field(86400.0, ge=0, allow_inf_nan=False, description=(
+        "How far ahead of the receiving clock an event's timestamp may be, in seconds "
+        "(clock skew; default one day). Later, non-finite and pre-1970 timestamps are "
+        "refused on ingestion (`ltrr feedback`, `/feedback`) and skipped, counted, by "
+        "`ltrr train` and catch-up if already logged."))
 
 
 class PipelineSpec(Model):
