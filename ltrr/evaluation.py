@@ -53,13 +53,14 @@ def parse_measures(names: list[str] | tuple[str, ...]):
 
 
 def run_of(decisions: list[Decision]) -> dict[str, dict[str, float]]:
-    """Decisions as an ir-measures run: qid → {docid: score}.
+    """Decisions as an ir-measures run: qid → {docid: 1/rank}, the order that was served.
 
-    Scores are the final ranking's, not its served order: the measures re-sort equal
-    scores by entity id, descending for pytrec_eval's (trec_eval's rule, which published
-    reference figures follow) but ascending for ``RR@k`` (docs/evaluation.md, "Ties").
+    The ranker's own scores are not passed: the measures would re-sort equal scores by
+    entity id (descending for pytrec_eval's, ascending for ``RR@k``), so a tie would be
+    evaluated in an order nobody was shown, and differently by different measures
+    (docs/evaluation.md, "Ties").
     """
-    return {d.request_id: {r.entity_id: float(r.score) for r in d.ranking} for d in decisions}
+    return {d.request_id: {r.entity_id: 1.0 / r.rank for r in d.ranking} for d in decisions}
 
 
 def evaluate_run(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]],

@@ -4,8 +4,9 @@
   arms in the allocation's order, each arm's list in rank order; ``union`` first orders
   by best rank, then by the number of arms; ``weighted`` minmax maps a constant list to
   1.0 (ranx: 0); the ``score`` ranker keeps the merger's order.
-- ``ltrr evaluate`` (docs/evaluation.md): ir-measures gets scores, not the served order;
-  pytrec_eval's measures order tied entities by id descending, ``RR@k`` ascending.
+- ``ltrr evaluate`` (docs/evaluation.md): ir-measures gets the served order (1/rank), not
+  the ranker's scores, which pytrec_eval would re-sort by id descending and ``RR@k``
+  ascending.
 """
 
 from __future__ import annotations
@@ -70,15 +71,14 @@ def test_minmax_maps_a_constant_list_to_one_and_zscore_to_zero():
     assert {m.entity_id: m.score for m in merged} == pytest.approx({"a": 1.0, "b": 0.5})
 
 
-def test_evaluate_orders_tied_scores_by_entity_id_not_as_served():
-    # served order: "a" then "b" with equal scores; only "a" is relevant
+def test_evaluate_scores_the_served_order_of_tied_entities_with_every_measure():
+    # served order: "a" then "b" with equal ranker scores; only "a" is relevant. Given the
+    # scores, pytrec_eval would count "b" first (id descending) and RR@k "a" first (ascending)
     decision = SimpleNamespace(request_id="q", ranking=[
         Ranked(1, "a", 1.0, []), Ranked(2, "b", 1.0, []), Ranked(3, "c", 0.5, [])])
-    run = run_of([decision])
-    assert run == {"q": {"a": 1.0, "b": 1.0, "c": 0.5}}
-    got = evaluate_run(run, {"q": {"a": 1}}, ["nDCG@10", "R@1", "AP", "RR", "RR@10"])["measures"]
-    # pytrec_eval (trec_eval): ties by id descending, so "b" counts as rank 1, "a" rank 2
-    assert got["R@1"] == 0.0 and got["RR"] == 0.5 and got["AP"] == 0.5
-    assert got["nDCG@10"] == pytest.approx(1 / 1.5849625007211563)
-    # RR@k (ir-measures' msmarco provider): ties by id ascending, "a" is rank 1
-    assert got["RR@10"] == 1.0
+    got = evaluate_run(run_of([decision]), {"q": {"a": 1}},
+                       ["nDCG@10", "R@1", "AP", "RR", "RR@10"])["measures"]
+    assert got == {"nDCG@10": 1.0, "R@1": 1.0, "AP": 1.0, "RR": 1.0, "RR@10": 1.0}
+    # and when "b" (relevant) was served second, every measure sees rank 2
+    got = evaluate_run(run_of([decision]), {"q": {"b": 1}}, ["R@1", "RR", "RR@10"])["measures"]
+    assert got == {"R@1": 0.0, "RR": 0.5, "RR@10": 0.5}
