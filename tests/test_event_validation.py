@@ -217,3 +217,56 @@ def test_feedback_settings_are_finite(tmp_path, feedback, field, message):
     with pytest.raises(SpecError) as err:
         load_spec(_spec(tmp_path, feedback))
     assert field in str(err.value) and message in str(err.value)
+
+
+# --- a log that already holds bad events (written before they were checked) --------------
+
+def _log_unchecked(plan, rows: list[dict]):
+    """Append rows to the event log as the unvalidated code once did."""
+    from ltrr.feedback.ingest import event_log
+
+    frame = pl.DataFrame([{**{k: None for k in EVENT_SCHEMA}, **r} for r in rows],
+                         schema=EVENT_SCHEMA)
+    return event_log(plan).append_frame(frame)
+
+
+def _poisoned_log(tmp_path):
+    from ltrr.compiler import load_plan
+
+    plan = load_plan(_spec(tmp_path))
+    ev = {"type": "click", "query": "x", "request_id": None}
+    good = _log_unchecked(plan, [{**ev, "event_id": "g1", "entity_id": "a", "timestamp": 1.7e9},
+                                 {**ev, "event_id": "b1", "entity_id": "b",
+                                  "timestamp": math.inf}])
+    ahead = _log_unchecked(plan, [{**ev, "event_id": "b2", "entity_id": "b",
+                                   "timestamp": time.time() + 3 * YEAR},
+                                  {**ev, "event_id": "g2", "entity_id": "a",
+                                   "timestamp": 1.7e9 + 1}])
+    return plan, good, ahead
+
+
+def test_train_skips_logged_events_with_invalid_timestamps_naming_the_parts(tmp_path, caplog):
+    from ltrr.feedback.train import train
+
+    plan, first, second = _poisoned_log(tmp_path)
+    with caplog.at_level("WARNING"):
+        report = train(plan)
+    assert report["learners"]["mem"]["learned"] == 2         # g1, g2 only
+    assert first.name in caplog.text and second.name in caplog.text
+    assert "2 logged events" in caplog.text and "--quarantine-invalid" in caplog.text
+    pairs = pl.read_parquet(tmp_path / ".ltrr/t/mem.learned/memory.parquet")
+    assert pairs["entity_id"].to_list() == ["a"]
+    assert pairs.select(pl.col("w", "a", "t").is_finite().all()).row(0) == (True,) * 3
+    assert pairs["t"][0] == 1.7e9 + 1
+
+
+def test_catch_up_after_feedback_skips_them_too(tmp_path, caplog):
+    from ltrr.feedback.ingest import ingest_file
+
+    plan, first, _ = _poisoned_log(tmp_path)
+    path = _jsonl(tmp_path / "e.jsonl", [GOOD.replace('"click"', '"click", "query": "y"')])
+    with caplog.at_level("WARNING"):
+        report = ingest_file(plan, path)
+    assert report["learners"]["mem"]["learned"] == 3
+    assert first.name in caplog.text
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ EVENT_SCHEMA = pl.Schema({
     "query": pl.String,          # optional: the query text, for events without a request
 })
 REQUIRED = ("entity_id", "type")
+log = logging.getLogger("ltrr")
 MAX_POSITION = 2**31 - 1
 _ID_FIELDS = ("request_id", "user_id", "entity_id", "type", "position", "timestamp", "query")
 _TEXT_FIELDS = ("event_id", "request_id", "user_id", "entity_id", "type", "query")
@@ -297,6 +299,34 @@ def _same_as_json(data: bytes, frame: pl.DataFrame) -> bool:
         if data.count(b'"' + key + b'"') != present + nulls.get(key, 0):
             return False
     return True
+
+
+def learnable(events: pl.DataFrame, parts: list, max_future_s: float = DEFAULT_MAX_FUTURE_S,
+              now: float | None = None) -> pl.DataFrame:
+    """The logged ``events`` (read from ``parts``: paths or pieces) a learner may learn
+    from: those whose timestamp follows the rule of :mod:`ltrr.timestamps`. A log written
+    before timestamps were checked may hold NaN, infinite or far-future ones; they are
+    left out with a warning that counts them, names their parts and the repair
+    (``ltrr train SPEC --quarantine-invalid``)."""
+    ok = valid_expr("timestamp", now, max_future_s).fill_null(True)
+    bad = events.filter(~ok)
+    if bad.height == 0:
+        return events
+    ids = bad["event_id"].implode()
+    named = []
+    for path in dict.fromkeys(getattr(p, "path", p) for p in parts):
+        try:
+            n = pl.scan_parquet(path).filter(pl.col("event_id").is_in(ids)).select(
+                pl.len()).collect().item()
+        except Exception:                 # gone (compacted, quarantined): name it anyway
+            n = None
+        if n is None or n:
+            named.append(f"{Path(path).name} ({n if n is not None else '?'})")
+    log.warning("skipped %d logged events with invalid timestamps (e.g. %s) in %s: no "
+                "learner learns them. To move them out of the log, run `ltrr train "
+                "SPEC --quarantine-invalid`", bad.height,
+                f"timestamp {bad['timestamp'][0]!r}", ", ".join(named) or "the event log")
+    return events.filter(ok)
 
 
 class EventLog(ParquetLog):

@@ -22,7 +22,7 @@ import polars as pl
 
 from ltrr.compiler import Plan
 from ltrr.components import Component, Learner
-from ltrr.feedback.events import EventLog, read_events
+from ltrr.feedback.events import EventLog, learnable, read_events
 from ltrr.feedback.interactions import interactions, learn_from
 from ltrr.feedback.learning_lock import learning
 from ltrr.parquet_log import part_time_ns
@@ -100,7 +100,8 @@ class Joined:
         key = tuple(p.name for p in parts)
         if key not in self._done:
             started = time.perf_counter()
-            events = event_log(self.plan).read(parts)
+            events = learnable(event_log(self.plan).read(parts), parts,
+                               self.plan.model.feedback.max_future_s)
             ids = events["request_id"].drop_nulls().unique().to_list()
             decisions = decisions_for(self.plan, ids)
             joined = interactions(events, decisions, self.plan.model.feedback.weights)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from ltrr.compiler import Plan
 from ltrr.components import Component, Learner
 from ltrr.errors import RunError
-from ltrr.feedback.events import EventLog
+from ltrr.feedback.events import EventLog, learnable
 from ltrr.feedback.ingest import (catch_up, decision_log, decisions_for, event_log,
                                   paused_gc)
 from ltrr.feedback.interactions import interactions, learn_from
@@ -69,7 +69,8 @@ def _replay(plan: Plan, learner: Component, log_dir: Path,
     total: dict[str, Any] = {"parts": 0}
     weights = plan.model.feedback.weights
     for n, part in enumerate(pending, 1):
-        events = events_log.read([part])
+        events = learnable(events_log.read([part]), [part],
+                           plan.model.feedback.max_future_s)
         ids = events["request_id"].drop_nulls().unique().to_list()
         decisions = decisions_for(plan, ids, dlog)
         joined = interactions(events, decisions, weights)
