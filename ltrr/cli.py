@@ -272,6 +272,11 @@ def _feedback(args) -> int:
 
     report = ingest_file(load_plan(args.spec), args.events)
     print(f"{report['new']} new of {report['received']} events logged")
+    if report.get("learned_by"):
+        from ltrr.feedback.learning_lock import describe
+
+        print(f"learning them is left to the server that learns this pipeline: "
+              f"{describe(report['learned_by'])}")
     for node, stats in report["learners"].items():
         print(f"{node}: " + ", ".join(f"{k}={v}" for k, v in (stats or {}).items()))
     return 0

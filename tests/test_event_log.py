@@ -9,6 +9,7 @@ cursors stay bounded.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -90,3 +91,248 @@ def test_cli_feedback_beside_serve_loses_no_learned_event(serve_spec, start_serv
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert _memory_events(serve_spec) == 95
+
+
+# --- item 11: a damaged part or cursor is named, quarantined, and feedback goes on ---------
+
+def _feedback(spec: Path, tmp_path: Path, events: list[dict]) -> subprocess.CompletedProcess:
+    path = tmp_path / f"{events[0]['event_id']}.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return subprocess.run([LTRR, "feedback", str(spec), str(path)], capture_output=True,
+                          text=True, timeout=600)
+
+
+def _log_unlearned(spec: Path, events: list[dict]) -> Path:
+    """Append events to the event log without learning them (as a server would)."""
+    from ltrr.feedback.events import EVENT_SCHEMA, EventLog
+
+    log = EventLog(spec.parent / "state" / "events")
+    rows = [{**e, "request_id": None, "position": None, "timestamp": time.time()}
+            for e in events]
+    before = set(log.parts())
+    log.append_new(pl.DataFrame(rows, schema=EVENT_SCHEMA))
+    (new,) = set(log.parts()) - before
+    return new
+
+
+def _truncate(part: Path) -> None:
+    data = part.read_bytes()
+    part.write_bytes(data[: len(data) // 2])
+
+
+def _garble(path: Path) -> None:
+    """Damage a file's content, keeping its time (as a disk fault would)."""
+    st = path.stat()
+    path.write_text('{"through": "part-0001')
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _clean(done: subprocess.CompletedProcess) -> str:
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "Traceback" not in out, out
+    return out
+
+
+def test_damaged_part_and_cursor_are_named_and_feedback_and_train_go_on(serve_spec,
+                                                                         tmp_path):
+    events = serve_spec.parent / "state" / "events"
+    _clean(_feedback(serve_spec, tmp_path, _organic("a", 10)))
+    assert _memory_events(serve_spec) == 10
+    (first,) = events.glob("part-*.parquet")
+
+    # `ltrr train` with a damaged part pending: quarantined, named, the rest learned
+    damaged = _log_unlearned(serve_spec, _organic("b", 10))
+    _log_unlearned(serve_spec, _organic("c", 10))
+    _truncate(damaged)
+    out = _clean(subprocess.run([LTRR, "train", str(serve_spec)], capture_output=True,
+                                text=True, timeout=600))
+    assert damaged.name in out and "quarantine" in out, out
+    assert (events / "quarantine" / damaged.name).exists()
+    assert _memory_events(serve_spec) == 20
+
+    # `ltrr feedback` with a damaged (learned) part: new events still logged and learned
+    _truncate(first)
+    out = _clean(_feedback(serve_spec, tmp_path, _organic("d", 10)))
+    assert first.name in out and "quarantine" in out, out
+    assert "10 new of 10 events logged" in out
+    assert _memory_events(serve_spec) == 30
+    assert sorted(p.name for p in (events / "quarantine").glob("*.parquet")) == \
+        sorted([first.name, damaged.name])
+
+    # a garbled cursor: named, moved aside, rebuilt; nothing learned twice, nothing lost
+    cursor = serve_spec.parent / "state" / "memory.learned" / "cursor.json"
+    _garble(cursor)
+    out = _clean(_feedback(serve_spec, tmp_path, _organic("e", 5)))
+    assert str(cursor) in out and "rebuilt" in out, out
+    assert _memory_events(serve_spec) == 35
+    assert list(cursor.parent.glob("cursor.json.damaged-*"))
+    json.loads(cursor.read_text())                     # a readable cursor again
+
+
+def test_damaged_part_over_http_keeps_feedback_going_and_health_degraded(serve_spec,
+                                                                        start_server,
+                                                                        tmp_path):
+    server = start_server(serve_spec)
+    _post(server.url, _organic("h1", 20))
+    _wait_memory(serve_spec, 20, server)
+    health = httpx.get(server.url + "/health", timeout=30).json()
+    assert health["status"] == "ok" and health["problems"] == []
+
+    # a part another process logged, damaged on disk before the server read it
+    events = serve_spec.parent / "state" / "events"
+    scratch = tmp_path / "scratch" / "music-serve.yaml"
+    part = _log_unlearned(scratch, _organic("lost", 20))
+    _truncate(part)
+    os.replace(part, events / part.name)
+    part = events / part.name
+    _post(server.url, _organic("h2", 20))           # 200, not a 500 for every request
+    _post(server.url, _organic("h3", 20))
+    _wait_memory(serve_spec, 60, server)
+    health = httpx.get(server.url + "/health", timeout=30).json()
+    assert health["status"] == "degraded", health
+    assert any(part.name in p and "quarantine" in p for p in health["problems"]), health
+    assert part.name in server.stderr
+
+    cursor = serve_spec.parent / "state" / "memory.learned" / "cursor.json"
+    _garble(cursor)
+    _post(server.url, _organic("h4", 20))
+    _wait_memory(serve_spec, 80, server)
+    health = httpx.get(server.url + "/health", timeout=30).json()
+    assert any("cursor.json.damaged" in p for p in health["problems"]), health
+    assert str(cursor) in server.stderr
+
+
+# --- item 18: parts and cursors stay bounded; compaction loses and duplicates nothing ------
+
+def _events_frame(tag: str, n: int) -> pl.DataFrame:
+    from ltrr.feedback.events import EVENT_SCHEMA
+
+    return pl.DataFrame([{**e, "request_id": None, "position": None,
+                          "timestamp": 1.7e9 + i} for i, e in enumerate(_organic(tag, n))],
+                        schema=EVENT_SCHEMA)
+
+
+_APPENDER = """
+import sys, polars as pl
+from ltrr.feedback.events import EVENT_SCHEMA, EventLog
+log = EventLog(sys.argv[1])
+print("ready", flush=True)
+for i in range(int(sys.argv[2])):
+    log.append_new(pl.DataFrame([{"event_id": f"bg-{i}-{j}", "request_id": None,
+        "user_id": "u", "entity_id": "1", "type": "click", "position": None,
+        "timestamp": 1.7e9, "query": "q"} for j in range(3)], schema=EVENT_SCHEMA))
+"""
+
+
+def test_compaction_keeps_every_event_once_beside_an_appender(tmp_path):
+    from ltrr.feedback.events import EventLog
+    from ltrr.parquet_log import MAX_PARTS
+
+    log = EventLog(tmp_path / "events")
+    for i in range(MAX_PARTS + 40):
+        log.append_new(_events_frame(f"p{i}", 5))
+    before = log.read()["event_id"].to_list()
+    # another process appends meanwhile, under the same append lock
+    appender = subprocess.Popen([sys.executable, "-c", _APPENDER, str(log.directory), "60"],
+                                stdout=subprocess.PIPE, text=True)
+    assert appender.stdout.readline().strip() == "ready"
+    done = log.compact()
+    assert appender.wait(120) == 0
+    assert done is not None and done["parts_after"] < done["parts_before"]
+    after = log.read()["event_id"].to_list()
+    assert len(after) == len(set(after))                            # nothing twice
+    assert set(after) == set(before) | {f"bg-{i}-{j}" for i in range(60) for j in range(3)}
+    assert [e for e in after if not e.startswith("bg-")] == before   # order kept
+    assert log.compact() is None or len(log.parts()) <= MAX_PARTS
+
+
+def test_cursor_keeps_its_meaning_across_compaction(tmp_path):
+    from ltrr.feedback.cursor import Cursor
+    from ltrr.feedback.events import EventLog
+    from ltrr.feedback.ingest import pending_pieces
+    from ltrr.parquet_log import MAX_PARTS
+
+    log = EventLog(tmp_path / "events")
+    for i in range(MAX_PARTS + 20):
+        log.append_new(_events_frame(f"p{i}", 4))
+    names = [p.name for p in log.pieces()]
+    learned = Cursor().advanced(names[:50], names)
+    assert learned.to_json() == {"through": names[49], "parts": []}
+    unlearned = log.read(log.parts()[50:])["event_id"].to_list()
+    log.compact()
+    assert len(log.parts()) < MAX_PARTS
+    pending = pending_pieces(log, learned)
+    assert [p.name for p in pending] == names[50:]
+    assert log.read_pieces(pending)["event_id"].to_list() == unlearned
+
+
+def test_a_crash_between_merge_and_removal_leaves_each_row_once(tmp_path, monkeypatch):
+    from ltrr.feedback.events import EventLog
+    from ltrr.parquet_log import MAX_PARTS, ParquetLog
+
+    log = EventLog(tmp_path / "events")
+    for i in range(MAX_PARTS + 5):
+        log.append_new(_events_frame(f"p{i}", 3))
+    before = log.read()["event_id"].to_list()
+
+    def crash(self, parts):
+        if parts:
+            raise KeyboardInterrupt("killed after the merged part's rename")
+
+    monkeypatch.setattr(ParquetLog, "_remove", crash)
+    try:
+        log.compact()
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    assert len(log.files()) > len(log.parts())          # old parts still on disk ...
+    assert log.read()["event_id"].to_list() == before    # ... but each row is read once
+    assert pl.scan_parquet(log.parts()).collect()["event_id"].to_list() == before
+    EventLog(log.directory).compact()                  # the next compaction tidies up
+    assert log.files() == log.parts()
+    assert log.read()["event_id"].to_list() == before
+
+
+def test_a_session_leaves_few_parts_and_a_small_cursor(serve_spec):
+    from ltrr.compiler import load_plan
+    from ltrr.feedback.ingest import ingest
+    from ltrr.parquet_log import MAX_PARTS
+    from ltrr.runtime.workspace import Workspace
+
+    plan = load_plan(serve_spec)
+    batches = MAX_PARTS * 2
+    ws = Workspace(plan)
+    try:
+        for i in range(batches):
+            ingest(plan, _events_frame(f"s{i}", 3), workspace=ws)
+    finally:
+        ws.close()
+    state = serve_spec.parent / "state"
+    parts = list((state / "events").glob("part-*.parquet"))
+    assert len(parts) <= MAX_PARTS + 1, len(parts)
+    cursor = state / "memory.learned" / "cursor.json"
+    assert cursor.stat().st_size < 300, cursor.read_text()
+    assert _memory_events(serve_spec) == 3 * batches
+    ids = pl.read_parquet(parts)["event_id"]
+    assert ids.len() == ids.n_unique() == 3 * batches
+
+
+def test_memory_keys_are_capped_and_long_queries_still_match(tmp_path):
+    from test_memory import events, open_arm, write_spec
+
+    from ltrr.runtime.commands import index_plan
+    from ltrr.compiler import load_plan
+    from ltrr_plugins.arms.memory import MAX_KEY_CHARS
+
+    spec = write_spec(tmp_path)
+    index_plan(load_plan(spec))
+    ws, arm = open_arm(spec)
+    try:
+        long = "nick cave " * 2000                       # 20,000 characters
+        arm.learn(events([(long, "10", 1.0, 1.7e9)] * 3))
+        keys = pl.read_parquet(arm.ctx.learned_dir / "memory.parquet")["key"]
+        assert keys.str.len_chars().max() <= MAX_KEY_CHARS
+        assert [e for e, _, _ in arm.scores(long)[0]][:1] == ["10"]   # same cap on lookup
+    finally:
+        ws.close()

@@ -330,7 +330,11 @@ def learnable(events: pl.DataFrame, parts: list, max_future_s: float = DEFAULT_M
 
 
 class EventLog(ParquetLog):
-    """The durable feedback log of a pipeline (``<state_dir>/events``)."""
+    """The durable feedback log of a pipeline (``<state_dir>/events``). Its appenders
+    take turns under the append lock, so part names sort in append order (learners'
+    cursors rely on it)."""
+
+    monotonic = True
 
     def __init__(self, directory: Path):
         super().__init__(directory, EVENT_SCHEMA)
@@ -349,9 +353,11 @@ class EventLog(ParquetLog):
         with file_lock(self.lock_path):       # another writer cannot log the same id meanwhile
             parts = self.parts()
             if parts and events.height:
-                logged = (pl.scan_parquet(parts).select("event_id")
-                          .filter(pl.col("event_id").is_in(events["event_id"].implode()))
-                          .collect()["event_id"])
+                wanted = events["event_id"].implode()
+                logged = self.scan(parts, lambda ps: pl.scan_parquet(ps).select("event_id")
+                                   .filter(pl.col("event_id").is_in(wanted))
+                                   .collect()["event_id"] if ps
+                                   else pl.Series("event_id", [], pl.String))
                 if logged.len():
                     events = events.filter(~pl.col("event_id").is_in(logged.implode()))
             self.append_frame(events)

@@ -22,13 +22,13 @@ import polars as pl
 
 from ltrr.compiler import Plan
 from ltrr.components import Component, Learner
+from ltrr.feedback.cursor import Cursor, read_cursor, write_cursor
 from ltrr.feedback.events import EventLog, learnable, read_events
 from ltrr.feedback.interactions import interactions, learn_from
 from ltrr.feedback.learning_lock import learning
-from ltrr.parquet_log import part_time_ns
+from ltrr.parquet_log import Piece, part_time_ns
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.workspace import Workspace
-from ltrr.state import atomic_write_json
 
 CURSOR = "cursor.json"
 DECISION_CHUNK = 64      # decision-log parts read at a time by decisions_for
@@ -61,9 +61,9 @@ def decisions_for(plan: Plan, request_ids: list[str], log: DecisionLog | None = 
     found: list[pl.DataFrame] = []
     for end in range(len(parts), 0, -DECISION_CHUNK):
         chunk = parts[max(0, end - DECISION_CHUNK):end]
-        got = (pl.scan_parquet(chunk)
-               .filter(pl.col("request_id").is_in(pl.Series(sorted(wanted)).implode()))
-               .collect())
+        ids = pl.Series(sorted(wanted)).implode()
+        got = log.scan(chunk, lambda ps: pl.scan_parquet(ps).filter(
+            pl.col("request_id").is_in(ids)).collect() if ps else log.schema.to_frame())
         if got.height:
             got = got.unique("request_id", keep="last", maintain_order=True)
             found.append(got)
@@ -75,14 +75,18 @@ def decisions_for(plan: Plan, request_ids: list[str], log: DecisionLog | None = 
     return pl.concat(found, how="vertical_relaxed")
 
 
-def _cursor(learned_dir: Path) -> set[str]:
-    import json
+def cursor_of(learned_dir: Path, log: EventLog, *, repair: bool = True) -> Cursor:
+    """A learner's cursor (``cursor.py``; a damaged one is rebuilt when ``repair``)."""
+    return read_cursor(learned_dir / CURSOR, lambda: [p.name for p in log.pieces()],
+                       repair=repair)
 
-    path = learned_dir / CURSOR
-    try:
-        return set(json.loads(path.read_text())["parts"])
-    except FileNotFoundError:
-        return set()
+
+def pending_pieces(log: EventLog, cursor: Cursor, until_ns: int | None = None,
+                   pieces: list[Piece] | None = None) -> list[Piece]:
+    """The appends ``cursor`` has not learned (written by ``until_ns``), oldest first."""
+    return [p for p in (log.pieces() if pieces is None else pieces)
+            if not cursor.learned(p.name)
+            and (until_ns is None or part_time_ns(p.name) <= until_ns)]
 
 
 class Joined:
@@ -95,12 +99,12 @@ class Joined:
         self.seconds = 0.0
         self._done: dict[tuple[str, ...], tuple[pl.DataFrame, pl.DataFrame]] = {}
 
-    def of(self, parts: list[Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """``(interactions, decisions)`` of the events in ``parts``."""
-        key = tuple(p.name for p in parts)
+    def of(self, pieces: list[Piece]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """``(interactions, decisions)`` of the events in ``pieces``."""
+        key = tuple((p.name, p.path.name) for p in pieces)
         if key not in self._done:
             started = time.perf_counter()
-            events = learnable(event_log(self.plan).read(parts), parts,
+            events = learnable(event_log(self.plan).read_pieces(pieces), pieces,
                                self.plan.model.feedback.max_future_s)
             ids = events["request_id"].drop_nulls().unique().to_list()
             decisions = decisions_for(self.plan, ids)
@@ -130,10 +134,12 @@ def paused_gc() -> Iterator[None]:
 
 
 def _pending(plan: Plan, learned_dir: Path, until_ns: int | None = None
-             ) -> tuple[set[str], list[Path]]:
-    done = _cursor(learned_dir)
-    return done, [p for p in event_log(plan).parts() if p.name not in done
-                  and (until_ns is None or part_time_ns(p) <= until_ns)]
+             ) -> tuple[Cursor, list[Piece], list[Piece]]:
+    """A learner's cursor, its pending appends and all of the log's."""
+    log = event_log(plan)
+    pieces = log.pieces()
+    cursor = cursor_of(learned_dir, log)
+    return cursor, pending_pieces(log, cursor, until_ns, pieces), pieces
 
 
 def catch_up(plan: Plan, learner: Component, joined: Joined | None = None,
@@ -144,14 +150,15 @@ def catch_up(plan: Plan, learner: Component, joined: Joined | None = None,
     ``until_ns`` leaves the parts written after that time for a later call (a server
     with several workers lets their decision logs settle first).
     """
-    done, pending = _pending(plan, learner.ctx.learned_dir, until_ns)
+    cursor, pending, pieces = _pending(plan, learner.ctx.learned_dir, until_ns)
     if not pending:
         return None
     frame, decisions = (joined or Joined(plan)).of(pending)
     with paused_gc():
         stats = learn_from(learner, frame, decisions)
-    atomic_write_json(learner.ctx.learned_dir / CURSOR,
-                      {"parts": sorted(done | {p.name for p in pending})})
+    # a part quarantined while reading counts as learned: its rows are gone from the log
+    write_cursor(learner.ctx.learned_dir / CURSOR,
+                 cursor.advanced({p.name for p in pending}, [p.name for p in pieces]))
     return stats
 
 
@@ -188,7 +195,8 @@ def _learn_all(plan: Plan, workspace: Workspace | None, report: dict[str, Any]) 
             for node in plan.nodes:
                 if not issubclass(node.registration.cls, Learner):
                     continue
-                if own and not _pending(plan, workspace.instantiate(node).ctx.learned_dir)[1]:
+                if own and not _pending(plan,
+                                        workspace.instantiate(node).ctx.learned_dir)[1]:
                     continue                # up to date: not even opened
                 t = time.perf_counter()
                 learner = workspace.opened(node.id)
@@ -203,6 +211,27 @@ def _learn_all(plan: Plan, workspace: Workspace | None, report: dict[str, Any]) 
             workspace.close()
     seconds["open"] = round(seconds["open"], 3)
     seconds["join"] = round(joined.seconds, 3)
+    report["compacted"] = compact_logs(plan)
+
+
+def compact_logs(plan: Plan) -> dict[str, Any]:
+    """Merge the small parts of the event and decision logs once there are too many
+    (``ParquetLog.compact``). The learning process calls it after learning, so it never
+    removes a part its own learners are reading. Returns what was compacted, by log."""
+    import logging
+
+    done = {}
+    for name, log in (("events", event_log(plan)), ("decisions", decision_log(plan))):
+        if not log.directory.is_dir():
+            continue
+        try:
+            out = log.compact()
+        except OSError:           # a full disk, say: the log stays as it was, still valid
+            logging.getLogger("ltrr").exception("compacting %s failed", log.directory)
+            continue
+        if out:
+            done[name] = out
+    return done
 
 
 def _since(t: float) -> float:

@@ -10,7 +10,6 @@ makes replaying the same log twice a no-op.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,9 +17,10 @@ from typing import Any, Callable
 from ltrr.compiler import Plan
 from ltrr.components import Component, Learner
 from ltrr.errors import RunError
+from ltrr.feedback.cursor import Cursor, DamagedCursor, load, repaired
 from ltrr.feedback.events import EventLog, learnable
 from ltrr.feedback.ingest import (catch_up, decision_log, decisions_for, event_log,
-                                  paused_gc)
+                                  paused_gc, pending_pieces)
 from ltrr.feedback.interactions import interactions, learn_from
 from ltrr.feedback.learning_lock import describe, learning
 from ltrr.runtime.decision_log import DecisionLog
@@ -57,19 +57,28 @@ def _replay(plan: Plan, learner: Component, log_dir: Path,
     events_log = EventLog(log_dir / "events")
     dlog = DecisionLog(log_dir / "decisions")
     cursor_path = learner.ctx.learned_dir / TRAIN_CURSOR
-    try:
-        cursors = json.loads(cursor_path.read_text())
-    except FileNotFoundError:
-        cursors = {}
     key = str(log_dir.resolve())
-    done = set(cursors.get(key, []))
-    pending = [p for p in events_log.parts() if p.name not in done]
+    pieces = events_log.pieces()
+    names = [p.name for p in pieces]
+    try:
+        cursors = load(cursor_path) or {}
+        if not isinstance(cursors, dict):
+            raise DamagedCursor(cursor_path, "not an object of log folder → cursor")
+        old = cursors.get(key)          # the old form: a list of part names
+        cursor = (Cursor() if old is None else Cursor(parts=frozenset(old))
+                  if isinstance(old, list) else Cursor.from_json(old))
+    except (DamagedCursor, ValueError) as exc:
+        reason = exc.reason if isinstance(exc, DamagedCursor) else f"{key}: {exc}"
+        cursor = repaired(cursor_path, reason, lambda: names)
+        cursors = {key: cursor.to_json()}
+        atomic_write_json(cursor_path, cursors)
+    pending = pending_pieces(events_log, cursor, pieces=pieces)
     if not pending:
         return None
     total: dict[str, Any] = {"parts": 0}
     weights = plan.model.feedback.weights
-    for n, part in enumerate(pending, 1):
-        events = learnable(events_log.read([part]), [part],
+    for n, piece in enumerate(pending, 1):
+        events = learnable(events_log.read_pieces([piece]), [piece],
                            plan.model.feedback.max_future_s)
         ids = events["request_id"].drop_nulls().unique().to_list()
         decisions = decisions_for(plan, ids, dlog)
@@ -77,8 +86,8 @@ def _replay(plan: Plan, learner: Component, log_dir: Path,
         with paused_gc():
             _merge_stats(total, learn_from(learner, joined, decisions))
         total["parts"] += 1
-        done.add(part.name)
-        cursors[key] = sorted(done)
+        cursor = cursor.advanced([piece.name], names)
+        cursors[key] = cursor.to_json()
         atomic_write_json(cursor_path, cursors)
         if progress:
             progress(n, len(pending))

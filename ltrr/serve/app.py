@@ -183,7 +183,9 @@ class Server:
     def health(self) -> dict[str, Any]:
         served = self.holder.current
         spec = served.plan.spec
-        return {"status": "stopping" if self.stopping else "ok", "spec": served.plan.model.name,
+        problems = self.learner.problems()
+        status = "stopping" if self.stopping else "degraded" if problems else "ok"
+        return {"status": status, "problems": problems, "spec": served.plan.model.name,
                 "spec_path": str(spec.path), "spec_hash": spec.hash,
                 "uptime_s": round(time.time() - self.started, 3),
                 "generation": served.generation, "pending_events": self.learner.pending,

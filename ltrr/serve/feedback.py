@@ -189,11 +189,24 @@ class FeedbackIntake:
 
         if self._dir != elog.directory:
             self._dir, self._seen, self._parts = elog.directory, set(), set()
-        parts = [p for p in elog.parts() if p.name not in self._parts]
-        if parts:
-            ids = pl.scan_parquet(parts).select("event_id").collect()["event_id"]
+        for attempt in range(5):
+            listed = elog.parts()
+            self._parts.intersection_update(p.name for p in listed)   # compacted away
+            parts = [p for p in listed if p.name not in self._parts]
+            if not parts:
+                return
+            try:
+                # a damaged part is quarantined (named in /health), not a 500 for everyone
+                ids = elog.scan(parts, lambda ps: pl.scan_parquet(ps).select("event_id")
+                                .collect()["event_id"] if ps
+                                else pl.Series([], dtype=pl.String))
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
+                continue          # the leader compacted meanwhile: its merged part has them
             self._seen.update(ids.to_list())
             self._parts.update(p.name for p in parts)
+            return
 
 
 LEARNER_NICE = 10     # the learning thread's CPU priority, below the serving threads
@@ -322,8 +335,49 @@ class BackgroundLearner:
     def wake(self) -> None:
         self._wake.set()
 
+    def _compact(self, served: "Served") -> None:
+        """Merge small log parts once there are too many (after learning, by the one
+        process that learns: never under its own readers)."""
+        from ltrr.feedback.ingest import compact_logs, event_log
+        from ltrr.parquet_log import is_compacted
+
+        try:
+            if not compact_logs(served.plan):
+                return
+            merged = [p.name for p in event_log(served.plan).parts() if is_compacted(p)]
+        except Exception:
+            log.exception("compacting the logs failed")
+            return
+        with self._lock:
+            self._known.update(merged)      # not new events: already counted
+
+    def problems(self) -> list[str]:
+        """Why the server is degraded (``/health``): log parts quarantined as damaged,
+        learners' cursors moved aside as damaged, another process holding the learning."""
+        from ltrr.feedback.cursor import damaged_cursors
+        from ltrr.feedback.ingest import decision_log, event_log
+        from ltrr.feedback.learning_lock import describe
+
+        out = []
+        with self.holder.lease() as served:
+            for what, plog in (("event log", event_log(served.plan)),
+                               ("decision log", decision_log(served.plan))):
+                out += [f"{what} part {q['part']} was damaged and is quarantined ({q['reason']}); "
+                        "its rows are not read: inspect it, then delete it to clear this"
+                        for q in plog.quarantined()]
+            for node in served.learners:
+                learned = served.pipeline.workspace.opened(node).ctx.learned_dir
+                out += [f"learner '{node}': its damaged cursor was moved to {path} and rebuilt "
+                        "(see the log); delete that file to clear this"
+                        for path in damaged_cursors(learned)]
+        if self.enabled and self.held_by is not None:
+            out.append(f"not learning: {describe(self.held_by)} holds the learned state")
+        return out
+
     def logged(self, part: str, events: int) -> None:
         with self._lock:
+            if part in self._known:      # found on disk first, maybe learned already
+                return
             self._known.add(part)
             self._unlearned[part] = events
         self.metrics.learner_lag.set(self.pending)
@@ -332,44 +386,43 @@ class BackgroundLearner:
         """Parts some learner has not learned from yet (left by a crash or a stop)."""
         import polars as pl
 
-        from ltrr.feedback.ingest import CURSOR, event_log
+        from ltrr.feedback.ingest import cursor_of, event_log, pending_pieces
 
         with self.holder.lease() as served:
-            parts = event_log(served.plan).parts()
-            self._known.update(p.name for p in parts)
-            if not parts or not served.learners:
+            elog = event_log(served.plan)
+            pieces = elog.pieces()
+            self._known.update(p.path.name for p in pieces)
+            if not pieces or not served.learners:
                 return
-            done: set[str] | None = None
+            pending = {}                   # original append → its piece
             for node in served.learners:
-                comp = served.pipeline.workspace.opened(node)
+                learned = served.pipeline.workspace.opened(node).ctx.learned_dir
+                cursor = cursor_of(learned, elog, repair=False)   # repaired when learning
+                pending.update((p.name, p) for p in pending_pieces(elog, cursor, pieces=pieces))
+        for piece in pending.values():
+            rows = piece.rows
+            if rows is None:
                 try:
-                    names = set(json.loads((comp.ctx.learned_dir / CURSOR).read_text())["parts"])
-                except (FileNotFoundError, ValueError, KeyError, TypeError):
-                    names = set()
-                done = names if done is None else done & names
-            pending = [p for p in parts if p.name not in (done or set())]
-        for p in pending:
-            try:
-                rows = pl.scan_parquet(p).select(pl.len()).collect().item()
-            except Exception:
-                rows = 0
-            self._unlearned[p.name] = rows
+                    rows = pl.scan_parquet(piece.path).select(pl.len()).collect().item()
+                except Exception:
+                    rows = 0
+            name = piece.path.name
+            self._unlearned[name] = self._unlearned.get(name, 0) + rows
         self.metrics.learner_lag.set(self.pending)
 
     def _run(self) -> None:
         _lower_priority()
         wait = self.interval
         while not self._stop.is_set():
-            if self.poll_s is None:
-                self._wake.wait()
-            else:
-                self._wake.wait(self.poll_s)
-                if self._stop.is_set():
-                    return
-                self._discover()
-                if not self._due():
-                    self._wake.clear()
-                    continue
+            woken = self._wake.wait(self.poll_s)
+            if self._stop.is_set():
+                return
+            self._discover()
+            # woken (start, own appends, reload) a lone server runs at once; with several
+            # workers a run waits until some part settled
+            if not (woken and not self.settle_s) and not self._due():
+                self._wake.clear()
+                continue
             if self._stop.is_set():
                 return
             # gather more events before learning; at most 1/5 of the time is learning
@@ -391,6 +444,7 @@ class BackgroundLearner:
         with self.holder.lease() as served:
             parts = event_log(served.plan).parts()
         with self._lock:
+            self._known.intersection_update(p.name for p in parts)     # compacted away
             new = [p for p in parts if p.name not in self._known]
         for p in new:
             try:
@@ -446,6 +500,8 @@ class BackgroundLearner:
                     continue
                 if out is not None:
                     stats[node] = out
+            if owner and not errors:
+                self._compact(served)
         seconds = time.perf_counter() - started
         self.runs += 1
         self.metrics.learner_seconds.observe(seconds)

@@ -133,7 +133,12 @@ class ErrorResponse(BaseModel):
 class HealthResponse(BaseModel):
     """Liveness and what is being served."""
 
-    status: str = Field(description="`ok`, or `stopping` during shutdown.")
+    status: str = Field(description=(
+        "`ok`; `degraded` when something needs an operator (see `problems`: a damaged "
+        "log part quarantined, a damaged cursor rebuilt, learning held by another "
+        "process) while the server keeps serving; `stopping` during shutdown."))
+    problems: list[str] = Field(default_factory=list, description=(
+        "Why the status is `degraded`, each naming the file and how to clear it."))
     spec: str = Field(description="The spec's pipeline name.")
     spec_path: str
     spec_hash: str

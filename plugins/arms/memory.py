@@ -46,6 +46,13 @@ if TYPE_CHECKING:
 PREDICTIONS = "predictions.parquet"
 LEARNED = "memory.parquet"
 LEARNED_FORMAT = 1
+MAX_KEY_CHARS = 256     # a learned key keeps this much of a normalised query (and lookups)
+
+
+def query_key(text: str) -> str:
+    """The key of a query: ``normalize``d, cut to ``MAX_KEY_CHARS`` so that learned state
+    stays bounded whatever clients send (a 20,000-character query is a 256-character key)."""
+    return normalize(text)[:MAX_KEY_CHARS].rstrip()
 DAY = 86400.0
 _LN2 = math.log(2.0)
 _FUZZY_CACHE = 10_000        # fuzzy lookups remembered (cleared when learning adds keys)
@@ -494,7 +501,7 @@ class MemoryArm(Arm, Indexed, Learner):
                 pl.col("weight").cast(pl.Float64), pl.col("timestamp").cast(pl.Float64))
             received = df.height
             queries = df["query"].drop_nulls().unique().to_list()
-            keys = {q: normalize(q) for q in queries}
+            keys = {q: query_key(q) for q in queries}
             df = df.with_columns(pl.col("query").replace_strict(
                 keys, default="", return_dtype=pl.String).fill_null("").alias("key"))
             no_query = df.filter(pl.col("key") == "").height
@@ -616,7 +623,7 @@ class MemoryArm(Arm, Indexed, Learner):
         is g·S summed over the matched key(s), ``match`` is 0 (exact key), 1
         (near-duplicate), 2 (fuzzy; scores multiplied by the similarity) or -1 (unknown).
         """
-        key = normalize(text)
+        key = query_key(text)
         if not key:
             return [], 0.0, -1
         match, sim = 0, 1.0
