@@ -303,3 +303,25 @@ def test_validate_imports_no_heavy_library():
                           text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_personalization_ignores_events_whose_time_is_not_a_time(folder):
+    """An event stamped NaN or infinity (issue 10, item 4) never enters a history: it
+    would sort anywhere and be written to profiles.json as NaN."""
+    import math
+
+    from ltrr.feedback.interactions import interaction_frame
+    from ltrr.runtime.workspace import Workspace
+
+    plan, _ = build(folder, extra=PERSONALIZE)
+    rows = [{"user_id": "timetraveller", "entity_id": e, "type": "click", "weight": 1.0,
+             "timestamp": ts} for e, ts in (("d0200", math.nan), ("d0201", math.inf),
+                                             ("d0202", 1e300), ("d0203", 100.0))]
+    ws = Workspace(plan)
+    try:
+        stats = ws.opened("dense").learn(interaction_frame(rows))
+    finally:
+        ws.close()
+    assert stats["events"] == 1 and stats["ignored_bad_timestamp"] == 3
+    saved = json.loads((folder / ".ltrr/dense-test/dense.learned/profiles.json").read_text())
+    assert saved["users"]["timetraveller"] == [["d0203", 1.0, 100.0]]

@@ -31,6 +31,7 @@ from ltrr.components import Arm, Encoder, Indexed, Kind, Learner, Params
 from ltrr.errors import StateError
 from ltrr.hookspecs import hookimpl
 from ltrr.state import atomic_write_json, fsync_dir
+from ltrr.timestamps import valid_expr
 from ltrr.types import ArmRequest, Candidate
 
 if TYPE_CHECKING:
@@ -369,7 +370,9 @@ class DenseArm(Arm, Indexed, Learner):
                                    & (pl.col("weight").fill_null(0.0) > 0))
         if p.events is not None:
             rows = rows.filter(pl.col("type").is_in(p.events))
-        rows = rows.sort("timestamp", nulls_last=False)
+        sane = valid_expr("timestamp", max_future=None).fill_null(True)   # NaN, inf...
+        bad_time = rows.filter(~sane).height
+        rows = rows.filter(sane).sort("timestamp", nulls_last=False)
         with self._lock:
             history = {u: list(h) for u, h in self._history.items()}
             touched: set[str] = set()
@@ -385,7 +388,10 @@ class DenseArm(Arm, Indexed, Learner):
                 atomic_write_json(self._profiles_path, {"format": 1, "users": history})
             vecs = {u: v for u, v in self._user_vecs.items() if u not in touched}
             self._history, self._user_vecs = history, vecs
-        return {"events": rows.height, "users_updated": len(touched), "users": len(history)}
+        stats = {"events": rows.height, "users_updated": len(touched), "users": len(history)}
+        if bad_time:
+            stats["ignored_bad_timestamp"] = bad_time
+        return stats
 
 
 # --- files ------------------------------------------------------------------------------
