@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
                          "pipeline's own)")
     sp.add_argument("--node", action="append", metavar="ID",
                     help="train only this learner (repeatable; default: all learners)")
+    sp.add_argument("--quarantine-invalid", action="store_true",
+                    help="first move logged events with invalid timestamps (NaN, infinite, "
+                         "before 1970, beyond feedback.max_future_s) to events/quarantine/")
 
     sp = cmd("evaluate", _evaluate, "Run judged queries and report IR metrics (ir-measures), "
              "or estimate the spec's policy's value on a logged pipeline (--log: IPS, SNIPS, DR).")
@@ -181,6 +184,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="keep each policy's decision/event logs and learned state under "
                          "OUT/state/<policy>")
     sp.add_argument("--json", action="store_true", help="print the JSON summary")
+    sp.add_argument("--strict", action="store_true",
+                    help="exit 1 when an answer lost an arm (it failed: simulations wait for "
+                         "every arm); each policy's losses are named on stderr either way")
     return p
 
 
@@ -286,7 +292,12 @@ def _train(args) -> int:
     from ltrr.compiler import load_plan
     from ltrr.feedback.train import train
 
-    report = train(load_plan(args.spec), args.log, nodes=args.node)
+    report = train(load_plan(args.spec), args.log, nodes=args.node,
+                   quarantine_invalid=args.quarantine_invalid)
+    moved = report.get("quarantined")
+    if moved is not None:
+        print(f"moved {sum(moved.values())} events with invalid timestamps out of "
+              f"{len(moved)} event-log parts to events/quarantine/")
     print(f"replayed {report['log']}")
     for node, stats in report["learners"].items():
         flat = {k: v for k, v in (stats or {}).items() if not isinstance(v, dict)}

@@ -270,3 +270,44 @@ def test_catch_up_after_feedback_skips_them_too(tmp_path, caplog):
     assert report["learners"]["mem"]["learned"] == 3
     assert first.name in caplog.text
 
+
+@pytest.mark.parametrize("compacted", [False, True])
+def test_quarantine_invalid_moves_bad_events_out_of_the_log(tmp_path, caplog, compacted):
+    from ltrr.feedback.ingest import event_log
+    from ltrr.feedback.train import train
+
+    plan, first, second = _poisoned_log(tmp_path)
+    elog = event_log(plan)
+    if compacted:
+        assert elog.compact(max_parts=1)["parts_after"] == 1
+    parts = [p.name for p in elog.parts()]
+    report = train(plan, quarantine_invalid=True)
+    assert sum(report["quarantined"].values()) == 2
+    assert sorted(report["quarantined"]) == sorted(parts)
+    assert report["learners"]["mem"]["learned"] == 2
+    assert sorted(elog.read()["event_id"].to_list()) == ["g1", "g2"]
+    moved = pl.read_parquet(elog.quarantine_dir / "invalid-*.parquet")
+    assert sorted(moved["event_id"].to_list()) == ["b1", "b2"]
+    # the appends keep their identity: each piece reads exactly its remaining rows
+    elog = event_log(plan)                     # (a live reader is excluded by the lock)
+    pieces = elog.pieces()
+    assert [p.name for p in pieces] == [first.name, second.name]
+    assert [elog.read_pieces([p])["event_id"].to_list() for p in pieces] == [["g1"], ["g2"]]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        again = train(plan, quarantine_invalid=True)
+    assert again["quarantined"] == {} and "invalid timestamps" not in caplog.text
+    assert again["learners"]["mem"] is None        # the cursor still covers the appends
+
+
+def test_quarantine_invalid_is_a_cli_flag(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    plan, first, _ = _poisoned_log(tmp_path)
+    ltrr = os.path.join(os.path.dirname(sys.executable), "ltrr")
+    done = subprocess.run([ltrr, "train", str(tmp_path / "s.yaml"), "--quarantine-invalid"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "moved 2 events with invalid timestamps" in done.stdout

@@ -329,6 +329,64 @@ def learnable(events: pl.DataFrame, parts: list, max_future_s: float = DEFAULT_M
     return events.filter(ok)
 
 
+def quarantine_invalid(elog: "EventLog", max_future_s: float = DEFAULT_MAX_FUTURE_S,
+                       now: float | None = None) -> dict[str, int]:
+    """Move the logged events whose timestamp breaks the rule out of the log, holding the
+    append lock. Parts are immutable, so each affected part is replaced the way
+    compaction replaces parts: by a new compacted part of its valid rows that names it
+    as input and keeps its appends' names and (new) row counts, so learners' cursors
+    keep their meaning; the rename of the new part is the commit point. The moved events
+    go to ``quarantine/invalid-<part>`` beside a ``.reason`` file. Returns part name →
+    events moved."""
+    import time as _time
+    import uuid
+
+    from ltrr.parquet_log import _INPUTS, _SOURCES, COMPACTED_PID, is_compacted, part_time_ns
+    from ltrr.state import atomic_write_bytes, file_lock
+
+    moved: dict[str, int] = {}
+    ok = valid_expr("timestamp", now, max_future_s).fill_null(True)
+    with file_lock(elog.lock_path):
+        for part in elog.parts():
+            try:
+                frame = pl.read_parquet(part)
+            except Exception:             # damaged: the log quarantines it when read
+                continue
+            keep = frame.select(ok.alias("ok")).to_series()
+            n_bad = int((~keep).sum())
+            if not n_bad:
+                continue
+            sources = [(part.name, frame.height)]
+            if is_compacted(part):
+                info = elog._compaction(part)
+                if info is None:
+                    continue
+                sources = info[_SOURCES]
+            kept, offset = [], 0
+            for name, rows in sources:
+                kept.append([name, int(keep.slice(offset, rows).sum())])
+                offset += rows
+            dest = elog.quarantine_dir / f"invalid-{part.name}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            frame.filter(~keep).write_parquet(buf)
+            atomic_write_bytes(dest, buf.getvalue())
+            (dest.parent / (dest.name + ".reason")).write_text(
+                f"{_time.strftime('%Y-%m-%dT%H:%M:%SZ', _time.gmtime())} {n_bad} events "
+                f"with invalid timestamps moved out of {part.name}\n")
+            name = (f"part-{part_time_ns(part):020d}-{COMPACTED_PID}-"
+                    f"{uuid.uuid4().hex[:8]}.parquet")
+            buf = io.BytesIO()
+            frame.filter(keep).write_parquet(buf, compression="zstd", metadata={
+                _INPUTS: json.dumps([part.name]), _SOURCES: json.dumps(kept)})
+            atomic_write_bytes(elog.directory / name, buf.getvalue())   # the commit point
+            elog._remove([part])
+            moved[part.name] = n_bad
+            log.warning("%s: moved %d events with invalid timestamps to %s", part, n_bad,
+                        dest)
+    return moved
+
+
 class EventLog(ParquetLog):
     """The durable feedback log of a pipeline (``<state_dir>/events``). Its appenders
     take turns under the append lock, so part names sort in append order (learners'

@@ -19,6 +19,7 @@ from ltrr.components import Component, Learner
 from ltrr.errors import RunError
 from ltrr.feedback.cursor import Cursor, DamagedCursor, load, repaired
 from ltrr.feedback.events import EventLog, learnable
+from ltrr.feedback.events import quarantine_invalid as move_invalid
 from ltrr.feedback.ingest import (catch_up, decision_log, decisions_for, event_log,
                                   paused_gc, pending_pieces)
 from ltrr.feedback.interactions import interactions, learn_from
@@ -96,10 +97,13 @@ def _replay(plan: Plan, learner: Component, log_dir: Path,
 
 def train(plan: Plan, log_dir: Path | None = None, *, nodes: list[str] | None = None,
           workspace: Workspace | None = None,
-          progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+          progress: Callable[[str, int, int], None] | None = None,
+          quarantine_invalid: bool = False) -> dict[str, Any]:
     """Replay the log in ``log_dir`` (default: the pipeline's own) into its learners.
 
     Returns ``{"log": dir, "learners": {node id: stats or None (nothing new)}}``.
+    ``quarantine_invalid`` first moves logged events with invalid timestamps out of the
+    log (``events.quarantine_invalid``; ``"quarantined"``: part → events moved).
     """
     log_dir = Path(log_dir) if log_dir is not None else event_log(plan).directory.parent
     learners = [n.id for n in plan.nodes if issubclass(n.registration.cls, Learner)]
@@ -126,6 +130,9 @@ def train(plan: Plan, log_dir: Path | None = None, *, nodes: list[str] | None = 
                 f"{plan.spec.state_dir}; a second learner would overwrite what it learns",
                 hint="the server learns every logged event itself (`ltrr feedback` hands "
                      "events to it); stop the server to replay another --log")
+        if quarantine_invalid:
+            report["quarantined"] = move_invalid(EventLog(log_dir / "events"),
+                                                 plan.model.feedback.max_future_s)
         _train(plan, log_dir, learners, own, workspace, progress, report)
     return report
 
