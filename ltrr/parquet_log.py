@@ -55,11 +55,13 @@ class ParquetLog:
     """A folder of ``part-*.parquet`` files sharing one schema."""
 
     monotonic = False       # names sort in append order (appenders hold the lock)
+    # compacted part name → its metadata, shared by every instance (parts are immutable
+    # and their names unique: read once per process, not on every listing)
+    _meta: dict[str, dict] = {}
 
     def __init__(self, directory: Path, schema: pl.Schema):
         self.directory = Path(directory)
         self.schema = schema
-        self._meta: dict[str, dict] = {}       # compacted part → its metadata
 
     @property
     def lock_path(self) -> Path:
@@ -302,15 +304,24 @@ class ParquetLog:
                     "merged": merged}
 
     def _merge(self, group: list[Path]) -> bool:
-        group = self.salvage(group)
+        frames, sources, read = [], [], []
+        for part in group:
+            try:
+                frame = pl.read_parquet(part).select(list(self.schema)).cast(dict(self.schema))
+                meta = self._compaction(part) if is_compacted(part) else None
+            except FileNotFoundError:
+                raise
+            except Exception as exc:
+                self.quarantine(part, self.damage(part) or _brief(exc))
+                continue
+            if is_compacted(part) and meta is None:
+                continue                                   # quarantined meanwhile
+            frames.append(frame)
+            read.append(part)
+            sources.extend(meta[_SOURCES] if meta else [(part.name, frame.height)])
+        group = read
         if len(group) < 2:
             return False
-        frames, sources = [], []
-        for part in group:
-            frame = pl.read_parquet(part).select(list(self.schema)).cast(dict(self.schema))
-            frames.append(frame)
-            meta = self._compaction(part) if is_compacted(part) else None
-            sources.extend(meta[_SOURCES] if meta else [(part.name, frame.height)])
         frame = pl.concat(frames, how="vertical_relaxed")
         last = part_time_ns(group[-1])
         name = f"part-{last:020d}-{COMPACTED_PID}-{uuid.uuid4().hex[:8]}.parquet"

@@ -336,3 +336,45 @@ def test_memory_keys_are_capped_and_long_queries_still_match(tmp_path):
         assert [e for e, _, _ in arm.scores(long)[0]][:1] == ["10"]   # same cap on lookup
     finally:
         ws.close()
+
+
+def test_decision_log_compaction_keeps_every_decision_findable(tmp_path):
+    from ltrr.feedback.ingest import decisions_for
+    from ltrr.parquet_log import MAX_PARTS
+    from ltrr.runtime.decision_log import SCHEMA, DecisionLog
+
+    log = DecisionLog(tmp_path / "decisions")
+    for i in range(MAX_PARTS + 10):
+        log.append_frame(pl.DataFrame({"request_id": [f"r{i}-{j}" for j in range(3)],
+                                       "query": [f"q{i}"] * 3}).with_columns(
+            pl.lit(None).cast(t).alias(c) for c, t in SCHEMA.items()
+            if c not in ("request_id", "query")))
+    before = log.read()
+    assert log.compact()["parts_after"] < MAX_PARTS
+    assert log.read().equals(before)
+    found = decisions_for(None, ["r0-1", f"r{MAX_PARTS + 9}-2"], log)
+    assert sorted(found["query"].to_list()) == ["q0", f"q{MAX_PARTS + 9}"]
+
+
+def test_a_server_compacts_its_logs_while_feedback_goes_on(serve_spec, start_server):
+    from ltrr.parquet_log import MAX_PARTS
+
+    server = start_server(serve_spec)
+    n = MAX_PARTS + 16
+    for i in range(n):                       # one request at a time: one part each
+        _post(server.url, _organic(f"c{i}", 2))
+    _wait_memory(serve_spec, 2 * n, server)
+    from ltrr.feedback.events import EventLog
+
+    log = EventLog(serve_spec.parent / "state" / "events")
+    deadline = time.monotonic() + 120
+    while len(log.files()) > MAX_PARTS or log.files() != log.parts():
+        assert time.monotonic() < deadline, "the server never compacted its event log"
+        ids = log.read()["event_id"]                    # exact at any moment
+        assert ids.len() == ids.n_unique() == 2 * n
+        time.sleep(0.2)
+    ids = pl.read_parquet(log.files())["event_id"]      # and for a glob once it is done
+    assert ids.len() == ids.n_unique() == 2 * n
+    health = httpx.get(server.url + "/health", timeout=30).json()
+    assert health["status"] == "ok" and health["pending_events"] == 0, health
+    assert (serve_spec.parent / "state" / "memory.learned" / "cursor.json").stat().st_size < 300
