@@ -352,3 +352,71 @@ def test_cli_missing_index(tmp_path, capsys, cli_registry):
     code = main(["simulate", str(spec), "--sessions", "5"])
     err = capsys.readouterr().err
     assert code == 1 and "no index built yet" in err and "ltrr index" in err, err
+
+
+def _sim_test_arms():
+    """A plugin with an arm that sleeps past a 1 ms deadline and one that raises."""
+    import time
+    from types import SimpleNamespace
+
+    from ltrr.components import Arm
+    from ltrr.hookspecs import hookimpl
+    from ltrr.types import Candidate
+
+    class NapArm(Arm):
+        name = "sim_nap"
+
+        def retrieve_batch(self, requests):
+            time.sleep(0.05)
+            ids = self.ctx.catalog.ids
+            return [[Candidate(e, self.ctx.node_id, r, 1.0 / r)
+                     for r, e in enumerate(ids[:q.k], 1)] for q in requests]
+
+    class BoomArm(Arm):
+        name = "sim_boom"
+
+        def retrieve_batch(self, requests):
+            raise ValueError("index exploded")
+
+    return SimpleNamespace(ltrr_components=hookimpl(lambda: [NapArm, BoomArm]))
+
+
+def test_simulate_waits_for_slow_arms_and_reports_lost_ones(spec, plan, tmp_path, capsys,
+                                                           cli_registry, monkeypatch):
+    """Offline, no deadline drops an arm (one sleeping past its 1 ms deadline answers);
+    an arm that fails is counted per policy in the summary, named on stderr with a
+    request id, and fails the command with --strict."""
+    import sys
+
+    import yaml
+
+    monkeypatch.setitem(sys.modules, "ltrr_test_sim_arms", _sim_test_arms())
+    real = ltrr.registry.entry_points
+
+    def entry_points(group):
+        return [*real(group=group), EntryPoint("simarms", "ltrr_test_sim_arms", group)]
+
+    monkeypatch.setattr(ltrr.registry, "entry_points", entry_points)
+    ltrr.registry.default_registry.cache_clear()
+    data = yaml.safe_load(SPEC)
+    data["state_dir"] = str(plan.spec.state_dir)
+    data["arms"] += [{"id": "nap", "use": "sim_nap", "deadline_ms": 1},
+                     {"id": "boom", "use": "sim_boom"}]
+    data["policy"]["with"]["allocation"] = {"names": 10, "lexical": 10, "nap": 10, "boom": 10}
+    variant = tmp_path / "spec.yaml"
+    variant.write_text(yaml.safe_dump(data, sort_keys=False))
+    args = ["simulate", str(variant), "--sessions", "20", "--round-size", "10"]
+    try:
+        code = main([*args, "--out", str(tmp_path / "o"), "--json"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        static = json.loads(out)["policies"]["static"]
+        # 20 served answers and 20 probes lost 'boom'; 'nap' was waited for
+        assert static["dropped_arms"] == {"boom": 40}, static.get("dropped_arms")
+        assert "policy static" in err and "arm 'boom' failed" in err, err
+        assert "request sim-0-0000000" in err, err
+        code = main([*args, "--out", str(tmp_path / "o2"), "--strict"])
+        err = capsys.readouterr().err
+        assert code == 1 and "--strict" in err, err
+    finally:
+        ltrr.registry.default_registry.cache_clear()

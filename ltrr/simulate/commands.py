@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from ltrr.compiler import Plan
 from ltrr.errors import RunError
 from ltrr.registry import Registry, default_registry
+from ltrr.runtime.commands import fail_if_strict
 from ltrr.simulate.engine import PolicyChoice, SimConfig, simulate
 
 
@@ -139,8 +141,11 @@ def simulate_command(plan: Plan, args, registry: Registry | None = None) -> dict
         result = simulate(plan, args.user_model, parse_with(args.with_), choices, config,
                           registry=registry, progress=progress)
     summary = write_report(result, out)
+    losses = _report_losses(result)
+    strict = getattr(args, "strict", False)
     if args.json:
         print(json.dumps(summary, indent=2))
+        fail_if_strict(losses, strict)
         return summary
     table = Table("policy", "recall", "best fixed", "type oracle", "regret/1k Q1→Q4 (fixed)",
                   "regret/1k Q1→Q4 (oracle)", "MRR", "ms/session", box=None)
@@ -158,4 +163,20 @@ def simulate_command(plan: Plan, args, registry: Registry | None = None) -> dict
                   f"(recall {best['recall']:.4f})")
     console.print(f"wrote {out}/summary.json, sessions.parquet, "
                   + ", ".join(Path(p).name for p in summary["plots"].values()))
+    fail_if_strict(losses, strict)
     return summary
+
+
+def _report_losses(result) -> list[str]:
+    """One stderr line per policy and arm that some answers lost (a count and the first
+    request); returns the losses. The simulation waits for every arm (no serving
+    deadlines), so a loss is an arm that failed."""
+    problems = []
+    for run in result.runs:
+        for arm, n in sorted(run.dropped.items()):
+            rid, note = run.first_loss.get(arm, ("?", ""))
+            line = (f"policy {run.label}: arm '{arm}' lost in {n} answers (served and probed); "
+                    f"first: request {rid}: {note}")
+            print(f"warning: {line}", file=sys.stderr)
+            problems.append(f"policy {run.label} lost arm '{arm}' in {n} answers")
+    return problems

@@ -83,6 +83,10 @@ class PolicyRun:
     timings: dict[str, float]
     state_dir: str | None = None
     ranker: dict[str, Any] | None = None   # the ranker block it ran with
+    #: arm id → answers (served and probed) that lost it, and the first such loss
+    #: as (request id, trace note)
+    dropped: dict[str, int] = field(default_factory=dict)
+    first_loss: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -271,6 +275,8 @@ def run_policy(plan: Plan, choice: PolicyChoice, sessions: list[Session], model:
     alloc = np.zeros((n, len(arms)), dtype=np.int32)
     ranks = np.zeros((n, len(arms)), dtype=np.int32)
     t_serve = t_probe = t_engage = t_learn = 0.0
+    dropped: dict[str, int] = {}
+    first_loss: dict[str, tuple[str, str]] = {}
     started = time.perf_counter()
     with policy_state(plan, choice.label, config.keep_state) as state:
         pplan = policy_plan(plan, choice, state, registry)
@@ -289,6 +295,7 @@ def run_policy(plan: Plan, choice: PolicyChoice, sessions: list[Session], model:
                 t = time.perf_counter()
                 probed = probe(pipeline, queries, full)
                 t_probe += time.perf_counter() - t
+                _count_losses([*decisions, *probed], dropped, first_loss)
                 t = time.perf_counter()
                 rows = []
                 for k, (d, p) in enumerate(zip(decisions, probed)):
@@ -333,7 +340,19 @@ def run_policy(plan: Plan, choice: PolicyChoice, sessions: list[Session], model:
                               "learn": round(t_learn, 3),
                               "ms_per_session": round(1000 * total / max(n, 1), 3)},
                      state_dir=str(state) if config.keep_state else None,
-                     ranker=copy.deepcopy(pplan.spec.data.get("ranker") or {"use": "score"}))
+                     ranker=copy.deepcopy(pplan.spec.data.get("ranker") or {"use": "score"}),
+                     dropped=dropped, first_loss=first_loss)
+
+
+def _count_losses(decisions, dropped: dict[str, int],
+                  first_loss: dict[str, tuple[str, str]]) -> None:
+    """Count, per arm, the answers that lost it; keep the first loss's request and note."""
+    for d in decisions:
+        for arm in d.dropped:
+            dropped[arm] = dropped.get(arm, 0) + 1
+            if arm not in first_loss:
+                note = next((n for n in d.trace if n.startswith(f"arm '{arm}'")), "")
+                first_loss[arm] = (d.request_id, note)
 
 
 def simulate(plan: Plan, user_model: str, user_params: dict[str, Any],

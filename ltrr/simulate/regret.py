@@ -189,6 +189,7 @@ def _account_run(run: PolicyRun, grid, arms, budget, types, type_names, quarters
             "probe's ranks for the chosen allocation (0 when arms' lists are prefixes of "
             "their full-budget lists)")},
         "timings": run.timings,
+        "dropped_arms": dict(run.dropped),    # arm → answers (served, probed) without it
     }
     if run.state_dir:
         summary["state_dir"] = run.state_dir
