@@ -378,3 +378,21 @@ def test_a_server_compacts_its_logs_while_feedback_goes_on(serve_spec, start_ser
     health = httpx.get(server.url + "/health", timeout=30).json()
     assert health["status"] == "ok" and health["pending_events"] == 0, health
     assert (serve_spec.parent / "state" / "memory.learned" / "cursor.json").stat().st_size < 300
+
+
+def test_cursor_reads_the_old_form_and_stays_short_with_out_of_order_learning(tmp_path):
+    from ltrr.feedback.cursor import Cursor, read_cursor, write_cursor
+
+    names = [f"part-{i:020d}-1-aaaaaaaa.parquet" for i in range(1, 2001)]
+    path = tmp_path / "cursor.json"
+    path.write_text(json.dumps({"parts": names[:1500]}))          # the old form: 110 KB
+    old = read_cursor(path, lambda: names)
+    assert all(old.learned(n) for n in names[:1500]) and not old.learned(names[1500])
+    # a server with several workers learns settled parts first: a few out of order
+    new = old.advanced(names[1502:1505], names)
+    assert new.to_json() == {"through": names[1499], "parts": names[1502:1505]}
+    new = new.advanced(names[1500:1502], names)
+    assert new.to_json() == {"through": names[1504], "parts": []}
+    write_cursor(path, new)
+    assert path.stat().st_size < 200 and read_cursor(path, lambda: names) == new
+    assert Cursor.from_json(json.loads(path.read_text())) == new

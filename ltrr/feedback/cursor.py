@@ -45,13 +45,14 @@ class Cursor:
         """The cursor after learning ``learned``; ``names``: the log's appends, sorted."""
         done = set(self.parts) | set(learned)
         through = self.through
-        for name in names:
+        for name in sorted(names):
             if name <= through:
                 continue
             if name not in done:
                 break
             through = name
-        return Cursor(through, frozenset(n for n in done if n > through))
+        listed = set(names)         # a name no longer in the log (quarantined) is dropped
+        return Cursor(through, frozenset(n for n in done if n > through and n in listed))
 
     def to_json(self) -> dict[str, Any]:
         return {"through": self.through, "parts": sorted(self.parts)}

@@ -79,8 +79,13 @@ def _replay(plan: Plan, learner: Component, log_dir: Path,
     total: dict[str, Any] = {"parts": 0}
     weights = plan.model.feedback.weights
     for n, piece in enumerate(pending, 1):
-        events = learnable(events_log.read_pieces([piece]), [piece],
-                           plan.model.feedback.max_future_s)
+        try:
+            events = events_log.read_pieces([piece])
+        except FileNotFoundError:    # that folder's server compacted its log meanwhile
+            moved = next((p for p in events_log.pieces() if p.name == piece.name), None)
+            events = (events_log.read_pieces([moved]) if moved is not None
+                      else events_log.schema.to_frame())       # quarantined since
+        events = learnable(events, [piece], plan.model.feedback.max_future_s)
         ids = events["request_id"].drop_nulls().unique().to_list()
         decisions = decisions_for(plan, ids, dlog)
         joined = interactions(events, decisions, weights)
