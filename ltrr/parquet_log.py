@@ -274,6 +274,9 @@ class ParquetLog:
         removed; every row stays exactly once. Returns ``{"parts_before",
         "parts_after", "merged"}``, or None when there was nothing to do.
         """
+        files = self.files()
+        if len(files) <= max_parts and self.parts() == files:
+            return None                       # the usual case: appenders need not wait
         with file_lock(self.lock_path):
             self._remove_superseded()
             parts = self.parts()
