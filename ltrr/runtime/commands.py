@@ -23,6 +23,7 @@ from ltrr.errors import RunError
 from ltrr.runtime.indexing import build_state
 from ltrr.runtime.pipeline import Pipeline, new_request_id
 from ltrr.runtime.queries import read_queries
+from ltrr.runtime.request_ids import check_unused
 from ltrr.runtime.workspace import Workspace
 from ltrr.types import Decision, Query
 
@@ -86,6 +87,8 @@ def run_queries(plan: Plan, args) -> list[Decision]:
         queries = [Query(new_request_id(), q, args.user) for q in args.query]
     with Pipeline(plan, log_decisions=False if args.no_log else None,
                   deadlines=getattr(args, "deadlines", False)) as pipeline:
+        if args.queries and pipeline.log is not None:   # a request id names one decision
+            check_unused(pipeline.log, [q.request_id for q in queries], args.queries)
         decisions = answer(pipeline, queries, args.batch_size)
         titles = _titles(pipeline, decisions) if args.format == "table" else {}
     k = args.k or plan.model.output.k

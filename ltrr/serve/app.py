@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ltrr import __version__
 from ltrr.errors import LtrrError
 from ltrr.runtime.pipeline import new_request_id
+from ltrr.runtime.request_ids import ServedRequestIds, reused_message
 from ltrr.serve.batching import Batcher, Job
 from ltrr.serve.config import ServeConfig
 from ltrr.serve.decisions import DecisionWriter
@@ -294,13 +295,17 @@ def create_app(config: ServeConfig, holder: PipelineHolder, role: Role = Role()
                   "Runs the query through the pipeline (micro-batched with concurrent "
                   "requests) and logs the decision. The query is plain text: Lucene "
                   "syntax such as `name:x OR *:*` is searched as words. A blank query is "
-                  "refused (422), as is one longer than `--max-query-chars`."))
+                  "refused (422), as is one longer than `--max-query-chars`. A "
+                  "`request_id` already used by a logged decision is refused (409): "
+                  "feedback names one decision by it."))
     async def search(request: Request) -> Response:
         # POST /search is answered by ServeMiddleware's fast path (answer_search); this
         # route documents it, and answers when the app is mounted without the middleware
         status, payload, headers = await answer_search(await request.body(), perf_counter(),
                                                        request.scope)
         return Response(payload, status_code=status, media_type=JSON, headers=headers)
+
+    request_ids = ServedRequestIds()        # a client's request_id names one decision
 
     def submit_search(body: bytes, arrived: float) -> asyncio.Future:
         """Validate a /search body and queue its query; ApiError if it is refused."""
@@ -312,12 +317,22 @@ def create_app(config: ServeConfig, holder: PipelineHolder, role: Role = Role()
         if server.stopping:
             raise ApiError(503, "the server is shutting down", hint="retry on another "
                            "instance or after the restart", headers={"Retry-After": "1"})
-        query = Query(req.request_id or new_request_id(), req.query, req.user_id,
-                      req.context or {})
+        rid = req.request_id
+        used = request_ids.of(holder.current.decision_log) if rid is not None else None
+        if used is not None and not used.claim(rid):
+            error, hint = reused_message(rid)
+            raise ApiError(409, error, field="request_id", hint=hint)
+        query = Query(rid or new_request_id(), req.query, req.user_id, req.context or {})
         try:
-            return server.batcher.submit(query, req.k, arrived)
+            future = server.batcher.submit(query, req.k, arrived)
         except RuntimeError as exc:
+            if used is not None:
+                used.release(rid)
             raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
+        if used is not None:        # no decision was made: the id stays free
+            future.add_done_callback(lambda f: used.release(rid) if f.cancelled()
+                                     or f.exception() is not None else None)
+        return future
 
     async def answer_search(body: bytes, arrived: float, scope: dict
                             ) -> tuple[int, bytes, dict[str, str] | None]:

@@ -1,0 +1,119 @@
+"""Request ids name one decision each (issue 10, items 4, 7, 10 over HTTP): a reused
+``request_id`` is refused (409) by ``/search`` and ``ltrr run``, since feedback naming it
+could not say which decision it answers; bad timestamps are 422s naming the field."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import polars as pl
+import pytest
+
+JSON = {"content-type": "application/json"}
+LTRR = os.path.join(os.path.dirname(sys.executable), "ltrr")
+
+
+def _post(url: str, path: str, body: bytes) -> httpx.Response:
+    return httpx.post(url + path, content=body, headers=JSON, timeout=60)
+
+
+def _error(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert set(body) == {"error", "field", "hint"} and body["error"], body
+    return body
+
+
+# --- bad timestamps over HTTP -------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e300", "1" + "0" * 400,
+                                   '"9999-12-31T23:59:59-01:00"', "-1e300"])
+def test_a_bad_context_timestamp_is_422_naming_it(module_server, value):
+    r = _post(module_server.url, "/search",
+              b'{"query": "daft punk", "context": {"timestamp": %s}}' % value.encode())
+    err = _error(r, 422)
+    assert err["field"] == "context.timestamp" and "context.timestamp" in err["error"]
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "1e300", "1" + "0" * 400, "-5",
+                                   str(time.time() + 3 * 365 * 86400),
+                                   '"2200-01-01T00:00:00Z"'])
+def test_a_bad_event_timestamp_is_422_naming_it(module_server, value):
+    body = (b'{"events": [{"entity_id": "1", "type": "click", "query": "x"}, '
+            b'{"entity_id": "1", "type": "click", "timestamp": %s}]}' % value.encode())
+    err = _error(_post(module_server.url, "/feedback", body), 422)
+    assert err["field"] == "events[1].timestamp", err
+    assert "timestamp" in err["error"]
+
+
+def test_a_context_timestamp_within_range_answers(module_server):
+    for value in (b"1700000000", b'"2024-01-02T03:04:05Z"'):
+        r = _post(module_server.url, "/search",
+                  b'{"query": "daft punk", "context": {"timestamp": %s}}' % value)
+        assert r.status_code == 200, r.text
+
+
+# --- reused request ids -------------------------------------------------------------------
+
+def test_a_reused_request_id_is_409_naming_the_field(module_server):
+    url = module_server.url
+    rid = "reuse-" + uuid.uuid4().hex
+    first = httpx.post(url + "/search", json={"query": "daft punk", "request_id": rid},
+                       timeout=60)
+    assert first.status_code == 200, first.text
+    again = httpx.post(url + "/search", json={"query": "radiohead", "request_id": rid},
+                       timeout=60)
+    err = _error(again, 409)
+    assert err["field"] == "request_id" and rid in err["error"]
+    assert "request_id" in err["hint"]
+    # a refused request (422) does not use up its id
+    rid2 = "reuse-" + uuid.uuid4().hex
+    _error(httpx.post(url + "/search", json={"query": "x", "request_id": rid2, "k": 1000},
+                      timeout=60), 422)
+    assert httpx.post(url + "/search", json={"query": "x", "request_id": rid2},
+                      timeout=60).status_code == 200
+
+
+def test_ids_of_logged_decisions_are_refused_after_a_restart(serve_spec, start_server):
+    server = start_server(serve_spec)
+    rid = "logged-" + uuid.uuid4().hex
+    assert httpx.post(server.url + "/search", json={"query": "daft punk", "request_id": rid},
+                      timeout=60).status_code == 200
+    assert server.stop() == 0                       # the decision is logged on shutdown
+    logged = pl.read_parquet(serve_spec.parent / "state" / "decisions" / "*.parquet")
+    assert rid in logged["request_id"].to_list()
+    again = start_server(serve_spec)
+    err = _error(httpx.post(again.url + "/search",
+                            json={"query": "radiohead", "request_id": rid}, timeout=60), 409)
+    assert err["field"] == "request_id"
+    assert again.stop() == 0
+
+
+def _tiny(tmp_path):
+    from conftest import tiny_spec
+
+    return tiny_spec(tmp_path)
+
+
+def test_ltrr_run_refuses_query_ids_already_logged(tmp_path):
+    spec = _tiny(tmp_path)
+    queries = tmp_path / "q.tsv"
+    queries.write_text("q1\tx\nq2\ty\n")
+    run = [LTRR, "run", str(spec), "--queries", str(queries), "--format", "jsonl"]
+    first = subprocess.run(run, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run(run, capture_output=True, text=True)
+    assert again.returncode == 1
+    assert "q1" in again.stderr and "request id" in again.stderr and str(queries) in again.stderr
+    assert "--no-log" in again.stderr and "Traceback" not in again.stderr
+    assert subprocess.run(run + ["--no-log"], capture_output=True, text=True).returncode == 0
+    dup = tmp_path / "dup.tsv"
+    dup.write_text("d1\tx\nd1\ty\n")
+    done = subprocess.run([LTRR, "run", str(spec), "--queries", str(dup)], capture_output=True,
+                          text=True)
+    assert done.returncode == 1 and "d1" in done.stderr and "twice" in done.stderr
