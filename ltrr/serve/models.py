@@ -103,7 +103,9 @@ class Event(_Model):
         "purchase, skip, impression)."), examples=["click"])
     position: int | None = Field(None, ge=1, description="1-based rank it was shown at.")
     timestamp: float | Text | None = Field(None, description=(
-        "Epoch seconds or ISO 8601; default: when the server received it."))
+        "Epoch seconds or ISO 8601; default: when the server received it. Finite, not "
+        "before 1970, at most the spec's `feedback.max_future_s` (default one day) ahead "
+        "of the server's clock."))
     query: Text | None = Field(None, max_length=100_000, description=(
         "The query text, for events without a request."))
 
