@@ -117,3 +117,27 @@ def test_ltrr_run_refuses_query_ids_already_logged(tmp_path):
     done = subprocess.run([LTRR, "run", str(spec), "--queries", str(dup)], capture_output=True,
                           text=True)
     assert done.returncode == 1 and "d1" in done.stderr and "twice" in done.stderr
+
+
+def test_used_request_ids_claim_release_and_see_other_writers(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ltrr.runtime.decision_log import SCHEMA, DecisionLog
+    from ltrr.runtime.request_ids import UsedRequestIds
+
+    log = DecisionLog(tmp_path / "decisions")
+
+    def logged(*rids: str) -> None:            # as another worker appends its decisions
+        log.append_frame(pl.DataFrame({"request_id": list(rids)}).with_columns(
+            pl.lit(None).cast(t).alias(c) for c, t in SCHEMA.items() if c != "request_id"))
+
+    logged("old-1", "old-2")
+    used = UsedRequestIds(log, refresh_s=0.0)
+    assert used.used("old-1") and not used.claim("old-2")
+    with ThreadPoolExecutor(8) as pool:         # concurrent claims of one id: one wins
+        assert sum(pool.map(lambda _: used.claim("new"), range(32))) == 1
+    used.release("new")                         # its request failed: free again
+    assert used.claim("new")
+    logged("other-worker")
+    assert used.used("other-worker") and not used.claim("other-worker")
+    assert not used.used("never")
