@@ -67,6 +67,8 @@ def check_timestamp(value, now: float | None = None,
     if ts is None:
         raise ValueError(f"timestamp {_shown(value)} is neither epoch seconds nor ISO 8601")
     why = problem(ts, now, max_future)
+    if why is not None and isinstance(value, int) and math.isinf(ts):
+        why = "is too large: not a finite number of seconds"
     if why is not None:
         raise ValueError(f"timestamp {_shown(value)} {why}")
     return ts
