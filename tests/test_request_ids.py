@@ -141,3 +141,26 @@ def test_used_request_ids_claim_release_and_see_other_writers(tmp_path):
     logged("other-worker")
     assert used.used("other-worker") and not used.claim("other-worker")
     assert not used.used("never")
+
+
+def test_health_is_degraded_while_the_log_holds_invalid_timestamps(serve_spec, start_server):
+    """A log written before timestamps were checked: learning skips its bad events and
+    /health says so (it said ok while the memory arm was poisoned)."""
+    from ltrr.feedback.events import EVENT_SCHEMA, EventLog
+
+    bad = pl.DataFrame([{**{k: None for k in EVENT_SCHEMA}, "event_id": "bad-1",
+                         "entity_id": "289", "type": "click", "query": "x",
+                         "timestamp": float("inf")}], schema=EVENT_SCHEMA)
+    part = EventLog(serve_spec.parent / "state" / "events").append_frame(bad)
+    server = start_server(serve_spec)
+    deadline = time.monotonic() + 120
+    while True:
+        health = httpx.get(server.url + "/health", timeout=30).json()
+        if health["learning"].get("runs", 0) >= 1:
+            break
+        assert time.monotonic() < deadline, health
+        time.sleep(0.2)
+    assert health["status"] == "degraded", health
+    text = " ".join(health["problems"])
+    assert part.name in text and "invalid timestamps" in text and "--quarantine-invalid" in text
+    assert server.stop() == 0

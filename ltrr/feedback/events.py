@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -322,11 +323,24 @@ def learnable(events: pl.DataFrame, parts: list, max_future_s: float = DEFAULT_M
             n = None
         if n is None or n:
             named.append(f"{Path(path).name} ({n if n is not None else '?'})")
+            with _SKIPPED_LOCK:
+                _SKIPPED.setdefault(str(Path(path).parent), {})[Path(path).name] = n or 0
     log.warning("skipped %d logged events with invalid timestamps (e.g. %s) in %s: no "
                 "learner learns them. To move them out of the log, run `ltrr train "
                 "SPEC --quarantine-invalid`", bad.height,
                 f"timestamp {bad['timestamp'][0]!r}", ", ".join(named) or "the event log")
     return events.filter(ok)
+
+
+_SKIPPED: dict[str, dict[str, int]] = {}     # events folder → part → events skipped
+_SKIPPED_LOCK = threading.Lock()
+
+
+def skipped_invalid(directory: Path) -> dict[str, int]:
+    """The parts of the event log in ``directory`` whose invalid events this process's
+    learners skipped (part → events): a server reports them in ``/health``."""
+    with _SKIPPED_LOCK:
+        return dict(_SKIPPED.get(str(directory), {}))
 
 
 def quarantine_invalid(elog: "EventLog", max_future_s: float = DEFAULT_MAX_FUTURE_S,

@@ -355,6 +355,7 @@ class BackgroundLearner:
         """Why the server is degraded (``/health``): log parts quarantined as damaged,
         learners' cursors moved aside as damaged, another process holding the learning."""
         from ltrr.feedback.cursor import damaged_cursors
+        from ltrr.feedback.events import skipped_invalid
         from ltrr.feedback.ingest import decision_log, event_log
         from ltrr.feedback.learning_lock import describe
 
@@ -365,6 +366,12 @@ class BackgroundLearner:
                 out += [f"{what} part {q['part']} was damaged and is quarantined ({q['reason']}); "
                         "its rows are not read: inspect it, then delete it to clear this"
                         for q in plog.quarantined()]
+            skipped = skipped_invalid(event_log(served.plan).directory)
+            if skipped:
+                out.append(f"event log parts hold {sum(skipped.values())} events with invalid "
+                           f"timestamps, skipped by learning: {', '.join(sorted(skipped))}; "
+                           "stop the server and run `ltrr train SPEC --quarantine-invalid` "
+                           "to move them out")
             for node in served.learners:
                 learned = served.pipeline.workspace.opened(node).ctx.learned_dir
                 out += [f"learner '{node}': its damaged cursor was moved to {path} and rebuilt "
