@@ -59,8 +59,9 @@ class OwnerLock:
     def _key(self) -> str:
         return str(self.path.resolve())
 
-    def try_acquire(self, role: str) -> bool:
-        """Take the lock if free (or already held by this process); never waits."""
+    def try_acquire(self, role: str, command: str | None = None) -> bool:
+        """Take the lock if free (or already held by this process); never waits.
+        ``command`` describes the holder (default: this process's command line)."""
         import fcntl
 
         if self.held:
@@ -78,7 +79,7 @@ class OwnerLock:
             except BlockingIOError:
                 os.close(fd)
                 return False
-            info = json.dumps({"pid": os.getpid(), "role": role, "command": command_line(),
+            info = json.dumps({"pid": os.getpid(), "role": role, "command": command or command_line(),
                                "since": round(time.time(), 3)}).encode()
             os.ftruncate(fd, 0)
             os.pwrite(fd, info, 0)
@@ -94,6 +95,8 @@ class OwnerLock:
             held[1] -= 1
             if held[1] == 0:
                 del self._held[self._key]
+                with contextlib.suppress(OSError):
+                    os.ftruncate(held[0], 0)    # names no holder once released
                 os.close(held[0])       # closing the descriptor releases the lock
         self.held = False
 

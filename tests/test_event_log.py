@@ -93,6 +93,52 @@ def test_cli_feedback_beside_serve_loses_no_learned_event(serve_spec, start_serv
     assert _memory_events(serve_spec) == 95
 
 
+_HOLDER = """
+import sys
+from ltrr.state import OwnerLock
+lock = OwnerLock(sys.argv[1])
+assert lock.try_acquire("serve")
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_learner_lock_names_its_holder_and_is_freed_when_it_dies(tmp_path):
+    from ltrr.feedback.learning_lock import LOCK_FILE, learning
+
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path / LOCK_FILE)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with learning(tmp_path, "feedback") as server:
+            assert server is not None and server["pid"] == holder.pid
+            assert server["role"] == "serve"
+    finally:
+        holder.kill()                      # no release: the OS frees the lock
+        holder.wait(30)
+    with learning(tmp_path, "feedback") as server:
+        assert server is None              # this process learns now
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert (tmp_path / LOCK_FILE).read_text() == ""      # released: names nobody
+
+
+def test_cli_feedback_beside_several_workers_is_learned_by_the_leader(serve_spec,
+                                                                      start_server,
+                                                                      tmp_path):
+    server = start_server(serve_spec, "--workers", "2")
+    _post(server.url, _organic("w1", 20))
+    _wait_memory(serve_spec, 20, server)
+    events = tmp_path / "cli.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in _organic("wcli", 10)))
+    done = subprocess.run([LTRR, "feedback", str(serve_spec), str(events)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "left to the server" in done.stdout and "ltrr serve" in done.stdout, done.stdout
+    _wait_memory(serve_spec, 30, server)
+    _post(server.url, _organic("w2", 20))             # whichever worker answers
+    _wait_memory(serve_spec, 50, server)
+
+
 # --- item 11: a damaged part or cursor is named, quarantined, and feedback goes on ---------
 
 def _feedback(spec: Path, tmp_path: Path, events: list[dict]) -> subprocess.CompletedProcess:

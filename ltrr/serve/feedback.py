@@ -303,7 +303,7 @@ class BackgroundLearner:
             self._owner = lock
         if self._owner.held:
             return True
-        if not self._owner.try_acquire(SERVER_ROLE):
+        if not self._owner.try_acquire(SERVER_ROLE, f"ltrr serve {served.plan.spec.path}"):
             self.held_by = self._owner.holder() or {"pid": "?"}
             return False
         self.held_by = None
