@@ -80,15 +80,19 @@ class ParquetLog:
 
     def parts(self) -> list[Path]:
         """The live part files, oldest first (names sort by creation time)."""
-        files = self.files()
-        superseded: set[str] = set()
-        for f in files:
-            if is_compacted(f):
-                meta = self._compaction(f)
-                if meta is None:
-                    return self.parts()          # it was damaged: quarantined, list again
-                superseded.update(meta[_INPUTS])
-        return [f for f in files if f.name not in superseded]
+        while True:
+            files = self.files()
+            superseded: set[str] = set()
+            try:
+                for f in files:
+                    if is_compacted(f):
+                        meta = self._compaction(f)
+                        if meta is None:
+                            raise FileNotFoundError(f)     # quarantined just now
+                        superseded.update(meta[_INPUTS])
+            except FileNotFoundError:
+                continue            # merged again by another process meanwhile: list again
+            return [f for f in files if f.name not in superseded]
 
     def pieces(self, parts: list[Path] | None = None) -> list[Piece]:
         """The original appends in ``parts`` (default: all), oldest first."""
