@@ -326,3 +326,27 @@ def test_list_values_score_like_joined_text(tmp_path):
         for q in ["dessert", "baking breakfast", "lunch vegetable", "dinner meat spicy"]:
             for fields in (None, {"tags": 1.0}):
                 assert a.search(q, 20, fields) == b.search(q, 20, fields)
+
+
+def test_fast_hit_reading_checks_the_count(searcher):
+    """The one-string TopDocs reading is checked against the total it states: a misread
+    raises instead of silently returning too few hits (or none)."""
+    java = lucene._java
+
+    def top_docs(total, docs, relation="EQUAL_TO"):
+        return java.TopDocs(java.TotalHits(total, getattr(java.TotalHitsRelation, relation)),
+                            [java.ScoreDoc(d, 1.0 / (i + 1)) for i, d in enumerate(docs)])
+
+    third = lucene._hits_slow(top_docs(1, [0, 0, 0]))[2][1]    # 1/3 as a float32
+    assert lucene._hits_fast(top_docs(3, [7, 3, 11]), k=10) == [(7, 1.0), (3, 0.5),
+                                                                (11, third)]
+    assert lucene._hits_fast(top_docs(5, [7, 3]), k=2) == [(7, 1.0), (3, 0.5)]
+    assert lucene._hits_fast(top_docs(0, []), k=10) == []
+    # a lower bound ("1000+ hits") allows more hits than it states, up to k
+    assert len(lucene._hits_fast(top_docs(1, [7, 3], "GREATER_THAN_OR_EQUAL_TO"), k=5)) == 2
+    with pytest.raises(RuntimeError, match="read 2 hits .* expected 5"):
+        lucene._hits_fast(top_docs(5, [7, 3]), k=10)
+    with pytest.raises(RuntimeError, match="read 0 hits .* expected 2"):
+        lucene._hits_fast(top_docs(2, []), k=10)
+    with pytest.raises(RuntimeError, match="read 3 hits"):
+        lucene._hits_fast(top_docs(3, [7, 3, 11], "GREATER_THAN_OR_EQUAL_TO"), k=2)

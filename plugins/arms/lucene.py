@@ -64,6 +64,19 @@ _UNSUPPORTED_OPTION = "--add-modules=jdk.incubator.vector"  # pyserini adds it; 
 #: across two values.
 VALUE_GAP = " , the the the the , "
 
+#: Held around every call into Java made through pyjnius proxies, process-wide (issue 10.1).
+#: pyjnius binds an instance method by storing the object on the method's descriptor,
+#: which is shared by every proxy of that Java class (``JavaMethod.__get__`` sets
+#: ``self.j_self``; kivy/pyjnius#563, #588) and read when the JNI call starts. Between
+#: the two, evaluating the arguments may call Java, which releases the GIL, so another
+#: thread can rebind the descriptor: one arm's ``IndexSearcher.search`` then ran on another
+#: arm's searcher (or ``builder.add`` on another query's builder), and ~3-20% of the
+#: results of two arms searched at once were empty or the other arm's. A per-searcher lock
+#: cannot help (the descriptors belong to the classes, not to the searchers); the state to
+#: protect is pyjnius's, so the lock is the module's, held by every function that calls Java.
+#: Cost: Lucene searches of different arms no longer overlap in Java (3 arms searched at
+#: once, median per query: 4.11 -> 4.99 ms at 100k documents per index, 1.68 -> 2.21 ms
+#: at 3k; docs/arms/bm25.md).
 _lock = threading.RLock()
 _java: _Classes | None = None
 _log4j_level: str | None = None  # log4j level still to apply (log4j is set up lazily)
@@ -432,8 +445,9 @@ def build_index(docs: Iterable[Mapping], index_dir: str | os.PathLike, fields: l
     if fields:
         args[6:6] = ["-fields", *fields]
     _ensure_log4j()
-    indexer = java.SimpleIndexer(args)
-    _limit_ram_buffer(indexer)
+    with _lock:
+        indexer = java.SimpleIndexer(args)
+        _limit_ram_buffer(indexer)
     read = indexed = 0
     numbers: list[tuple[str, list[float | None]]] = []   # (id, values) to write as doc values
     try:
@@ -449,22 +463,26 @@ def build_index(docs: Iterable[Mapping], index_dir: str | os.PathLike, fields: l
                 if any(x is not None for x in row):
                     numbers.append((record["id"], row))
             if len(batch) >= batch_size:
-                indexed += indexer.addRawDocuments(batch)
+                with _lock:
+                    indexed += indexer.addRawDocuments(batch)
                 read += len(batch)
                 batch = []
                 if progress is not None:
                     progress(read)
         if batch:
-            indexed += indexer.addRawDocuments(batch)
+            with _lock:
+                indexed += indexer.addRawDocuments(batch)
             read += len(batch)
             if progress is not None:
                 progress(read)
     finally:
-        indexer.close(optimize)
+        with _lock:
+            indexer.close(optimize)
     if indexed != read:
         log.info("indexed %d of %d documents (%d had no text)", indexed, read, read - indexed)
     if doc_values:
-        _write_doc_values(index_dir, doc_values, numbers, optimize)
+        with _lock:
+            _write_doc_values(index_dir, doc_values, numbers, optimize)
     return indexed
 
 
@@ -549,6 +567,7 @@ def _limit_ram_buffer(indexer) -> None:
 # --------------------------------------------------------------------------- search
 
 _HIT_RE = re.compile(r"doc=(\d+) score=(\S+) ")
+_TOTAL_RE = re.compile(r",(\d+)(\+?) hits$")   # TotalHits.toString(), last in the rendering
 _fast_hits: bool | None = None  # None: not checked yet
 
 
@@ -556,20 +575,29 @@ def _hits_slow(top) -> list[tuple[int, float]]:
     return [(h.doc, h.score) for h in top.scoreDocs]
 
 
-def _hits_fast(top) -> list[tuple[int, float]]:
+def _hits_fast(top, k: int | None = None) -> list[tuple[int, float]]:
     """Read all hits with one JNI call: turning ``scoreDocs`` into Python proxies costs
     ~3 us per hit, while commons-lang3 renders the whole TopDocs as one string
-    (``doc=12 score=4.994535 shardIndex=-1 ...`` per hit) that a regex reads back.
-    Java prints floats round-trippably, so ``array('f')`` restores the exact float32."""
+    (``doc=12 score=4.994535 shardIndex=-1 ...`` per hit, then ``5 hits``) that a regex
+    reads back. Java prints floats round-trippably, so ``array('f')`` restores the exact
+    float32. With ``k`` (the search's k), the number of hits read is checked against the
+    total the rendering states: a misread raises instead of returning too few hits."""
     java = _java
     text = java.ReflectionToStringBuilder.toString(top, java.ToStringStyle.SIMPLE_STYLE)
     pairs = _HIT_RE.findall(text)
+    if k is not None:
+        total = _TOTAL_RE.search(text)   # "5 hits", or "1000+ hits" (a lower bound)
+        expected = None if total is None else min(k, int(total.group(1)))
+        if expected is None or not (len(pairs) == expected or
+                                    total.group(2) and expected < len(pairs) <= k):
+            raise RuntimeError(f"read {len(pairs)} hits from Lucene's TopDocs rendering, "
+                               f"expected {expected} (k={k}): {text[:200]!r}")
     scores = array("f", [float(s) for _, s in pairs]).tolist()
     return [(int(d), s) for (d, _), s in zip(pairs, scores)]
 
 
-def _hits(top) -> list[tuple[int, float]]:
-    """``(lucene docid, score)`` of a TopDocs, in order."""
+def _hits(top, k: int | None = None) -> list[tuple[int, float]]:
+    """``(lucene docid, score)`` of a TopDocs (of a search for ``k`` hits), in order."""
     global _fast_hits
     if _fast_hits is None:
         # Check once that the string rendering reads back exactly (it is Lucene's
@@ -584,7 +612,7 @@ def _hits(top) -> list[tuple[int, float]]:
             _fast_hits = False
         if not _fast_hits:
             log.warning("fast TopDocs reading failed its self-check; using the slow path")
-    return _hits_fast(top) if _fast_hits else _hits_slow(top)
+    return _hits_fast(top, k) if _fast_hits else _hits_slow(top)
 
 
 class Phrase(NamedTuple):
@@ -679,17 +707,14 @@ def map_threads(fn: Callable[[_T], _R], items: Sequence[_T], threads: int = 1) -
 
 
 def _serialized(method):
-    """Run a searcher method under the searcher's lock.
-
-    Concurrent pyjnius calls that build queries (overloaded Java methods, builders)
-    crashed the interpreter intermittently (SIGSEGV in pyjnius) when several Python
-    threads searched at once; on 2 cores threads gave no speed-up anyway.
-    """
+    """Run a searcher method under the module's pyjnius lock (:data:`_lock`: pyjnius
+    method descriptors are shared by all objects of a Java class, so calls into Java
+    from several threads, on any searchers, must not overlap)."""
     import functools
 
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
-        with self._search_lock:
+        with _lock:
             return method(self, *args, **kwargs)
 
     return locked
@@ -698,9 +723,9 @@ def _serialized(method):
 class LuceneSearcher:
     """BM25 search over an index built by :func:`build_index` (or any Anserini index).
 
-    Thread-safe: ``search`` may be called from several Python threads at once; calls
-    into Java are serialised per searcher (see :func:`_serialized`), and must not
-    overlap ``close()``. Results are ``(docid, score)``
+    Thread-safe: ``search`` may be called from several Python threads at once, on one or
+    several searchers; calls into Java are serialised process-wide (see :data:`_lock`),
+    and must not overlap ``close()``. Results are ``(docid, score)``
     lists in rank order: raw BM25 score (float32) descending, ties broken by docid
     ascending, as Anserini does. Opening runs a warm-up query; docids of hits are
     cached (one Python slot per indexed document).
@@ -709,6 +734,7 @@ class LuceneSearcher:
     #: Most bytes of bitmaps :meth:`phrase_docs` keeps cached, over all phrases.
     PHRASE_CACHE_BYTES = 64 * 2 ** 20
 
+    @_serialized
     def __init__(self, index_dir: str | os.PathLike, k1: float = 0.9, b: float = 0.4):
         index_dir = Path(index_dir)
         if not index_dir.is_dir():
@@ -744,7 +770,6 @@ class LuceneSearcher:
         leaves = self._reader.leaves()
         self._leaves = [leaves.get(i) for i in range(leaves.size())]
         self._cache_lock = threading.Lock()
-        self._search_lock = threading.RLock()
         self._closed = False
         self._warm_up()
 
@@ -768,7 +793,7 @@ class LuceneSearcher:
             top = self._top(query, boosts, k)
         except UnicodeEncodeError:  # lone surrogates
             top = self._top(_jstr_safe(query), boosts, k)
-        return [(docid, score) for docid, score, _ in self._resolve(top)]
+        return [(docid, score) for docid, score, _ in self._resolve(top, k)]
 
     @_serialized
     def search_structured(self, query: str, k: int, fields: Mapping[str, float] | None = None,
@@ -799,7 +824,7 @@ class LuceneSearcher:
                 top = self._top(text, boosts, k)
             except UnicodeEncodeError:
                 top = self._top(_jstr_safe(text), boosts, k)
-            return self._resolve(top)
+            return self._resolve(top, k)
         if text:
             text = _jstr_safe(text)
             if self._java.AnalyzerUtils.analyze(self._analyzer, text).isEmpty():
@@ -828,7 +853,7 @@ class LuceneSearcher:
             outer.add(prior_query, should)
             return outer.build()
 
-        return self._resolve(self._top(text, boosts, k, combine))
+        return self._resolve(self._top(text, boosts, k, combine), k)
 
     @_serialized
     def phrase_docs(self, field: str, texts: Sequence[str]) -> DocBits:
@@ -856,9 +881,11 @@ class LuceneSearcher:
         """:meth:`search` for each query, in order, on up to ``threads`` Python threads."""
         queries = list(queries)
         if max(1, min(int(threads), len(queries))) > 1:
-            self._boost_map(fields)  # validate once, up front
+            with _lock:
+                self._boost_map(fields)  # validate once, up front
         return map_threads(lambda q: self.search(q, k, fields), queries, threads)
 
+    @_serialized
     def close(self) -> None:
         """Release the index reader (idempotent)."""
         if not self._closed:
@@ -914,12 +941,13 @@ class LuceneSearcher:
             self.search(term, 10)
             if self.fields:
                 self.search(term, 10, {f: 1.0 for f in self.fields})
-        except Exception as e:  # noqa: BLE001 - only a warm-up
-            log.debug("search warm-up failed: %s", e)
+        except Exception as e:  # noqa: BLE001 - only a warm-up, but never a silent one
+            log.warning("Lucene search warm-up failed (the first query may be slow or fail): "
+                        "%s: %s", type(e).__name__, e)
 
-    def _resolve(self, top) -> list[Hit]:
-        """The hits of a TopDocs with their external ids."""
-        hits = _hits(top)
+    def _resolve(self, top, k: int) -> list[Hit]:
+        """The hits of a TopDocs (of a search for ``k`` hits) with their external ids."""
+        hits = _hits(top, k)
         ids = self._ids
         if any(ids[doc] is None for doc, _ in hits):
             # Fill the docid cache for all these hits with one call (loads their stored
