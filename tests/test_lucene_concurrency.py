@@ -82,3 +82,17 @@ def test_map_threads_batch_equals_sequential(arms):
     expected = [arms[0](q) for q in queries]
     for _ in range(2):
         assert lucene.map_threads(arms[0], queries, threads=4) == expected
+
+
+def test_searchers_reuse_their_private_search_classes(tmp_path):
+    """Each open searcher has its own IndexSearcher proxy class (so its search needs no
+    lock); a closed searcher's class is reused, so reopening does not grow pyjnius's
+    class registry."""
+    lucene.build_index([{"id": "a", "name": "apple pie"}], tmp_path, ["name"])
+    with lucene.LuceneSearcher(tmp_path) as one, lucene.LuceneSearcher(tmp_path) as two:
+        assert one._search_class is not two._search_class
+    made = lucene._search_classes_made
+    for _ in range(5):
+        with lucene.LuceneSearcher(tmp_path) as s:
+            assert [docid for docid, _ in s.search("apple", 5)] == ["a"]
+    assert lucene._search_classes_made == made

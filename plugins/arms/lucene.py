@@ -73,10 +73,11 @@ VALUE_GAP = " , the the the the , "
 #: arm's searcher (or ``builder.add`` on another query's builder), and ~3-20% of the
 #: results of two arms searched at once were empty or the other arm's. A per-searcher lock
 #: cannot help (the descriptors belong to the classes, not to the searchers); the state to
-#: protect is pyjnius's, so the lock is the module's, held by every function that calls Java.
-#: Cost: Lucene searches of different arms no longer overlap in Java (3 arms searched at
-#: once, median per query: 4.11 -> 4.99 ms at 100k documents per index, 1.68 -> 2.21 ms
-#: at 3k; docs/arms/bm25.md).
+#: protect is pyjnius's, so the lock is the module's, held by every function that calls Java
+#: -- except the search itself, which each searcher calls through an IndexSearcher proxy
+#: class of its own (:func:`_own_search_method`), so searches of several arms still overlap
+#: (3 arms at once, median ms/query at 100k docs per index: 3.94 racy, 4.99 with the
+#: search under this lock too, 3.70 so).
 _lock = threading.RLock()
 _java: _Classes | None = None
 _log4j_level: str | None = None  # log4j level still to apply (log4j is set up lazily)
@@ -706,6 +707,35 @@ def map_threads(fn: Callable[[_T], _R], items: Sequence[_T], threads: int = 1) -
     return out
 
 
+_SEARCH_SIG = ("(Lorg/apache/lucene/search/Query;ILorg/apache/lucene/search/Sort;Z)"
+               "Lorg/apache/lucene/search/TopFieldDocs;")
+_free_search_classes: list = []   # private IndexSearcher proxy classes of closed searchers
+_search_classes_made = 0
+
+
+def _own_search_method(searcher):
+    """``searcher.search(Query, int, Sort, boolean)`` through a proxy class of its own.
+
+    The method descriptor of a private class is bound once, to this searcher only, so the
+    call needs no lock (see :data:`_lock`) and Lucene searches of several arms overlap.
+    The classes are reused after :meth:`LuceneSearcher.close` (pyjnius keeps every class
+    it registers)."""
+    global _search_classes_made
+    from jnius import JavaClass, JavaMethod, MetaJavaClass, cast
+
+    with _lock:
+        if _free_search_classes:
+            cls = _free_search_classes.pop()
+        else:
+            _search_classes_made += 1
+            cls = MetaJavaClass.__new__(
+                MetaJavaClass, "LtrrIndexSearcher", (JavaClass,),
+                {"__javaclass__": "org/apache/lucene/search/IndexSearcher",
+                 "search": JavaMethod(_SEARCH_SIG)},
+                classparams=("ltrr-private", _search_classes_made))  # never autoclass's key
+        return cls, cast(cls, searcher).search
+
+
 def _serialized(method):
     """Run a searcher method under the module's pyjnius lock (:data:`_lock`: pyjnius
     method descriptors are shared by all objects of a Java class, so calls into Java
@@ -724,8 +754,8 @@ class LuceneSearcher:
     """BM25 search over an index built by :func:`build_index` (or any Anserini index).
 
     Thread-safe: ``search`` may be called from several Python threads at once, on one or
-    several searchers; calls into Java are serialised process-wide (see :data:`_lock`),
-    and must not overlap ``close()``. Results are ``(docid, score)``
+    several searchers; building queries and reading hits is serialised process-wide (see
+    :data:`_lock`), Lucene's search is not. Searches must not overlap ``close()``. Results are ``(docid, score)``
     lists in rank order: raw BM25 score (float32) descending, ties broken by docid
     ascending, as Anserini does. Opening runs a warm-up query; docids of hits are
     cached (one Python slot per indexed document).
@@ -745,6 +775,7 @@ class LuceneSearcher:
         self._searcher = java.IndexSearcher(
             self._reader, signature="(Lorg/apache/lucene/index/IndexReader;)V")
         self._searcher.setSimilarity(java.BM25Similarity(float(k1), float(b)))
+        self._search_class, self._search = _own_search_method(self._searcher)
         self._analyzer = java.DefaultEnglishAnalyzer.newDefaultInstance()
         self._generator = java.BagOfWordsQueryGenerator()
         self._sort = java.Sort(java.SortField.FIELD_SCORE,
@@ -775,7 +806,6 @@ class LuceneSearcher:
 
     # -- public API
 
-    @_serialized
     def search(self, query: str, k: int, fields: Mapping[str, float] | None = None
                ) -> list[tuple[str, float]]:
         """Top ``k`` ``(docid, score)`` for ``query``; ``fields`` = {field: boost} or None
@@ -785,7 +815,8 @@ class LuceneSearcher:
         is searched on its first distinct terms."""
         if self._closed:
             raise RuntimeError("searcher is closed")
-        boosts = self._boost_map(fields)
+        with _lock:
+            boosts = self._boost_map(fields)
         k = min(int(k), self._max_doc)
         if k <= 0 or boosts is False or not query or query.isspace():
             return []
@@ -793,9 +824,9 @@ class LuceneSearcher:
             top = self._top(query, boosts, k)
         except UnicodeEncodeError:  # lone surrogates
             top = self._top(_jstr_safe(query), boosts, k)
-        return [(docid, score) for docid, score, _ in self._resolve(top, k)]
+        with _lock:
+            return [(docid, score) for docid, score, _ in self._resolve(top, k)]
 
-    @_serialized
     def search_structured(self, query: str, k: int, fields: Mapping[str, float] | None = None,
                           *, phrases: Sequence[Phrase] = (), prior: Prior | None = None
                           ) -> list[Hit]:
@@ -810,27 +841,32 @@ class LuceneSearcher:
         """
         if self._closed:
             raise RuntimeError("searcher is closed")
+        with _lock:
+            plan = self._structured(query, k, fields, phrases, prior)
+        if plan is None:
+            return []
+        top = self._top(*plan)
+        with _lock:
+            return self._resolve(top, plan[2])
+
+    def _structured(self, query: str, k: int, fields: Mapping[str, float] | None,
+                    phrases: Sequence[Phrase], prior: Prior | None):
+        """``_top``'s arguments for :meth:`search_structured`; None if nothing can match."""
         boosts = self._boost_map(fields)
         clauses = self._phrase_clauses(phrases)
         prior_query = self._prior_query(prior)
         k = min(int(k), self._max_doc)
         if k <= 0:
-            return []
+            return None
         text = query if query and not query.isspace() and boosts is not False else ""
         if not clauses and prior_query is None:
-            if not text:
-                return []
-            try:
-                top = self._top(text, boosts, k)
-            except UnicodeEncodeError:
-                top = self._top(_jstr_safe(text), boosts, k)
-            return self._resolve(top, k)
+            return (_jstr_safe(text), boosts, k) if text else None
         if text:
             text = _jstr_safe(text)
             if self._java.AnalyzerUtils.analyze(self._analyzer, text).isEmpty():
                 text = ""
         if not text and not clauses:
-            return []
+            return None
         java = self._java
         must, should = self._occur["must"], self._occur["should"]
         # With a required clause the prior can be one more optional clause; with only
@@ -853,7 +889,7 @@ class LuceneSearcher:
             outer.add(prior_query, should)
             return outer.build()
 
-        return self._resolve(self._top(text, boosts, k, combine), k)
+        return text, boosts, k, combine
 
     @_serialized
     def phrase_docs(self, field: str, texts: Sequence[str]) -> DocBits:
@@ -891,6 +927,7 @@ class LuceneSearcher:
         if not self._closed:
             self._closed = True
             self._reader.close()
+            _free_search_classes.append(self._search_class)
 
     def __enter__(self) -> LuceneSearcher:
         return self
@@ -1060,17 +1097,22 @@ class LuceneSearcher:
         return query
 
     def _top(self, text: str, boosts, k: int, combine: Callable | None = None):
-        """TopDocs of ``combine(bag-of-words query of text)`` (None for empty text)."""
+        """TopDocs of ``combine(bag-of-words query of text)`` (None for empty text).
+
+        The query is built under :data:`_lock`; the search itself runs through this
+        searcher's own method (:func:`_own_search_method`), outside it."""
         combine = combine or (lambda q: q)
         try:
-            return self._searcher.search(combine(self._query(text, boosts) if text else None),
-                                         k, self._sort, True)
+            with _lock:
+                query = combine(self._query(text, boosts) if text else None)
+            return self._search(query, k, self._sort, True)
         except self._java.JavaException as e:
             if not text or "TooMany" not in str(getattr(e, "classname", "") or e):
                 raise
         # More distinct terms than Lucene's clause limit (1024): keep the first ones.
-        return self._searcher.search(combine(self._truncated_query(text, boosts)), k,
-                                     self._sort, True)
+        with _lock:
+            query = combine(self._truncated_query(text, boosts))
+        return self._search(query, k, self._sort, True)
 
     def _query(self, text: str, boosts):
         if boosts is None:
