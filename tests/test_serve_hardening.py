@@ -97,13 +97,15 @@ def _metric(url: str, name: str) -> float:
 
 
 def _ok(url: str) -> None:
-    """/health and /search answer on fresh connections."""
+    """/health, /search and /feedback answer on fresh connections."""
     with httpx.Client(timeout=30) as http:
         r = http.get(url + "/health")
         assert r.status_code == 200, r.text
         r = http.post(url + "/search", json={"query": "britney spears"})
         assert r.status_code == 200, r.text
         assert r.json()["results"]
+        r = http.post(url + "/feedback", json={"events": []})
+        assert r.status_code == 200, r.text
 
 
 # --- item 8: idle, slow and too many connections --------------------------------------------

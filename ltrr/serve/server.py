@@ -59,6 +59,11 @@ def _logging(level: str, name: str = "ltrr serve") -> None:
 def serve(config: ServeConfig) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit status."""
     raise_open_files_limit()            # before the pipeline opens its files (workers inherit)
+    if not config.loopback:
+        print(f"ltrr serve: warning: {config.host} is not a loopback address: anyone who "
+              "reaches the port can search and post feedback"
+              + ("" if config.admin_token else "; /admin/* is off (no admin token set)"),
+              file=sys.stderr, flush=True)
     if config.workers > 1:
         from ltrr.serve.supervisor import supervise
 
