@@ -10,32 +10,41 @@ from pathlib import Path
 
 import polars as pl
 
-from ltrr.errors import StateError
+from ltrr.errors import Location, StateError
+from ltrr.files import check_file, first_line, shown_names
 
 
 class Catalog:
     """A table of entities with a string id column.
 
-    ``ids[i]`` is the id of row ``i``; ``row_of(id)`` the inverse.
+    ``ids[i]`` is the id of row ``i``; ``row_of(id)`` the inverse. ``where`` is the
+    spec position of ``catalog.path``, named by errors. Only a regular file is read
+    (:func:`ltrr.files.check_file`), and messages never echo more of it than
+    column names, shortened.
     """
 
-    def __init__(self, path: Path, id_column: str = "id", fmt: str | None = None):
+    def __init__(self, path: Path, id_column: str = "id", fmt: str | None = None,
+                 where: Location | None = None):
         self.path = Path(path)
         self.id_column = id_column
         self.format = fmt or _infer_format(self.path)
+        self.where = where
+
+    def _check(self) -> None:
+        check_file(self.path, "catalog file", where=self.where,
+                   hint="fix catalog.path in the spec (relative to the spec file)")
 
     @cached_property
     def frame(self) -> pl.DataFrame:
-        if not self.path.exists():
-            raise StateError(f"catalog file not found: {self.path}",
-                             hint="fix catalog.path in the spec (relative to the spec file)")
+        self._check()
         try:
             df = _read(self.path, self.format)
         except Exception as exc:
-            raise StateError(f"cannot read catalog {self.path} as {self.format}: {exc}") from exc
+            raise StateError(f"cannot read catalog {self.path} as {self.format}: "
+                             f"{first_line(exc)}", where=self.where) from exc
         if self.id_column not in df.columns:
             raise StateError(f"catalog {self.path.name} has no id column '{self.id_column}'",
-                             hint=f"set catalog.id to one of: {', '.join(df.columns)}")
+                             hint=f"set catalog.id to one of: {shown_names(df.columns)}")
         return df.with_columns(pl.col(self.id_column).cast(pl.String))
 
     @cached_property
@@ -55,6 +64,7 @@ class Catalog:
     @cached_property
     def fingerprint(self) -> str:
         """Content hash of the catalog file (versions every index built from it)."""
+        self._check()
         h = hashlib.sha256()
         with open(self.path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

@@ -19,9 +19,9 @@ DEFAULT_MEASURES = ("nDCG@10", "R@100", "R@1000", "RR@10")
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     """TREC (``qid 0 docid rel``) or BEIR TSV (``query-id<TAB>corpus-id<TAB>score``, header)."""
     try:
-        text = read_text(Path(path))
-    except FileNotFoundError:
-        raise RunError("qrels file not found", where=Location(str(path))) from None
+        text = read_text(Path(path), "qrels file")
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise RunError(f"cannot read qrels file: {exc}", where=Location(str(path))) from None
     qrels: dict[str, dict[str, int]] = {}
     for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
@@ -96,7 +96,7 @@ def read_query_fields(path: Path) -> dict[str, dict[str, Any]]:
                        where=Location(str(path)),
                        hint='write the queries as JSONL: {"id": ..., "query": ..., "type": ...}')
     fields: dict[str, dict[str, Any]] = {}
-    for n, line in enumerate(read_text(path).splitlines(), 1):
+    for n, line in enumerate(read_text(path, "query file").splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         try:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from ltrr.errors import LtrrError, Location, StateError
 
+_PATH = object()     # where=_PATH: the path itself is the error's location
+
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
           (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
 
@@ -26,17 +28,21 @@ def _size(n: int) -> str:
 
 
 def check_file(path: Path, what: str, *, error: type[LtrrError] = StateError,
-               where: Location | str | None = None, node: str | None = None,
+               where: Location | str | None | object = _PATH, node: str | None = None,
                field: str | None = None, hint: str | None = None,
-               max_bytes: int | None = None, pipes: bool = False) -> os.stat_result:
+               max_bytes: int | None = None, empty_ok: bool = False) -> os.stat_result:
     """Refuse ``path`` unless it is a non-empty regular file (of at most ``max_bytes``).
 
+    ``empty_ok`` admits 0 bytes: the caller then reads nothing (a /proc file reports 0).
+
     ``what`` names it in the message ("catalog file"); the error is ``error`` located
-    at ``where`` (default: the path itself), ``node`` and ``field``. ``pipes`` admits a
-    pipe as well (a command-line file given as ``<(...)``); nothing is opened here.
+    at ``where`` (by default the path itself, else the message names the path), ``node``
+    and ``field``. Nothing is opened here.
     """
-    named = f"{what} {path}" if where is not None else f"the {what}"   # where: else the path
-    where = where if where is not None else str(path)
+    if where is _PATH:
+        where, named = str(path), f"the {what}"
+    else:
+        named = f"{what} {path}"
 
     def fail(message: str, fix: str | None) -> LtrrError:
         return error(message, where=where, node=node, field=field, hint=fix or hint)
@@ -44,19 +50,17 @@ def check_file(path: Path, what: str, *, error: type[LtrrError] = StateError,
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise fail(f"{what} not found: {path}", hint) from None
+        raise fail(f"{what} not found" + (f": {path}" if named != f"the {what}" else ""),
+                   hint) from None
     except OSError as exc:
         raise fail(f"cannot read {named}: {exc.strerror}", hint) from None
-    if pipes and stat.S_ISFIFO(st.st_mode):
-        return st
     if not stat.S_ISREG(st.st_mode):
         kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a file")
         raise fail(f"{named} is {kind}, not a regular file",
                    hint or "name a regular file; pipes and devices are never read")
-    if st.st_size == 0:
-        raise fail(f"{named} is empty (0 bytes)",
-                   hint or "name a file with data (files under /proc and /sys report 0 "
-                           "bytes and are refused too)")
+    if st.st_size == 0 and not empty_ok:
+        raise fail(f"{named} is empty: it reports 0 bytes (as files under /proc and /sys "
+                   "do, which are never read)", hint or "name a file with data")
     if max_bytes is not None and st.st_size > max_bytes:
         raise fail(f"{named} is {_size(st.st_size)}; at most {_size(max_bytes)} is "
                    "allowed", hint)

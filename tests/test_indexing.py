@@ -168,3 +168,123 @@ def test_an_index_replaced_by_a_killed_run_is_put_back_not_rebuilt(tmp_path):
     assert sorted(p.name for p in state.iterdir()) == ["a"]
     with Pipeline(plan_for(tmp_path), registry=REG, log_decisions=False) as p:
         assert [r.entity_id for r in p.run(Query("r", "q")).ranking] == ["e0", "e1", "e2", "e3"]
+
+
+# --- data files named by a spec: regular files only, read only once checked -------------
+
+REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+LASTFM = REPO / "examples" / "data" / "lastfm"
+FILES_SPEC = """\
+version: 1
+name: files
+catalog: {{path: {catalog}, id: artist_id{fmt}}}
+slotters:
+  - id: understand
+    use: dictionary
+    with: {{slots: {{artist: {{column: name, entity: true}}}}}}
+arms:
+  - id: related
+    use: graph
+    from: [understand]
+    with:
+      relations:
+        - {{kind: co_occurrence, path: {relation}, group: user_id, entity: artist_id}}
+policy: {{budget: 10}}
+"""
+
+
+def _files_spec(tmp_path, catalog=LASTFM / "artists.parquet", relation=LASTFM / "plays.parquet",
+                fmt=None):
+    spec = tmp_path / "files.yaml"
+    spec.write_text(FILES_SPEC.format(catalog=catalog, relation=relation,
+                                      fmt=f", format: {fmt}" if fmt else ""))
+    return spec
+
+
+def _index_cli(spec) -> str:
+    """`ltrr index` in a subprocess: exit 1 with one `error:` line and no traceback. The
+    generous timeout turns a hang (a FIFO, /dev/zero) into a failure."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "ltrr"
+    proc = subprocess.run([str(script), "index", str(spec)], cwd=spec.parent,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+def _special(tmp_path, kind):
+    import os
+    from pathlib import Path
+
+    if kind == "folder":
+        folder = tmp_path / "data.parquet"
+        folder.mkdir()
+        return folder, "a folder"
+    if kind == "fifo":
+        fifo = tmp_path / "pipe.parquet"
+        os.mkfifo(fifo)
+        return fifo, "a named pipe"
+    return Path("/dev/zero"), "a device"
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "device"])
+def test_a_catalog_that_is_not_a_regular_file_is_refused_before_reading(tmp_path, kind):
+    """Before: a folder was a traceback, a FIFO blocked (ignoring Ctrl-C), /dev/zero was
+    hashed forever. Now `ltrr index` names the spec line of catalog.path and the kind."""
+    path, what = _special(tmp_path, kind)
+    spec = _files_spec(tmp_path, catalog=path)
+    line = _index_cli(spec)
+    assert line.startswith(f"error: {spec}:3:"), line         # where catalog.path is written
+    assert f"catalog file {path} is {what}" in line and "not a regular file" in line
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "device"])
+def test_a_relation_that_is_not_a_regular_file_is_named_as_such(tmp_path, kind):
+    path, what = _special(tmp_path, kind)
+    line = _index_cli(_files_spec(tmp_path, relation=path))
+    assert "node 'related' field 'with.relations.0.path'" in line
+    assert f"relation file {path} is {what}" in line and "not a regular file" in line
+
+
+def test_proc_environ_as_a_csv_catalog_echoes_no_environment(tmp_path, monkeypatch):
+    """/proc/self/environ read as CSV made its first variable the column names, which the
+    `catalog.id` hint printed: the hint echoed the environment."""
+    monkeypatch.setenv("LTRR_TEST_SECRET", "hunter2-do-not-print")
+    line = _index_cli(_files_spec(tmp_path, catalog="/proc/self/environ", fmt="csv"))
+    assert "hunter2" not in line and "LTRR_TEST_SECRET" not in line
+    assert "catalog file /proc/self/environ is empty: it reports 0 bytes" in line
+
+
+def test_column_names_in_hints_are_truncated_and_printable(tmp_path):
+    from ltrr.catalog import Catalog
+
+    long_name = "SECRET=" + "x" * 200
+    path = tmp_path / "c.csv"
+    path.write_text(f'"{long_name}","b\x1b[31mred"\n1,2\n')
+    with pytest.raises(StateError) as err:
+        Catalog(path, "id").frame
+    hint = err.value.hint
+    assert "x" * 50 not in hint and "\x1b" not in hint
+    assert hint.startswith("set catalog.id to one of: SECRET=xxx") and "b?[31mred" in hint
+    many = tmp_path / "many.csv"
+    many.write_text(",".join(f"c{i}" for i in range(100)) + "\n" + ",".join("1" * 100) + "\n")
+    with pytest.raises(StateError) as err:
+        Catalog(many, "id").frame
+    assert "c19, … (80 more)" in err.value.hint and "c20" not in err.value.hint
+
+
+def test_a_read_error_does_not_echo_the_file(tmp_path):
+    from ltrr.catalog import Catalog
+
+    path = tmp_path / "c.csv"
+    path.write_text("id,n\n" + "".join(f"{i},{i}\n" for i in range(200))
+                    + "secret-line-" + "s" * 500 + ",1,2,3\n")
+    with pytest.raises(StateError) as err:
+        Catalog(path, "id").frame
+    assert len(str(err.value)) < 400 and "s" * 200 not in str(err.value)

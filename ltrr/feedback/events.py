@@ -20,6 +20,7 @@ from typing import Callable
 import polars as pl
 
 from ltrr.errors import Location, RunError
+from ltrr.files import check_file
 from ltrr.parquet_log import ParquetLog
 from ltrr.timestamps import DEFAULT_MAX_FUTURE_S, check_timestamp, parse_timestamp, valid_expr
 
@@ -131,8 +132,9 @@ def read_events(path: Path, weights: dict[str, float] | None = None, *,
     follow :mod:`ltrr.timestamps` (at most ``max_future_s`` ahead of the clock).
     """
     path = Path(path)
-    if not path.exists():
-        raise RunError("events file not found", where=Location(str(path)))
+    if check_file(path, "events file", error=RunError, empty_ok=True,
+                  hint="events files are JSONL (one object per line) or Parquet").st_size == 0:
+        return EVENT_SCHEMA.to_frame()          # no events, and nothing read (/proc files)
     if path.suffix == ".parquet":
         try:
             frame = pl.read_parquet(path)

@@ -7,11 +7,15 @@ import json
 from pathlib import Path
 
 from ltrr.errors import Location, RunError
+from ltrr.files import check_file
 from ltrr.types import Query
 
 
-def read_text(path: Path) -> str:
-    """A text file's content, transparently gunzipped when it ends in .gz."""
+def read_text(path: Path, what: str = "file") -> str:
+    """A text file's content, transparently gunzipped when it ends in .gz.
+
+    Anything but a regular file (a folder, a pipe, a device) is refused before reading."""
+    check_file(path, what, error=RunError)
     if path.name.endswith(".gz"):
         return gzip.decompress(path.read_bytes()).decode("utf-8")
     return path.read_text(encoding="utf-8")
@@ -29,9 +33,7 @@ def read_queries(path: Path | str) -> list[Query]:
     """
     path = Path(path)
     try:
-        lines = read_text(Path(path)).splitlines()
-    except FileNotFoundError:
-        raise RunError("query file not found", where=Location(str(path))) from None
+        lines = read_text(Path(path), "query file").splitlines()
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise RunError(f"cannot read query file: {exc}", where=Location(str(path))) from None
     jsonl = _stem_suffix(path) in (".jsonl", ".json", ".ndjson")

@@ -23,7 +23,9 @@ class Workspace:
     def catalog(self) -> Catalog:
         if self._catalog is None:
             c = self.plan.model.catalog
-            self._catalog = Catalog(self.plan.spec.resolve(c.path), c.id, c.format)
+            spec = self.plan.spec
+            self._catalog = Catalog(spec.resolve(c.path), c.id, c.format,
+                                    where=spec.locate(("catalog", "path")))
         return self._catalog
 
     def instantiate(self, node: PlanNode) -> Component:

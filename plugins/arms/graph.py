@@ -44,6 +44,7 @@ from pydantic import Field
 
 from ltrr.components import Arm, Indexed, Params, PlanView, Problem
 from ltrr.errors import StateError
+from ltrr.files import check_file, first_line, shown_names
 from ltrr.hookspecs import hookimpl
 from ltrr.types import ArmRequest, Candidate
 
@@ -261,10 +262,9 @@ class GraphArm(Arm, Indexed):
 
     def _relation_path(self, i: int, rel: BipartiteRelation | CoOccurrenceRelation) -> Path:
         path = self.ctx.resolve(rel.path)
-        if not path.is_file():
-            raise StateError(f"relation file not found: {path}", node=self.ctx.node_id,
-                             field=f"with.relations.{i}.path",
-                             hint="paths are relative to the spec's folder")
+        check_file(path, "relation file", where=None, node=self.ctx.node_id,
+                   field=f"with.relations.{i}.path", hint="paths are relative to the spec's "
+                                                          "folder; relations are Parquet files")
         return path
 
     def state_key(self) -> dict[str, Any]:
@@ -290,14 +290,14 @@ class GraphArm(Arm, Indexed):
         try:
             schema = pl.read_parquet_schema(path)
         except Exception as exc:
-            raise StateError(f"cannot read relation file {path} as Parquet: {exc}",
+            raise StateError(f"cannot read relation file {path} as Parquet: {first_line(exc)}",
                              node=self.ctx.node_id, field=f"with.relations.{i}.path",
                              hint="relations must be Parquet files") from exc
         for param, col in columns:
             if col not in schema:
                 raise StateError(f"relation file {path.name} has no column '{col}'",
                                  node=self.ctx.node_id, field=f"with.relations.{i}.{param}",
-                                 hint=f"columns: {', '.join(schema)}")
+                                 hint=f"columns: {shown_names(schema)}")
         return pl.read_parquet(path, columns=list(dict.fromkeys(c for _, c in columns)))
 
     def _bipartite(self, i: int, rel: BipartiteRelation, entities: "pl.DataFrame"):

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ltrr.errors import RunError
+from ltrr.files import check_file
 from ltrr_plugins.slotters.dictionary import normalize
 
 if TYPE_CHECKING:
@@ -195,9 +196,8 @@ class QueryModel:
         frames = []
         for name in ("artists", "plays", "tag_assignments"):
             path = folder / f"{name}.parquet"
-            if not path.exists():
-                raise RunError(f"{name}.parquet not found", where=str(folder),
-                               hint="point at a folder like examples/data/lastfm/")
+            check_file(path, f"{name}.parquet", error=RunError, where=str(folder),
+                       hint="point at a folder like examples/data/lastfm/")
             frames.append(pl.read_parquet(path))
         return cls(*frames, **params)
 
