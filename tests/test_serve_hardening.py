@@ -217,6 +217,26 @@ def test_oversized_headers_are_431(serve_spec, start_server):
     assert server.stop() == 0
 
 
+def test_the_431_reaches_a_client_still_sending_its_header(serve_spec, start_server):
+    """Before: the server closed at once with the client's bytes unread, the kernel reset
+    the connection, and the reset discarded the 431 before the client read it (CI, loaded:
+    the client received nothing). Now the server ends its side and drops what follows."""
+    server = start_server(serve_spec, "--max-header-bytes", "8192")
+    url = server.url
+    c = Conn(url)
+    c.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 16384)
+    _until(lambda: _metric(url, 'ltrr_connections_closed_total{reason="header_too_large"}')
+           >= 1, "the oversized header to be answered")
+    for _ in range(64):                          # the client goes on sending, reads later
+        c.send(b"a" * 1024)
+    time.sleep(0.5)                              # room for a reset to arrive (none must)
+    _until(c.poll, "the connection to end")
+    assert _status(c.received) == 431, c.received[:300]
+    c.close()
+    _ok(url)
+    assert server.stop() == 0
+
+
 def test_a_full_server_refuses_with_503_until_connections_free_up(serve_spec, start_server):
     # bodies never time out here: the test decides when they end
     server = start_server(serve_spec, "--max-connections", "20", "--body-timeout", "3600")

@@ -36,6 +36,7 @@ IDLE, HEADERS, BODY, BUSY = "idle", "headers", "body", "busy"
 EVICTABLE = {IDLE: 0, HEADERS: 1}     # phases a new connection may push out, first first
 OVERFLOW = 256          # refused connections held (to answer 503) beyond the cap, at most
 RETRY_AFTER_S = 1
+LINGER_S = 2.0          # after an error answer, input is read and dropped this long at most
 
 
 def _raw_response(status: int, body: bytes, extra: bytes = b"") -> bytes:
@@ -72,6 +73,7 @@ def guarded_protocol(config: Any, closed: Callable[[str], None]) -> type:
             self.refused = False
             self.deadline = None
             self.send_deadline = None
+            self.lingering = False
 
         # --- connection --------------------------------------------------------------
 
@@ -153,7 +155,27 @@ def guarded_protocol(config: Any, closed: Callable[[str], None]) -> type:
                 cycle.message_event.set()
             if not self.transport.is_closing():
                 self.transport.write(_raw_response(status, body))
+                if self.transport.can_write_eof():
+                    self._linger()
+                    return
             self._close()
+
+        def _linger(self) -> None:
+            """End our side after the answer and drop what the client still sends, then
+            close. Closing at once with unread input makes the kernel reset the connection,
+            and a reset can discard the answer before the client reads it (a client still
+            uploading an oversized header never saw its 431)."""
+            self._disarm()
+            self._unset_keepalive_if_required()
+            self.lingering = True
+            self.phase, self.since = IDLE, 0.0          # the first to be evicted
+            self.transport.write_eof()
+            self.deadline = self.loop.call_later(LINGER_S, self._close_now)
+
+        def _close_now(self) -> None:
+            self.deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
 
         def pause_writing(self) -> None:         # the client does not read
             super().pause_writing()
@@ -178,6 +200,8 @@ def guarded_protocol(config: Any, closed: Callable[[str], None]) -> type:
         # --- parser callbacks ------------------------------------------------------------
 
         def data_received(self, data: bytes) -> None:
+            if self.lingering:
+                return                          # answered and ending: dropped unread
             if self.phase in (IDLE, HEADERS):
                 self.header_bytes += len(data)
             super().data_received(data)
