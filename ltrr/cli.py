@@ -341,8 +341,7 @@ def _evaluate(args) -> int:
 
 
 def _evaluate_log(plan, args) -> int:
-    import json
-
+    from ltrr import json_text
     from ltrr.ope import ope_report, print_ope_table
     from ltrr.runtime.workspace import Workspace
 
@@ -352,7 +351,7 @@ def _evaluate_log(plan, args) -> int:
     finally:
         workspace.close()
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json_text.dumps(report, indent=2, default=str))
     else:
         print_ope_table(report)
     return 0

@@ -546,3 +546,57 @@ def test_evaluate_log_cli_estimates_a_policy_on_a_logged_pipeline(tmp_path):
     bad = subprocess.run([ltrr, "evaluate", candidate, "--log", str(tmp_path / "nowhere")],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
+
+
+def test_evaluate_log_json_is_strict_json_when_an_estimate_is_undefined(tmp_path):
+    """A candidate that never plays a logged allocation has no SNIPS (0 / 0). Before, the
+    report printed `NaN`, which is not JSON (jq and strict parsers refuse it); now it is
+    null, with the warning that says why."""
+    import json as _json
+    import os
+    import subprocess
+    import sys
+
+    import polars as pl
+
+    ltrr = os.path.join(os.path.dirname(sys.executable), "ltrr")
+    pl.DataFrame({"id": ["a", "b"], "name": ["alpha", "beta"]}).write_parquet(
+        tmp_path / "c.parquet")
+
+    def spec(name: str, budget: int) -> str:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            f"name: {name}\ncatalog: {{path: c.parquet}}\nstate_dir: st-{name}\n"
+            "slotters: [{id: u, use: dictionary, with: {slots: {n: {column: name, "
+            "entity: true, min_chars: 1}}}}]\n"
+            "arms: [{id: one, use: entity_lookup, from: [u]}, "
+            "{id: two, use: entity_lookup, from: [u]}]\n"
+            f"policy: {{use: uniform, budget: {budget}, with: {{step: 2, seed: 3}}}}\n"
+            "output: {k: 2}\n")
+        return str(path)
+
+    logged = spec("logged", 4)
+    queries = tmp_path / "q.tsv"
+    queries.write_text("".join(f"r{i}\talpha\n" for i in range(12)))
+    done = subprocess.run([ltrr, "run", logged, "--queries", str(queries), "--format", "jsonl"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    events = tmp_path / "e.jsonl"
+    events.write_text("".join(_json.dumps({"request_id": f"r{i}", "entity_id": "a",
+                                           "type": "play"}) + "\n" for i in range(0, 12, 2)))
+    done = subprocess.run([ltrr, "feedback", logged, str(events)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    candidate = spec("candidate", 8)             # budget 8: no allocation was ever logged
+    done = subprocess.run([ltrr, "evaluate", candidate, "--log", str(tmp_path / "st-logged"),
+                           "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+    def refuse(token: str):
+        raise ValueError(f"not JSON: {token}")
+
+    report = _json.loads(done.stdout, parse_constant=refuse)
+    assert report["diagnostics"]["unsupported_mass"] == pytest.approx(1.0)
+    assert report["estimates"]["snips"]["value"] is None
+    assert report["estimates"]["ips"]["value"] == 0.0
+    assert report["warnings"]

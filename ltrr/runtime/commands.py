@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ltrr import json_text
 from ltrr.compiler import Plan
 from ltrr.components import Indexed
 from ltrr.errors import RunError
@@ -191,7 +192,7 @@ def evaluate_plan(plan: Plan, args) -> dict[str, Any]:
         if by:
             result["by"] = by
     if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "per_query"}, indent=2))
+        print(json_text.dumps({k: v for k, v in result.items() if k != "per_query"}, indent=2))
     else:
         print_evaluation(result, plan.model.name, len(queries), Console())
     fail_if_strict(problems, getattr(args, "strict", False))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from ltrr import json_text
 from ltrr.compiler import Plan
 from ltrr.errors import RunError
 from ltrr.registry import Registry, default_registry
@@ -144,7 +144,7 @@ def simulate_command(plan: Plan, args, registry: Registry | None = None) -> dict
     losses = _report_losses(result)
     strict = getattr(args, "strict", False)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json_text.dumps(summary, indent=2))
         fail_if_strict(losses, strict)
         return summary
     table = Table("policy", "recall", "best fixed", "type oracle", "regret/1k Q1→Q4 (fixed)",

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ltrr.json_text import finite
 from ltrr.simulate.engine import SimResult
 from ltrr.simulate.plots import plot_all
 from ltrr.simulate.regret import account
@@ -43,5 +44,5 @@ def write_report(result: SimResult, out: Path) -> dict[str, Any]:
     atomic_write_bytes(out / "sessions.parquet", buf.getvalue())
     summary["files"] = {"summary": str(out / "summary.json"),
                         "sessions": str(out / "sessions.parquet")}
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / "summary.json", finite(summary))     # NaN → null: strict JSON
     return summary
