@@ -478,6 +478,21 @@ def test_ope_report_errors_name_the_fix(state, tmp_path):
                      pl.DataFrame(schema={"request_id": pl.String, "reward": pl.Float64}))
 
 
+def _two_arm_spec(folder, name: str, policy: str, budget: int) -> str:
+    """A spec over ``folder/c.parquet``: two entity-lookup arms, ``policy`` with
+    ``budget`` in steps of 2, its state in ``folder/st-<name>``."""
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\ncatalog: {{path: c.parquet}}\nstate_dir: st-{name}\n"
+        "slotters: [{id: u, use: dictionary, with: {slots: {n: {column: name, "
+        "entity: true, min_chars: 1}}}}]\n"
+        "arms: [{id: one, use: entity_lookup, from: [u]}, "
+        "{id: two, use: entity_lookup, from: [u]}]\n"
+        f"policy: {{use: {policy}, budget: {budget}, with: {{step: 2, seed: 3}}}}\n"
+        "output: {k: 2}\n")
+    return str(path)
+
+
 def test_evaluate_log_cli_estimates_a_policy_on_a_logged_pipeline(tmp_path):
     """Log decisions with a uniform policy, add feedback, then `ltrr evaluate --log`."""
     import json as _json
@@ -492,16 +507,7 @@ def test_evaluate_log_cli_estimates_a_policy_on_a_logged_pipeline(tmp_path):
         tmp_path / "c.parquet")
 
     def spec(name: str, policy: str) -> str:
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(
-            f"name: {name}\ncatalog: {{path: c.parquet}}\nstate_dir: st-{name}\n"
-            "slotters: [{id: u, use: dictionary, with: {slots: {n: {column: name, "
-            "entity: true, min_chars: 1}}}}]\n"
-            "arms: [{id: one, use: entity_lookup, from: [u]}, "
-            "{id: two, use: entity_lookup, from: [u]}]\n"
-            f"policy: {{use: {policy}, budget: 4, with: {{step: 2, seed: 3}}}}\n"
-            "output: {k: 2}\n")
-        return str(path)
+        return _two_arm_spec(tmp_path, name, policy, budget=4)
 
     logged = spec("logged", "uniform")
     queries = tmp_path / "q.tsv"
@@ -564,16 +570,7 @@ def test_evaluate_log_json_is_strict_json_when_an_estimate_is_undefined(tmp_path
         tmp_path / "c.parquet")
 
     def spec(name: str, budget: int) -> str:
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(
-            f"name: {name}\ncatalog: {{path: c.parquet}}\nstate_dir: st-{name}\n"
-            "slotters: [{id: u, use: dictionary, with: {slots: {n: {column: name, "
-            "entity: true, min_chars: 1}}}}]\n"
-            "arms: [{id: one, use: entity_lookup, from: [u]}, "
-            "{id: two, use: entity_lookup, from: [u]}]\n"
-            f"policy: {{use: uniform, budget: {budget}, with: {{step: 2, seed: 3}}}}\n"
-            "output: {k: 2}\n")
-        return str(path)
+        return _two_arm_spec(tmp_path, name, "uniform", budget)
 
     logged = spec("logged", 4)
     queries = tmp_path / "q.tsv"
