@@ -143,6 +143,34 @@ def test_used_request_ids_claim_release_and_see_other_writers(tmp_path):
     assert not used.used("never")
 
 
+def test_an_id_claimed_by_one_worker_is_refused_by_another_at_once(tmp_path):
+    """Two server workers share a decision log. Before, each knew only its own claims and
+    the parts already logged, so one id sent to both within the refresh interval (1 s)
+    made two decisions. Now claims are shared through the log's folder at once; a released
+    claim (a failed request, retried) is free for every worker."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ltrr.runtime.decision_log import DecisionLog
+    from ltrr.runtime.request_ids import UsedRequestIds
+
+    log = DecisionLog(tmp_path / "decisions")
+    a = UsedRequestIds(log, refresh_s=3600.0)   # no refresh of the parts meanwhile
+    b = UsedRequestIds(log, refresh_s=3600.0)
+    assert a.claim("r1")
+    assert not b.claim("r1") and b.used("r1")
+    a.release("r1")                             # the request failed; the client retries
+    assert b.claim("r1") and not a.claim("r1")
+    workers = [UsedRequestIds(log, refresh_s=3600.0) for _ in range(4)]
+    with ThreadPoolExecutor(8) as pool:         # one id to every worker at once: one wins
+        won = list(pool.map(lambda i: workers[i % 4].claim("r2"), range(32)))
+    assert sum(won) == 1
+    late = UsedRequestIds(log, refresh_s=3600.0)  # a worker started afterwards knows them
+    assert late.used("r1") and late.used("r2") and late.claim("r3")
+    with open(log.directory / ".claimed", "ab") as f:
+        f.write(b"\x01\x02\x03")               # a torn record of a killed writer
+    assert not UsedRequestIds(log).claim("r3") and a.claim("r4") and not b.claim("r4")
+
+
 def test_health_is_degraded_while_the_log_holds_invalid_timestamps(serve_spec, start_server):
     """A log written before timestamps were checked: learning skips its bad events and
     /health says so (it said ok while the memory arm was poisoned)."""

@@ -12,10 +12,20 @@ server generates (UUID4) are unique by construction.
 then the parts other processes append, at most every ``refresh_s``) in a sorted
 array — 8 bytes per logged decision — plus the ids claimed since. A hash collision
 (about 1 in 10^12 at a million decisions) would refuse an unused id with a 409.
+
+Claims are shared at once by every process serving the log (``--workers``): each claim
+and release of a client-chosen id is a 16-byte record appended to
+``<decisions>/.claimed`` under an exclusive ``flock``, and a claim first reads the
+records the others appended. One id sent to two workers at the same moment is one
+decision and one 409. The file grows 16 bytes per client-chosen id and is read in full
+by a process that starts; a claim whose request neither finished nor was released (the
+process was killed) keeps its id refused.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 import time
 from pathlib import Path
@@ -25,6 +35,15 @@ if TYPE_CHECKING:
     from ltrr.runtime.decision_log import DecisionLog
 
 MERGE_EVERY = 100_000      # claimed hashes kept in a set before they join the sorted array
+CLAIMS = ".claimed"        # shared claims: records of (hash, op) in the decision log's folder
+RECORD = 16
+CLAIM, RELEASE = 0, 1
+
+
+def _record(h: int, op: int) -> bytes:
+    import numpy as np
+
+    return np.array([h, op], dtype=np.uint64).tobytes()
 
 
 def _hashes(ids) -> "object":
@@ -48,6 +67,8 @@ class UsedRequestIds:
         self._parts: set[str] = set()
         self._checked = 0.0
         self._refresh()
+        self._fd: int | None = None            # the shared claims file, opened when needed
+        self._offset = 0                       # its bytes applied so far
 
     @property
     def directory(self) -> Path:
@@ -76,6 +97,48 @@ class UsedRequestIds:
             fresh = _hashes(pl.concat(frames))
             self._sorted = np.unique(np.concatenate([self._sorted, fresh]))
 
+    # --- claims shared between processes ----------------------------------------------
+
+    def _claims(self, exclusive: bool) -> int:
+        """The claims file's descriptor, locked, with the others' new records applied."""
+        if self._fd is None:
+            self.dlog.directory.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.dlog.directory / CLAIMS,
+                               os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        size = os.fstat(self._fd).st_size
+        whole = size - size % RECORD
+        if exclusive and whole != size:          # a writer killed mid-record
+            os.ftruncate(self._fd, whole)
+        if whole > self._offset:
+            self._apply(os.pread(self._fd, whole - self._offset, self._offset))
+            self._offset = whole
+        return self._fd
+
+    def _apply(self, data: bytes) -> None:
+        import numpy as np
+
+        records = np.frombuffer(data, dtype=np.uint64).reshape(-1, 2)
+        for h, op in records.tolist():
+            if op == CLAIM:
+                self._recent.add(h)
+            elif h in self._recent:
+                self._recent.discard(h)
+            else:                                # merged into the array meanwhile
+                self._sorted = self._sorted[self._sorted != np.uint64(h)]
+
+    def _append(self, fd: int, h: int, op: int) -> None:
+        os.write(fd, _record(h, op))
+        self._offset += RECORD
+
+    def close(self) -> None:
+        """Close the shared claims file (it reopens when needed)."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+                self._offset = 0
+
     def _known(self, h: int) -> bool:
         import numpy as np
 
@@ -86,10 +149,15 @@ class UsedRequestIds:
 
     def used(self, request_id: str) -> bool:
         """Whether a logged (or claimed) decision has this id."""
+        h = int(_hashes([request_id])[0])
         with self._lock:
             if time.monotonic() - self._checked >= self.refresh_s:
                 self._refresh()
-            return self._known(int(_hashes([request_id])[0]))
+            fd = self._claims(exclusive=False)
+            try:
+                return self._known(h)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def claim(self, request_id: str) -> bool:
         """Take ``request_id`` for a new decision: False if it is used already."""
@@ -99,8 +167,13 @@ class UsedRequestIds:
         with self._lock:
             if time.monotonic() - self._checked >= self.refresh_s:
                 self._refresh()
-            if self._known(h):
-                return False
+            fd = self._claims(exclusive=True)
+            try:
+                if self._known(h):
+                    return False
+                self._append(fd, h, CLAIM)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
             self._recent.add(h)
             if len(self._recent) >= MERGE_EVERY:
                 fresh = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
@@ -110,8 +183,14 @@ class UsedRequestIds:
 
     def release(self, request_id: str) -> None:
         """Give back an id whose request failed before its decision was made."""
+        h = int(_hashes([request_id])[0])
         with self._lock:
-            self._recent.discard(int(_hashes([request_id])[0]))
+            fd = self._claims(exclusive=True)
+            try:
+                self._append(fd, h, RELEASE)
+                self._apply(_record(h, RELEASE))
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 class ServedRequestIds:
@@ -128,6 +207,8 @@ class ServedRequestIds:
             return None
         with self._lock:
             if self._used is None or self._used.directory != dlog.directory:
+                if self._used is not None:
+                    self._used.close()
                 self._used = UsedRequestIds(dlog)
             return self._used
 
@@ -156,7 +237,13 @@ def check_unused(dlog: "DecisionLog", request_ids: list[str], source: Path) -> N
     if not request_ids:
         return
     used = UsedRequestIds(dlog)
-    hit = np.isin(_hashes(request_ids), used._sorted)
+    try:
+        fcntl.flock(used._claims(exclusive=False), fcntl.LOCK_UN)   # a live server's claims
+        known = np.concatenate([used._sorted, np.fromiter(used._recent, dtype=np.uint64,
+                                                          count=len(used._recent))])
+    finally:
+        used.close()
+    hit = np.isin(_hashes(request_ids), known)
     if hit.any():
         rid = request_ids[int(np.argmax(hit))]
         raise RunError(f"query id '{rid}' is already the request id of a logged decision "
