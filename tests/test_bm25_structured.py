@@ -177,6 +177,22 @@ def test_tag_filter_returns_only_tagged_artists(arm):
     assert all(c.features["slot_matches"] == 2 for c in both)
 
 
+def test_words_no_entity_has_beside_a_filter_slot_keep_the_filtered_entities(arm):
+    """Before, the free text left after removing the slot was a MUST clause: "🎸 rock",
+    "rock zzqx" or "rock songs" (a word in no entity) found nothing at all, even with the
+    tag filter matching three artists. Now a filter selects and the text ranks."""
+    a = arm(slots={"tag": FILTER}, fill=False)
+    rock = set(ids(search(a, "rock", [tag("rock", "rock")])))
+    assert rock == {"r1", "r2", "r3"}
+    for text in ("\U0001F3B8 rock", "rock zzqx", "zzqx rock qqq"):
+        assert set(ids(search(a, text, [tag("rock", text)]))) == rock, text
+    # a word some filtered entities have still ranks them first
+    text = "french hip hop"
+    got = ids(search(arm(slots={"tag": FILTER}, fill=False), "rap " + text,
+                     [tag("french", "rap " + text), tag("hip hop", "rap " + text)]))
+    assert set(got) == {"fh1", "fh2"} and got[0] == "fh1"          # fh1 is tagged rap
+
+
 def test_filter_fills_up_to_k_with_relaxed_hits_ranked_after(arm):
     a = arm(slots={"tag": {**FILTER, "remove_from_text": False}})
     got = search(a, "french", [tag("french", "french")])

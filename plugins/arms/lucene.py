@@ -834,8 +834,9 @@ class LuceneSearcher:
         ``phrases`` and a ``prior``:
 
         ``score = bm25(query) + Σ boost·bm25(phrase) [should/must] + weight·value [prior]``,
-        restricted to documents matching every filter/must phrase (and the query's terms,
-        when it has any; with none, the phrases alone select the documents). Without
+        restricted to documents matching every filter/must phrase; without such a phrase,
+        to documents matching the query's terms (with none, the phrases alone select the
+        documents). Without
         phrases or prior this is exactly :meth:`search`. Returns [] when there is nothing
         to match (no query term and no phrase clause), whatever the prior.
         """
@@ -871,12 +872,15 @@ class LuceneSearcher:
         must, should = self._occur["must"], self._occur["should"]
         # With a required clause the prior can be one more optional clause; with only
         # optional ones it must wrap them (else it alone would match every document).
-        required = bool(text) or any(occur is not should for occur, _ in clauses)
+        # A filter (or must) phrase selects the documents and the free text only ranks
+        # them: "rock zzqx" keeps the rock artists. Without one, the text selects.
+        selecting = any(occur is not should for occur, _ in clauses)
+        required = bool(text) or selecting
 
         def combine(text_query):
             builder = java.BooleanQueryBuilder()
             if text_query is not None:
-                builder.add(text_query, must)
+                builder.add(text_query, should if selecting else must)
             for occur, q in clauses:
                 builder.add(q, occur)
             if prior_query is None:
