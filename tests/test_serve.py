@@ -202,9 +202,18 @@ def test_lucene_syntax_is_searched_as_plain_text(module_server):
     url = module_server.url
     # parsed as Lucene, `*:*` would match every document; as text it has no term
     for text in ("*:*", "name:x OR *:*", "title:(a OR b)^3 AND NOT c~2", "\\", "\"unclosed"):
-        doc = _search(url, text)
-        assert len(doc["results"]) <= 10
+        doc = _search(url, text)                 # 200, every arm answered
+        assert [r["rank"] for r in doc["results"]] == list(range(1, len(doc["results"]) + 1))
+        if "*:*" in text:                        # parsed, it would match every artist
+            assert not any("lexical" in r["arms"] for r in doc["results"]), doc["results"]
     assert _search(url, "*:*")["results"] == []
+    # the quote and the parenthesis are no syntax: the same lexical hits as the bare words
+    def lexical(text):
+        return [(r["entity_id"], r["arms"]["lexical"]) for r in _search(url, text)["results"]
+                if "lexical" in r["arms"]]
+
+    assert lexical('"metallica') == lexical("metallica") != []
+    assert lexical("(metallica)^3") == lexical("metallica 3")
     # operators are words like any other: OR is a stopword, x is searched
     words = _search(url, "x OR y")["results"]
     assert words and words[0]["title"] == "Static-X"
@@ -213,8 +222,15 @@ def test_lucene_syntax_is_searched_as_plain_text(module_server):
 def test_odd_but_valid_queries_answer(module_server):
     url = module_server.url
     for text in ("a\u0000b", "\U0001F3B8 rock", "متال", "x" * 1000, "?!%$#", "ÅLÉ Ñ"):
-        doc = _search(url, text)
-        assert isinstance(doc["results"], list)
+        doc = _search(url, text)                 # 200, every arm answered
+        assert [r["rank"] for r in doc["results"]] == list(range(1, len(doc["results"]) + 1))
+        assert all(r["entity_id"] and "arms" in r for r in doc["results"])
+    # the emoji is no word: the same lexical hits as the word alone
+    rock = [r["entity_id"] for r in _search(url, "rock")["results"] if "lexical" in r["arms"]]
+    guitar = [r["entity_id"] for r in _search(url, "\U0001F3B8 rock")["results"]
+              if "lexical" in r["arms"]]
+    assert rock and guitar[:3] == rock[:3]
+    assert not any("lexical" in r["arms"] for r in _search(url, "x" * 1000)["results"])
 
 
 BAD_FEEDBACK = [
