@@ -365,7 +365,10 @@ def _outcomes_by_rows(interactions):
         cost = 0.01 * sum(alloc.values())
         t = json.loads(first["timings_ms"]) if first["timings_ms"] else {}
         cost += 0.1 * max((float(t.get(a, 0.0)) for a in alloc), default=0.0)
-        out.append((rid, alloc, float(first["probability"] or 1.0), round(best - cost, 9),
+        p = first["probability"]
+        # a chosen action's probability is in (0, 1]; anything else is no propensity
+        p = p if p is not None and 0 < p <= 1 else None
+        out.append((rid, alloc, p, round(best - cost, 9),
                     json.loads(first["action_features"]) if first["action_features"] else None,
                     first["query"], first["user_id"],
                     min((e["timestamp"] for e in events if e["timestamp"] is not None),
@@ -396,7 +399,7 @@ def test_outcomes_match_the_event_by_event_definition():
             "in_candidates": rng.choice([True, False, None]) if known else False,
             "arms": rng.choice([["x"], ["x", "y"], None]) if known else None,
             "allocation": [{"arm": "x", "k": 5 + k}, {"arm": "y", "k": 5}] if known else None,
-            "probability": rng.choice([0.5, 0.0, None]) if known else None,
+            "probability": rng.choice([0.5, 1.0, 0.0, None, 1.5]) if known else None,
             "action_index": k if known else None,
             "pmf": None,
             "action_features": json.dumps({"query": {"len": str(k)}}) if known and k else None,

@@ -461,6 +461,27 @@ def test_actions_outside_the_space_are_counted_not_learned(make_plan):
         ws.close()
 
 
+@pytest.mark.parametrize("use", ["epsilon_greedy", "vw"])
+def test_decisions_logged_without_a_valid_probability_are_counted_not_learned(make_plan, use):
+    """Before, a logged probability of 0 or none became 1.0 (`prob or 1.0`): a decision
+    whose propensity is unknown was learned as if it had been certain. A chosen action
+    cannot have had probability 0; such rows are skipped and counted, as OPE does."""
+    ws = Workspace(make_plan(use, "{step: 5}"))
+    try:
+        policy = ws.opened("policy")
+        c = [ctx("plain", i) for i in range(6)]
+        frame = interaction_rows(policy.choose_batch(c), c).with_columns(
+            pl.Series("probability", [0.25, 0.0, None, float("nan"), 1.5, -0.1],
+                      dtype=pl.Float64))
+        outs = {o.request_id: o.probability for o in outcomes(frame)}
+        assert outs["plain-0"] == 0.25 and [outs[f"plain-{i}"] for i in range(1, 6)] == \
+            [None] * 5
+        stats = policy.learn(frame)
+        assert stats["learned"] == 1 and stats["ignored_bad_probability"] == 5, stats
+    finally:
+        ws.close()
+
+
 def test_user_history_and_arm_yield_are_learned_and_become_features(make_plan):
     ws = Workspace(make_plan("epsilon_greedy",
                              "{step: 5, features: [query, user], user_tags: tags, top_tags: 2}"))

@@ -181,10 +181,13 @@ class BanditPolicy(Policy, Learner):
         started = time.perf_counter()
         outs = outcomes(interactions, self.params.reward)
         examples: list[tuple[Namespaces, int, float, float]] = []
-        unknown = refeaturized = 0
+        unknown = refeaturized = bad_probability = 0
         index: dict[tuple, int | None] = {}       # allocation → action, looked up once
         with self._lock:
             for o in outs:
+                if o.probability is None:         # its propensity is unknown: no weight
+                    bad_probability += 1
+                    continue
                 alloc = tuple(o.allocation.items())
                 i = index.get(alloc, -1)
                 if i == -1:
@@ -216,6 +219,8 @@ class BanditPolicy(Policy, Learner):
             stats["mean_reward"] = round(sum(e[3] for e in examples) / len(examples), 4)
         if unknown:
             stats["ignored_action_not_in_space"] = unknown
+        if bad_probability:
+            stats["ignored_bad_probability"] = bad_probability
         if refeaturized:
             stats["refeaturized"] = refeaturized
         if users:

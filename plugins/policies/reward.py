@@ -10,6 +10,7 @@ decision's ``timings_ms``). Events of a request the log does not know are ignore
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -39,7 +40,7 @@ class Outcome:
 
     request_id: str
     allocation: dict[str, int]
-    probability: float
+    probability: float | None    # None: logged without a usable one (missing, 0, > 1, NaN)
     reward: float
     features: dict | None
     query: str | None
@@ -48,6 +49,13 @@ class Outcome:
     engaged: list[tuple[str, list[str]]] = field(default_factory=list)  # (entity, its arms)
     action_index: int | None = None
     positive: bool = False    # some event had a positive weight (in the candidates or not)
+
+
+def _propensity(prob) -> float | None:
+    """The logged probability of the chosen action, None when it cannot be one."""
+    if prob is None or not math.isfinite(prob) or not 0.0 < prob <= 1.0:
+        return None
+    return float(prob)
 
 
 def outcomes(interactions: "pl.DataFrame", params: RewardParams | None = None) -> list[Outcome]:
@@ -89,7 +97,7 @@ def outcomes(interactions: "pl.DataFrame", params: RewardParams | None = None) -
             ns = parsed.get(feats)
             if ns is None:
                 ns = parsed[feats] = json.loads(feats)
-        out.append(Outcome(rid, alloc, float(prob or 1.0), best - cost, ns, query, user, ts,
+        out.append(Outcome(rid, alloc, _propensity(prob), best - cost, ns, query, user, ts,
                            [(e, list(a or [])) for e, a in zip(ents, arms)], index, positive))
     out.sort(key=lambda o: o.timestamp)
     return out
