@@ -296,6 +296,35 @@ def test_same_seed_and_request_give_the_same_choice(make_plan, use):
     assert len(set(first.values())) > 1
 
 
+@pytest.mark.parametrize("use,with_", [
+    ("uniform", "{step: 5}"), ("epsilon_greedy", "{step: 5, epsilon: 0.3}"),
+    ("vw", "{step: 5, exploration: epsilon, epsilon: 0.3}"),
+    ("vw", "{step: 5, exploration: softmax}")])
+def test_many_draws_follow_the_logged_pmf(make_plan, use, with_):
+    """The logged pmf is what the choices follow: over 3,000 decisions the count of each
+    action matches the sum of the probabilities logged for it (a chi-square test, fixed
+    draws, so the outcome is deterministic), not only the three points checked above."""
+    import numpy as np
+    from scipy.stats import chisquare
+
+    ws = Workspace(make_plan(use, with_))
+    try:
+        policy = ws.opened("policy")
+        contexts = [ctx(("plain", "like")[i % 2], i) for i in range(3000)]
+        actions = policy.choose_batch(contexts)
+    finally:
+        ws.close()
+    expected = np.zeros(6)
+    observed = np.zeros(6)
+    for a in actions:
+        expected += [p for _, p in a.pmf]
+        observed[a.index] += 1
+    keep = expected > 5                           # actions a policy never plays drop out
+    assert observed[~keep].sum() == 0
+    assert keep.sum() >= 2 and observed[keep].sum() == pytest.approx(expected[keep].sum())
+    assert chisquare(observed[keep], expected[keep]).pvalue > 1e-3, (observed, expected)
+
+
 def test_draw_depends_only_on_seed_and_request():
     assert draw(3, "r1") == draw(3, "r1") != draw(4, "r1")
     assert sample([0.0, 0.5, 0.5], 0.0) == 1 and sample([0.0, 0.5, 0.5], 0.99) == 2

@@ -212,12 +212,38 @@ def test_ipw_weights_follow_the_position_and_cap(make_plan):
     assert ex.group_by("request_id").agg(pl.col("fused_rank").min())["fused_rank"].eq(1).all()
 
 
-def test_learned_position_bias_mode_trains_a_model(make_plan):
+def test_learned_position_bias_mode_gives_lightgbm_the_shown_positions(make_plan, monkeypatch):
+    """`learned` hands every training row's shown position to LightGBM (unbiased
+    LambdaMART), instead of IPW weights; the model it trains differs from one without."""
+    import lightgbm as lgb
+
+    made: list[dict] = []
+
+    class Recording(lgb.Dataset):
+        def __init__(self, data, label=None, **kw):
+            made.append({"label": label, **kw})
+            super().__init__(data, label, **kw)
+
+    monkeypatch.setattr(lgb, "Dataset", Recording)
     plan = make_plan("lightgbm", {"position_bias": "learned"})
     with Pipeline(plan) as p:
         serve_and_engage(p, plan, rounds=4)
-        assert p.components["ranker"].model is not None
-        assert (p.components["ranker"].examples.read()["weight"] == 1.0).all()
+        ranker = p.components["ranker"]
+        assert ranker.model is not None
+        examples = ranker.examples.read()
+        assert (examples["weight"] == 1.0).all()            # no IPW weights
+        x, y, w, sizes, positions, _ = ranker._arrays(ranker._training_data())
+    assert made and all("position" in m and "weight" not in m for m in made)
+    for m in made:                                          # shown 1..10, 0 = not shown
+        assert len(m["position"]) == len(m["label"]) and len(set(m["position"])) > 2
+        assert set(m["position"].tolist()) <= set(range(0, 11))
+    shown = examples.filter(pl.col("position") > 0)
+    assert shown.height and shown["position"].max() <= 10
+    # the positions change the model: the same data without them trains another one
+    learned = ranker.fit(x, y, w, sizes, positions, None)
+    ranker.params = ranker.params.model_copy(update={"position_bias": "none"})
+    plain = ranker.fit(x, y, w, sizes, positions, None)
+    assert not np.allclose(ranker.predict(learned, x), ranker.predict(plain, x))
 
 
 def test_gate_keeps_the_fused_order_when_a_model_does_not_beat_it(make_plan):
