@@ -8,6 +8,7 @@ import json
 import random
 from types import SimpleNamespace
 
+import numpy as np
 import polars as pl
 import pytest
 from conftest import tiny_spec
@@ -633,3 +634,46 @@ def test_train_cli_reports_a_log_folder_without_events(tmp_path, capsys):
     assert "field '--log'" in err and "no event log" in err
     assert main(["train", str(spec)]) == 0           # no learners: nothing to do
     assert "replayed" in capsys.readouterr().out
+
+
+def test_vw_slow_path_equals_the_fast_path(make_plan):
+    """pyvw's per-line calls (used when a VW build lacks pylibvw's multi-example calls)
+    give the same pmfs as the fast path, before and after learning the same examples."""
+    contexts = [ctx(("plain", "like")[i % 2], i) for i in range(40)]
+    pmfs = {}
+    for fast in (True, False):
+        ws = Workspace(make_plan("vw", "{step: 5, exploration: softmax}", folder=f"f{fast}"))
+        try:
+            policy = ws.opened("policy")
+            if not fast:
+                policy._fast = None
+            before = policy.pmf(contexts)
+            policy.learn(interaction_rows(policy.choose_batch(contexts), contexts))
+            pmfs[fast] = (before, policy.pmf(contexts))
+        finally:
+            ws.close()
+    for got, want in zip(pmfs[False], pmfs[True]):
+        assert np.allclose(_probs(got), _probs(want), atol=1e-6)
+    assert not np.allclose(_probs(pmfs[True][0]), _probs(pmfs[True][1]))   # it learned
+
+
+def test_vw_answering_for_the_wrong_number_of_actions_falls_back_to_uniform(make_plan,
+                                                                            caplog):
+    """VW scores as many actions as the example has lines; if that ever differs from the
+    space (an action line VW dropped), the policy plays uniformly and says so, instead of
+    logging a pmf over other actions."""
+    ws = Workspace(make_plan("vw", "{step: 5}"))
+    try:
+        policy = ws.opened("policy")
+        real = policy.example
+        policy.example = lambda ns, *a: real(ns, *a)[:-1]      # one action line short
+        with caplog.at_level("WARNING"):
+            actions = policy.choose_batch([ctx("plain", 1), ctx("like", 2)])
+    finally:
+        ws.close()
+    assert all([p for _, p in a.pmf] == pytest.approx([1 / 6] * 6) for a in actions)
+    assert [r for r in caplog.records if "VW scored 5 actions for 6" in r.getMessage()], caplog.text
+
+
+def _probs(pmfs):
+    return np.array([[p for _, p in pmf] for pmf in pmfs])

@@ -13,6 +13,7 @@ written atomically, and reloaded (``-i``) on open.
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import tempfile
 from pathlib import Path
@@ -30,6 +31,7 @@ from ltrr_plugins.policies.features import (
     vw_shared_line,
 )
 
+log = logging.getLogger(__name__)
 MODEL = "model.vw"
 _INTERACTION = re.compile(r"^[QSTUAY]{2,3}$")
 
@@ -120,6 +122,7 @@ class VWPolicy(BanditPolicy):
         self.ws = self._workspace()
         self._lines: dict[tuple, list[str]] = {}
         self._fast = _fast_calls(self.ws)
+        self._warned_count = False
 
     def _restore(self, model: dict) -> None:
         saved = model.get("args")
@@ -195,7 +198,11 @@ class VWPolicy(BanditPolicy):
                 finish(self.ws, ec)
             else:
                 raw = self.ws.predict(lines)
-            if len(raw) != n:
+            if len(raw) != n:               # never expected: say so, play uniformly
+                if not self._warned_count:
+                    self._warned_count = True
+                    log.warning("node '%s': VW scored %d actions for %d; playing uniformly "
+                                "(warned once)", self.ctx.node_id, len(raw), n)
                 raw = [1.0] * n
             total = float(sum(raw))
             out.append([float(p) / total for p in raw] if total > 0 else [1.0 / n] * n)
