@@ -33,6 +33,7 @@ BENCHES = {
     "overhead": "bench_overhead.py",
     "bm25": "bench_bm25.py",
     "bm25_structured": "bench_bm25_structured.py",
+    "lucene_concurrency": "bench_lucene_concurrency.py",
     "memory": "bench_memory.py",
     "graph": "bench_graph.py",
     "policy": "bench_policy.py",
@@ -42,8 +43,12 @@ BENCHES = {
     "serve": "bench_serve.py",
     "scifact": "bench_scifact.py",
     "feedback": "bench_feedback.py",
+    "event_log_compaction": "bench_event_log_compaction.py",
     "ranker": "bench_ranker.py",
 }
+#: Seconds a benchmark may run before it is killed (``--timeout`` overrides them all).
+DEFAULT_TIMEOUT = 1800.0
+TIMEOUTS = {"lucene_concurrency": 600.0, "event_log_compaction": 900.0}
 RESULTS = c.BENCH_DIR / "results"
 
 
@@ -182,7 +187,9 @@ def markdown(table_rows: list[dict[str, str]], header_lines: list[str]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHES)}")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds per benchmark")
+    p.add_argument("--timeout", type=float, default=None,
+                   help=f"seconds per benchmark (default {DEFAULT_TIMEOUT:.0f}, "
+                        f"some less: {TIMEOUTS})")
     p.add_argument("--no-fail", action="store_true", help="exit 0 even if a target is missed")
     args = p.parse_args()
     names = list(BENCHES)
@@ -196,7 +203,8 @@ def main() -> int:
     env = c.environment()
     load_before = env.get("loadavg_1m")
     started = time.perf_counter()
-    results = {name: run_bench(name, BENCHES[name], args.timeout) for name in names}
+    results = {name: run_bench(name, BENCHES[name], args.timeout if args.timeout is not None
+                               else TIMEOUTS.get(name, DEFAULT_TIMEOUT)) for name in names}
     try:
         load_after = round(os.getloadavg()[0], 2)
     except OSError:
