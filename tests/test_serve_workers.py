@@ -150,3 +150,62 @@ def test_a_spec_that_cannot_be_served_stops_every_worker(tmp_path, serve_spec, s
     assert ("lightgbmm" in server.stderr) if broken == "spec" else (
         "ltrr index" in server.stderr)
     assert "listening" not in server.stderr
+
+
+def test_a_vw_policy_learned_by_the_leader_is_what_the_follower_plays(serve_spec,
+                                                                      start_server):
+    """A Vowpal Wabbit policy served by two workers: feedback on either worker's decisions
+    is learned by the leader, and the follower reloads that model, so both log the same
+    pmf for a query, which differs from the untrained one."""
+    import json
+
+    import yaml
+
+    data = yaml.safe_load(serve_spec.read_text())
+    data["policy"] = {"use": "vw", "budget": 100,
+                      "with": {"step": 25, "exploration": "epsilon", "epsilon": 0.2}}
+    serve_spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    server = start_server(serve_spec, "--workers", "2")
+    decisions = serve_spec.parent / "state" / "decisions"
+
+    def pmfs(tag: str) -> dict[str, list[float]]:
+        """Search QUERY on each worker; the pmf each logged for it, by worker."""
+        rids = {w: rs[0].json()["request_id"] for w, rs in _from_each(
+            server.url, "POST", "/search", json={"query": QUERY, "user_id": tag}).items()}
+        deadline = time.monotonic() + 60
+        while True:              # decisions are written in the background
+            parts = sorted(decisions.glob("part-*.parquet"))
+            rows = pl.read_parquet(parts).filter(pl.col("request_id").is_in(
+                list(rids.values()))) if parts else pl.DataFrame()
+            if rows.height == 2:
+                by_id = {r: [p for _, p in json.loads(pmf)] for r, pmf in
+                         rows.select("request_id", "pmf").iter_rows()}
+                return {w: by_id[r] for w, r in rids.items()}
+            assert time.monotonic() < deadline, rids
+            time.sleep(0.2)
+
+    before = pmfs("u0")
+    assert before["0"] == pytest.approx(before["1"])
+    # rewarded decisions from both workers: a click on the first result of each
+    searches = _from_each(server.url, "POST", "/search", per_worker=15,
+                          json={"query": "metallica", "k": 10})
+    events = [{"event_id": f"c-{d['request_id']}", "request_id": d["request_id"],
+               "entity_id": d["results"][0]["entity_id"], "type": "click", "position": 1}
+              for rs in searches.values() for d in (r.json() for r in rs) if d["results"]]
+    assert len(events) >= 30
+    r = _fresh(server.url, "POST", "/feedback", json={"events": events})
+    assert r.status_code == 200 and r.json()["new"] == len(events), r.text
+    deadline = time.monotonic() + 120
+    while True:            # the leader learned the policy and the follower reloaded it
+        health = {w: rs[0].json() for w, rs in _from_each(server.url, "GET",
+                                                          "/health").items()}
+        leader, follower = health["0"], health["1"]["learning"]
+        if (leader["pending_events"] == 0 and follower["refreshes"] >= 1
+                and "policy" in (follower["last"] or {}).get("nodes", [])):
+            break
+        assert time.monotonic() < deadline, health
+        time.sleep(0.5)
+    after = pmfs("u0")
+    assert after["0"] == pytest.approx(after["1"], abs=1e-6)
+    assert after["0"] != pytest.approx(before["0"], abs=1e-3)
+    assert server.stop() == 0
