@@ -64,6 +64,9 @@ class IvfPqIndex(Params):
     nbits: int = Field(8, ge=1, le=16, description=(
         "Bits per sub-quantizer code; training needs at least 2**nbits vectors."))
     nprobe: int = Field(16, ge=1, description="Inverted lists visited per query (query time).")
+    refine: int = Field(4, ge=1, le=100, description=(
+        "Re-score the top k x refine quantized hits exactly with the stored vectors and "
+        "keep the best k (query time; 1: the quantized scores as they are)."))
 
 
 IndexSpec = Annotated[Union[FlatIndex, HnswIndex, IvfPqIndex], Field(discriminator="type")]
@@ -149,8 +152,9 @@ class DenseArm(Arm, Indexed, Learner):
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def state_key(self) -> dict[str, Any]:
-        # ef_search, nprobe, threads and personalize are query-time settings
-        idx = self.params.index.model_dump(mode="json", exclude={"ef_search", "nprobe"})
+        # ef_search, nprobe, refine, threads and personalize are query-time settings
+        idx = self.params.index.model_dump(mode="json",
+                                           exclude={"ef_search", "nprobe", "refine"})
         return {"fields": list(self.params.fields), "separator": self.params.separator,
                 "index": idx, "encoder": self._encoder().identity(),
                 "id_column": self.ctx.catalog.id_column}     # ids.json depends on it
@@ -258,11 +262,6 @@ class DenseArm(Arm, Indexed, Learner):
         except (OSError, RuntimeError, ValueError) as exc:
             raise StateError(f"cannot read the dense index in {state}: {exc}", node=node,
                              hint="rebuild it with `ltrr index <spec> --force`") from exc
-        spec = self.params.index
-        if isinstance(spec, HnswIndex):
-            faiss.downcast_index(self._index).hnsw.efSearch = spec.ef_search
-        elif isinstance(spec, IvfPqIndex):
-            faiss.extract_index_ivf(self._index).nprobe = spec.nprobe
         dim = self._enc.dim                # loads the model now, not on the first query
         if dim != self._index.d:
             raise StateError(f"the index holds {self._index.d}-d vectors but encoder "
@@ -285,7 +284,7 @@ class DenseArm(Arm, Indexed, Learner):
         k = min(max(r.k for r in requests), self._index.ntotal)
         if k <= 0:
             return [[] for _ in requests]
-        scores, rows = self._index.search(q, k)
+        scores, rows = self._search(q, k)
         arm, ids = self.ctx.node_id, self._ids
         out = []
         for r, s_row, i_row in zip(requests, scores.tolist(), rows.tolist()):
@@ -293,6 +292,33 @@ class DenseArm(Arm, Indexed, Learner):
                         for rank, (s, i) in enumerate(
                             ((s, i) for s, i in zip(s_row[:r.k], i_row[:r.k]) if i >= 0), 1)])
         return out
+
+    def _search(self, q, k: int):
+        """faiss search with the query-time knobs, passed per call (thread-safe): HNSW's
+        ``ef_search`` (at least ``k``), IVF-PQ's ``nprobe`` and exact re-scoring."""
+        import faiss
+        import numpy as np
+
+        spec = self.params.index
+        if isinstance(spec, HnswIndex):
+            params = faiss.SearchParametersHNSW(efSearch=max(spec.ef_search, k))
+            return self._index.search(q, k, params=params)
+        if not isinstance(spec, IvfPqIndex):
+            return self._index.search(q, k)
+        params = faiss.SearchParametersIVF(nprobe=spec.nprobe)
+        short = min(k * spec.refine, self._index.ntotal)
+        scores, rows = self._index.search(q, short, params=params)
+        if spec.refine == 1:
+            return scores, rows
+        exact = np.full(rows.shape, -np.inf, dtype=np.float32)
+        for i, row in enumerate(rows):
+            ok = row >= 0
+            exact[i, ok] = np.asarray(self._vectors[row[ok]], dtype=np.float32) @ q[i]
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(rows, order, axis=1)
+        best = np.take_along_axis(exact, order, axis=1)
+        top[~np.isfinite(best)] = -1
+        return best, top
 
     # --- personalization ----------------------------------------------------------------
 
