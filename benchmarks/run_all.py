@@ -2,9 +2,12 @@
 
 One after the other (never in parallel: they would disturb each other's timings),
 each ``bench_*.py`` writes its JSON to a temporary file; a crash or a timeout is
-recorded as an error row and the next benchmark still runs. The collected results
-go to ``benchmarks/results/latest.json`` and the table, printed here with rich, also
-to ``benchmarks/results/latest.md`` for notes and docs to quote.
+recorded as an error row and the next benchmark still runs. A full run (every
+benchmark, one commit) writes ``benchmarks/results/latest.json`` and the table, printed
+here with rich, also to ``benchmarks/results/latest.md``: the only results docs quote.
+A run of a subset (``--only``) writes ``partial.json`` / ``partial.md`` instead and never
+mixes its rows into the full run's. Every benchmark's result records the commit it ran
+on (``commit``; ``+dirty`` when tracked files were modified).
 
 Exit status: 0 when every target is met (skipped benchmarks do not count), 1 when a
 target is missed or a benchmark failed to run (``--no-fail`` always exits 0).
@@ -45,10 +48,12 @@ BENCHES = {
     "feedback": "bench_feedback.py",
     "event_log_compaction": "bench_event_log_compaction.py",
     "ranker": "bench_ranker.py",
+    "scifact_selector": "bench_scifact_selector.py",
 }
 #: Seconds a benchmark may run before it is killed (``--timeout`` overrides them all).
 DEFAULT_TIMEOUT = 1800.0
-TIMEOUTS = {"lucene_concurrency": 600.0, "event_log_compaction": 900.0}
+TIMEOUTS = {"lucene_concurrency": 600.0, "event_log_compaction": 900.0,
+            "scifact_selector": 3600.0}
 RESULTS = c.BENCH_DIR / "results"
 
 
@@ -210,14 +215,11 @@ def main() -> int:
     except OSError:
         load_after = None
 
-    if args.only and (RESULTS / "latest.json").exists():
-        # a subset refreshes its rows; the other benches keep their last results
-        try:
-            old = json.loads((RESULTS / "latest.json").read_text(encoding="utf-8"))["benches"]
-        except (ValueError, KeyError):
-            old = {}
-        results = {n: results.get(n, old.get(n)) for n in BENCHES
-                   if n in results or n in old}
+    for bench in results.values():
+        bench["commit"] = (bench.get("env") or {}).get("git") or env.get("git")
+    commits = sorted({b["commit"] for b in results.values() if b.get("commit")})
+    partial = set(names) != set(BENCHES)
+    stem = "partial" if partial else "latest"
     metrics = [(n, m, b) for n, b in results.items() for m in b.get("metrics", [])]
     targets = [(n, m) for n, m, b in metrics if m.get("pass") is not None and not b.get("skipped")]
     failed = [f"{n}: {m['name']}" for n, m in targets if not m["pass"]]
@@ -226,34 +228,42 @@ def main() -> int:
     summary = {"targets": len(targets), "passed": len(targets) - len(failed),
                "failed": failed, "errors": errors, "skipped": skipped}
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    doc = {"generated_at": now, "env": env, "loadavg_1m_before": load_before,
+    doc = {"generated_at": now, "partial": partial, "commits": commits,
+           "env": env, "loadavg_1m_before": load_before,
            "loadavg_1m_after": load_after, "seconds": round(time.perf_counter() - started, 1),
            "summary": summary, "benches": results}
 
-    tmp = RESULTS / "latest.json.tmp"
+    tmp = RESULTS / f"{stem}.json.tmp"
     tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(RESULTS / "latest.json")
+    tmp.replace(RESULTS / f"{stem}.json")
 
     table_rows = rows(results)
     header = (f"ltrr benchmarks — {now} — git {env.get('git', '?')} — "
               f"{env.get('cpus')} CPUs, load {load_before} → {load_after} — "
               f"Python {env.get('python')}")
+    if partial:
+        header = f"PARTIAL ({', '.join(names)}) — " + header
+    if len(commits) > 1:
+        header += f" — benchmarks ran on {len(commits)} commits: {', '.join(commits)}"
     verdict_line = (f"{summary['passed']}/{summary['targets']} targets met"
                     + (f"; {len(errors)} error(s)" if errors else "")
                     + (f"; {len(skipped)} skipped" if skipped else ""))
     md_header = [
-        "# ltrr benchmark results", "",
-        f"- generated: {now} by `make bench` (`benchmarks/run_all.py`)",
-        f"- code: git {env.get('git', '?')}; Python {env.get('python')} on {env.get('platform')}",
+        "# ltrr benchmark results" + (" — partial run" if partial else ""), "",
+        f"- generated: {now} by " + (f"`benchmarks/run_all.py --only {','.join(names)}` "
+                                     "(a subset: docs quote latest.md, a full run)"
+                                     if partial else "`make bench` (`benchmarks/run_all.py`)"),
+        f"- code: git {', '.join(commits) or env.get('git', '?')}; Python {env.get('python')} "
+        f"on {env.get('platform')}",
         f"- machine: {env.get('cpus')} CPUs, shared and noisy: 1-min load average "
         f"{load_before} before, {load_after} after",
         "- values are medians unless the metric says otherwise; baselines are measured in "
         "the same run, ratio = value / baseline",
         f"- **{verdict_line}**",
     ]
-    tmp = RESULTS / "latest.md.tmp"
+    tmp = RESULTS / f"{stem}.md.tmp"
     tmp.write_text(markdown(table_rows, md_header), encoding="utf-8")
-    tmp.replace(RESULTS / "latest.md")
+    tmp.replace(RESULTS / f"{stem}.md")
 
     print_table(table_rows, header)
     print(verdict_line)
@@ -261,8 +271,8 @@ def main() -> int:
         print(f"  missed: {line}" if line in failed else f"  error: {line}")
     for line in skipped:
         print(f"  skipped: {line}")
-    print(f"wrote {(RESULTS / 'latest.json').relative_to(c.ROOT)} and "
-          f"{(RESULTS / 'latest.md').relative_to(c.ROOT)}")
+    print(f"wrote {(RESULTS / f'{stem}.json').relative_to(c.ROOT)} and "
+          f"{(RESULTS / f'{stem}.md').relative_to(c.ROOT)}")
     return 0 if args.no_fail or not (failed or errors) else 1
 
 
