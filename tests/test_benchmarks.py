@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,3 +28,57 @@ def test_make_bench_runs_every_benchmark_script():
     recorded row while docs quoted their targets)."""
     scripts = {p.name for p in (ROOT / "benchmarks").glob("bench_*.py")}
     assert set(_run_all().BENCHES.values()) == scripts
+
+
+# --- figures docs quote -----------------------------------------------------------------
+
+LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]*benchmarks/results/latest\.(?:md|json)[^)\s]*)\)")
+NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?")
+
+
+def _leaves(obj):
+    """Every number in a results document."""
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield float(obj)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _leaves(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _leaves(v)
+
+
+def quoted_figures(text: str) -> list[tuple[str, str]]:
+    """(link text, number) for each number in a link to the benchmark results."""
+    return [(m.group(1), n) for m in LINK.finditer(text) for n in NUMBER.findall(m.group(1))]
+
+
+def recorded(number: str, values: list[float]) -> bool:
+    """Whether a figure as written (its decimals) is one of the recorded values."""
+    digits = len(number.split(".")[1]) if "." in number else 0
+    x = float(number.replace(",", ""))
+    return any(round(v, digits) == x or round(abs(v), digits) == x for v in values)
+
+
+def test_the_figure_checker_accepts_recorded_figures_and_refuses_others():
+    text = ("p50 [12.3 ms, p99 40 ms](../benchmarks/results/latest.md#serve) and "
+            "[0.7239](benchmarks/results/latest.md) but not [7 ms](elsewhere.md)")
+    found = quoted_figures(text)
+    assert [n for _, n in found] == ["12.3", "40", "0.7239"]        # not p99's 99
+    assert recorded("12.3", [12.34]) and recorded("0.7239", [0.72391])
+    assert not recorded("12.3", [12.4]) and not recorded("40", [41.0])
+
+
+def test_every_figure_docs_quote_from_make_bench_is_recorded():
+    """A number inside a link to benchmarks/results/latest.md is a figure of the last
+    full `make bench` run: it must be in latest.json (to the decimals written)."""
+    values = list(_leaves(json.loads((ROOT / "benchmarks" / "results" / "latest.json")
+                                     .read_text())))
+    pages = [ROOT / "README.md", ROOT / "benchmarks" / "README.md",
+             *sorted((ROOT / "docs").rglob("*.md"))]
+    missing = [f"{page.relative_to(ROOT)}: {number} in [{text}]"
+               for page in pages for text, number in quoted_figures(page.read_text())
+               if not recorded(number, values)]
+    assert missing == []
