@@ -1,5 +1,5 @@
 """`ltrr serve` when things go wrong or get busy: SIGKILL in the middle of feedback
-ingestion, 50 concurrent clients for 30 s, reloads (and a broken one) under load.
+ingestion, 50 concurrent clients for 15 s, reloads (and a broken one) under load.
 
 Real ``ltrr serve`` subprocesses over real HTTP; no timing is asserted, only that no
 request fails and nothing acknowledged is lost or duplicated.
@@ -99,7 +99,7 @@ def test_sigkill_during_ingestion_loses_and_duplicates_nothing(serve_spec, start
     assert again.stop() == 0
 
 
-def test_fifty_clients_for_thirty_seconds_search_and_feedback(serve_spec, start_server):
+def test_fifty_clients_for_fifteen_seconds_search_and_feedback(serve_spec, start_server):
     server = start_server(serve_spec, "--max-batch", "32")
     url = server.url
     queries = ["britney spears", "metallica", "rock", "80s synth pop", "artists like muse",
@@ -147,12 +147,12 @@ def test_fifty_clients_for_thirty_seconds_search_and_feedback(serve_spec, start_
     async def main() -> None:
         limits = httpx.Limits(max_connections=60, max_keepalive_connections=60)
         async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-            stop_at = time.monotonic() + 30
+            stop_at = time.monotonic() + 15
             await asyncio.gather(*(client(i, http, stop_at) for i in range(50)))
 
     asyncio.run(main())
     assert failures == []
-    assert counts["search"] > 100 and counts["feedback"] > 20
+    assert counts["search"] > 30 and counts["feedback"] > 10
     logged = _event_log(serve_spec)["event_id"]
     assert logged.n_unique() == logged.len()
     assert acked <= set(logged.to_list())
