@@ -50,8 +50,13 @@ def _leaves(obj):
             yield from _leaves(v)
 
 
+CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
+
+
 def quoted_figures(text: str) -> list[tuple[str, str]]:
-    """(link text, number) for each number in a link to the benchmark results."""
+    """(link text, number) for each number in a link to the benchmark results (links in
+    code, such as an example of the syntax, are not quotes)."""
+    text = CODE.sub("", text)
     return [(m.group(1), n) for m in LINK.finditer(text) for n in NUMBER.findall(m.group(1))]
 
 
@@ -64,7 +69,9 @@ def recorded(number: str, values: list[float]) -> bool:
 
 def test_the_figure_checker_accepts_recorded_figures_and_refuses_others():
     text = ("p50 [12.3 ms, p99 40 ms](../benchmarks/results/latest.md#serve) and "
-            "[0.7239](benchmarks/results/latest.md) but not [7 ms](elsewhere.md)")
+            "[0.7239](benchmarks/results/latest.md) but not [7 ms](elsewhere.md) nor "
+            "`[8 ms](benchmarks/results/latest.md)`\n```\n[9 ms](benchmarks/results/latest.md)"
+            "\n```")
     found = quoted_figures(text)
     assert [n for _, n in found] == ["12.3", "40", "0.7239"]        # not p99's 99
     assert recorded("12.3", [12.34]) and recorded("0.7239", [0.72391])
