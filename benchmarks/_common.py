@@ -32,7 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "benchmarks"
 MUSIC_SPEC = ROOT / "pipelines" / "music.yaml"
 SCIFACT_SPEC = ROOT / "pipelines" / "scifact-bm25.yaml"
-SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
+#: The shared datasets (BEIR SciFact...): ../shared/data, or $LTRR_SHARED_DATA.
+SHARED_DATA = Path(os.environ.get("LTRR_SHARED_DATA") or ROOT / ".." / "shared" / "data"
+                   ).resolve()
 
 
 # --------------------------------------------------------------------------- statistics
@@ -97,6 +99,17 @@ def environment() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     return env
+
+
+def require_data(folder: Path, files: Iterable[str]) -> None:
+    """Exit 1 naming what is missing: a benchmark whose data is absent fails, never
+    passes as skipped (its target would go unchecked)."""
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        log(f"error: benchmark data not found in {folder} (missing: {', '.join(missing)}); "
+            "it comes with the shared data checkout next to the repository "
+            "(../shared/data), or set LTRR_SHARED_DATA to its folder")
+        sys.exit(1)
 
 
 def venv_bin(name: str) -> Path:

@@ -7,7 +7,7 @@ index is current) and then ``ltrr evaluate pipelines/scifact-bm25.yaml --queries
 nDCG@10 = 0.6789, R@100 = 0.9253, each within 0.002 (absolute difference reported).
 Also reports the index and evaluation wall times and the median ms per query.
 
-When ../shared/data/beir-scifact is missing the benchmark is skipped with a message.
+When ../shared/data/beir-scifact is missing the benchmark fails (exit 1) naming it.
 
     .venv/bin/python benchmarks/bench_scifact.py [--force-index] [--out FILE]
 """
@@ -41,17 +41,7 @@ def main() -> int:
     started = perf_counter()
     title = "BEIR SciFact BM25 (flat) vs Anserini reference"
 
-    missing = [f for f in FILES if not (DATA / f).is_file()]
-    if missing:
-        reason = (f"SKIPPED: BEIR SciFact data not found at {DATA} (missing: "
-                  f"{', '.join(missing)}); this benchmark needs the shared data checkout "
-                  "next to the repository (../shared/data/beir-scifact)")
-        c.log(reason)
-        metrics = [c.metric(f"SciFact {m}", None, target=f"{ref} ± {TOLERANCE}", note="skipped")
-                   for m, ref in REFERENCE.items()]
-        c.emit(c.result("scifact", title, metrics, started=started, skipped=True,
-                        reason=reason), args.out)
-        return 0
+    c.require_data(DATA, FILES)
 
     ltrr = str(c.venv_bin("ltrr"))
     spec = str(c.SCIFACT_SPEC.relative_to(c.ROOT))

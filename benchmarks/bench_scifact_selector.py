@@ -114,17 +114,7 @@ def main() -> int:
     started = perf_counter()
     title = "SciFact: learned per-query arm selector (BM25 | dense | RRF) vs RRF"
     files = ("corpus.jsonl.gz", "queries.jsonl.gz", "qrels/train.tsv.gz", "qrels/test.tsv.gz")
-    missing = [f for f in files if not (DATA / f).is_file()]
-    if missing:
-        reason = f"SKIPPED: BEIR SciFact data not found at {DATA} (missing {', '.join(missing)})"
-        c.log(reason)
-        c.emit(c.result("scifact_selector", title,
-                        [c.metric("selector nDCG@10 (test)", None, target=f">= {RRF_REFERENCE}",
-                                  note="skipped")],
-                        started=started, skipped=True, reason=reason), args.out)
-        return 0
-
-    import polars as pl
+    c.require_data(DATA, files)
 
     from ltrr.compiler import load_plan
     from ltrr.components import ComponentContext
