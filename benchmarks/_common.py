@@ -74,7 +74,7 @@ def metric(name: str, value: float | None, unit: str = "", *, target: str | None
         ratio = value / baseline
     return {"name": name, "value": rnd(value), "unit": unit, "target": target,
             "pass": passed, "baseline": rnd(baseline), "baseline_name": baseline_name,
-            "ratio": rnd(ratio), "note": note}
+            "ratio": None if ratio is None else float(f"{float(ratio):.4g}"), "note": note}
 
 
 # --------------------------------------------------------------------------- environment

@@ -117,7 +117,13 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:,.0f} {unit}"
     if unit == "%":
         return f"{value:.1f} %"
-    return f"{value:.4f}" + (f" {unit}" if unit else "")
+    text = f"{value:,.0f}" if float(value).is_integer() else f"{value:.4f}"   # counts: 16
+    return text + (f" {unit}" if unit else "")
+
+
+def fmt_ratio(ratio: float) -> str:
+    """×1.23, or two significant digits below 0.1 (×0.0031, never ×0.00)."""
+    return f"×{ratio:.2f}" if abs(ratio) >= 0.1 or ratio == 0 else f"×{ratio:.2g}"
 
 
 def verdict(m: dict, bench: dict) -> str:
@@ -147,7 +153,7 @@ def rows(results: dict[str, dict]) -> list[dict[str, str]]:
                 "bench": name, "metric": m["name"], "value": fmt(m["value"], m["unit"]),
                 "target": m.get("target") or "—", "result": verdict(m, bench),
                 "baseline": base,
-                "ratio": "—" if m.get("ratio") is None else f"×{m['ratio']:.2f}",
+                "ratio": "—" if m.get("ratio") is None else fmt_ratio(m["ratio"]),
                 "note": (bench.get("reason") if bench.get("skipped") else m.get("note")) or "",
             })
     return out
