@@ -30,6 +30,18 @@ class NapArm(Arm):
                  for r, e in enumerate(self.ctx.catalog.ids[:q.k], 1)] for q in requests]
 
 
+class FragileArm(Arm):
+    \"\"\"Answers every id, except for the query 'break', where it raises.\"\"\"
+
+    name = "fragile"
+
+    def retrieve_batch(self, requests):
+        if any(q.query.text == "break" for q in requests):
+            raise RuntimeError("broken on purpose")
+        return [[Candidate(e, self.ctx.node_id, r, 1.0 / r)
+                 for r, e in enumerate(self.ctx.catalog.ids[:q.k], 1)] for q in requests]
+
+
 class PoisonRanker(Ranker):
     \"\"\"Fails on the query 'poison', and so the whole batch it is in (test only).\"\"\"
 
@@ -44,7 +56,7 @@ class PoisonRanker(Ranker):
 
 @hookimpl
 def ltrr_components():
-    return [NapArm, PoisonRanker]
+    return [NapArm, FragileArm, PoisonRanker]
 """
 
 
@@ -70,6 +82,32 @@ def poison_spec(tmp_path, monkeypatch):
                     "arms:\n  - {id: sleepy, use: nap, deadline_ms: 600000}\n"
                     "policy: {budget: 3}\nranker: {use: poison}\noutput: {k: 3}\n")
     return spec
+
+
+def test_answers_without_an_arm_are_counted(poison_spec, start_server):
+    """An arm dropped by its deadline or by failing is named in the answer's trace and
+    counted in /metrics (by node and reason), and the search counts as degraded."""
+    spec = poison_spec.with_name("dropping.yaml")
+    spec.write_text("name: t\ncatalog: {path: c.parquet}\n"
+                    "arms:\n  - {id: sleepy, use: nap, deadline_ms: 20}\n"
+                    "  - {id: steady, use: fragile}\n"
+                    "policy: {budget: 6}\noutput: {k: 3}\n")
+    server = start_server(spec, "--max-batch", "1")
+    url = server.url
+    ok = httpx.post(url + "/search", json={"query": "hello"}, timeout=120).json()
+    assert [r["entity_id"] for r in ok["results"]] == ["a", "b", "c"]
+    assert [t for t in ok["trace"] if t.endswith("; dropped")] == [
+        "arm 'sleepy' exceeded its deadline (20 ms); dropped"]
+    broken = httpx.post(url + "/search", json={"query": "break"}, timeout=120)
+    assert broken.status_code == 200 and broken.json()["results"] == []
+    assert any(t.startswith("arm 'steady' failed: RuntimeError: broken on purpose")
+               for t in broken.json()["trace"]), broken.json()["trace"]
+    metrics = httpx.get(url + "/metrics", timeout=10).text
+    for line in ('ltrr_arms_dropped_total{node="sleepy",reason="deadline"} 2.0',
+                 'ltrr_arms_dropped_total{node="steady",reason="failed"} 1.0',
+                 "ltrr_searches_degraded_total 2.0"):
+        assert line in metrics, metrics
+    assert server.stop() == 0
 
 
 def test_a_query_that_breaks_its_batch_fails_alone(poison_spec, start_server):

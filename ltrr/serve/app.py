@@ -128,6 +128,10 @@ class Server:
 
     def respond(self, served: Served, d, job: Job) -> bytes:
         """A decision as the /search response body (built on the batch worker)."""
+        if d.dropped:
+            self.metrics.searches_degraded.inc()
+            for arm, reason in d.dropped.items():
+                self.metrics.arms_dropped.labels(arm, reason).inc()
         titles = served.titles
         results = [{"rank": r.rank, "entity_id": r.entity_id, "title": titles.get(r.entity_id),
                     "score": r.score if math.isfinite(r.score) else None,

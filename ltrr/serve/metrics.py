@@ -33,6 +33,12 @@ class Metrics:
                                        "calls.", buckets=LATENCY_BUCKETS, registry=r)
         self.queue_seconds = Histogram("ltrr_queue_seconds", "Time a query waited for its "
                                        "batch to start.", buckets=LATENCY_BUCKETS, registry=r)
+        self.arms_dropped = Counter("ltrr_arms_dropped", "Arms left out of a search's answer, "
+                                    "by node and reason (deadline, failed).",
+                                    ["node", "reason"], registry=r)
+        self.searches_degraded = Counter("ltrr_searches_degraded", "Searches answered without "
+                                         "one or more of their arms (see ltrr_arms_dropped).",
+                                         registry=r)
         self.events_received = Counter("ltrr_feedback_events_received", "Feedback events "
                                        "received in valid requests.", registry=r)
         self.events_new = Counter("ltrr_feedback_events_new", "Feedback events logged (not "
