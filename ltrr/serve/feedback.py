@@ -17,7 +17,6 @@ their state under their own locks while the batch worker keeps answering.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
