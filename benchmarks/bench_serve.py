@@ -18,28 +18,37 @@ names, tags, "like X" queries and vague tag-based queries, the head artists comi
 as they do in real traffic. All clients take the next query of that one stream (a shared
 position), so the server sees it in arrival order, each search with its ``user_id`` (the
 ranker's personal features see real users) and a unique request id. Each scenario
-continues where the previous one stopped; past the stream's end it wraps around, and
-those repeats-by-wrap are counted (0 with the default size).
+continues where the previous one's longer run stopped; past the stream's end it wraps
+around, and those repeats-by-wrap are counted (0 with the default size).
 
-Scenarios, one after the other on the same server, each after ``--warmup`` (30 s: the
-JVM's JIT compiler needs about that long under full load to compile Lucene's hot paths):
+Two variants of the spec: ``cached`` (as it is: slotter and arm result caches) and
+``uncached`` (every ``cache:`` removed — what a stream without repeats costs). Each
+scenario of each variant runs on a server started for it, on its own copy of the
+pre-trained state: caches start cold and no scenario inherits another's learning. Both
+variants of a scenario take the same slice of the stream. Each run starts with
+``--warmup`` unmeasured seconds (30 s: the JVM's JIT compiler needs about that long under
+full load to compile Lucene's hot paths):
 
-* baseline — ``GET /health`` at the same concurrency: the HTTP floor (uvicorn,
-  FastAPI, the middleware) with no pipeline work;
+* baseline — ``GET /health`` at the same concurrency, once, on the first server: the HTTP
+  floor (uvicorn, FastAPI, the middleware) with no pipeline work;
 * search — ``POST /search`` with the next queries of the stream;
 * mixed — the same, plus one ``POST /feedback`` (a click on the first result of an
   earlier search, by request id) after every 10 searches: the event log's fsync and
   the background learner compete with the searches. Search latency is reported.
 
-Reported: p50 / p99 latency and throughput (requests/s) as the clients measured them,
-errors (non-2xx, connection errors), the load generator's CPU share (of one core and
-of the machine), the server's CPU share, and the server's own batch statistics from
-``/metrics``. Targets (search): p50 < 20 ms, p99 < 60 ms at 20 clients. Cache
-effectiveness: per scenario and node, the hit rate from ``/metrics``
-(Δ``ltrr_cache_hits_total`` / (Δhits + Δmisses)), beside the stream's repeat share (the
-share of the scenario's queries whose text already came earlier in the stream: the
-ceiling of a text-keyed cache). The in-process baseline (``Pipeline.run_batch``, no HTTP)
-runs on the next slice of the same stream, with its own hit rates and repeat share.
+Reported per scenario and variant: p50 / p99 latency and search throughput (queries/s) as
+the clients measured them, failed requests (non-2xx, connection errors), answers that
+left an arm out (dropped by its deadline or failing: ``ltrr_searches_degraded_total``,
+by arm in the notes) — a separate count, target 0, as such answers are worse than the
+pipeline's —, the load generator's and the server's CPU share, and the server's batch
+statistics from ``/metrics``. Targets (search, both variants): p50 < 20 ms, p99 < 60 ms
+at 20 clients. Cache effectiveness (cached variant): per node, the hit rate from
+``/metrics`` beside the slice's repeat share (the share of its queries whose text came
+earlier in the same slice: the ceiling of a text-keyed cache that started cold).
+
+Throughput baseline, like for like: ``Pipeline.run_batch`` (no HTTP) in as many
+processes at once as the server has workers, each on its own slice of the stream after
+the served ones, rates summed, per variant.
 
     .venv/bin/python benchmarks/bench_serve.py [--clients 20] [--duration 20]
         [--traffic-sessions 250000] [--out FILE]
@@ -66,6 +75,8 @@ SPEC = c.ROOT / "pipelines" / "music-serve.yaml"
 TRAFFIC_SEED_OFFSET = 1000          # the stream's seed: --seed + this (pre-training: --seed)
 TARGET_P50_MS = 20.0
 TARGET_P99_MS = 60.0
+FLOOR_SLICE = 50_000                # stream positions between two pipeline-alone processes
+_DROPPED_RE = re.compile(r'^ltrr_arms_dropped_total\{node="([^"]+)",reason="([^"]+)"\}$')
 
 
 # --------------------------------------------------------------------------- traffic
@@ -362,23 +373,49 @@ def floor_main(args) -> int:
     return 0
 
 
-def run_floor(spec: Path, batch: int, args, traffic: Path, start: int) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--floor", "--spec", str(spec), "--batch", str(batch),
-           "--duration", str(args.duration), "--warmup", str(args.warmup),
-           "--traffic", str(traffic), "--start", str(start)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration * 2 + 300)
-    if done.returncode != 0:
-        raise RuntimeError(f"pipeline floor failed: {done.stderr[-2000:]}")
-    out = json.loads(done.stdout)
-    c.log(f"pipeline alone: {out['batch']['queries_per_s']:.0f} q/s in batches of {batch} "
+def run_floor(spec: Path, batch: int, args, traffic: Path, start: int,
+              processes: int) -> dict[str, Any]:
+    """``processes`` pipeline-alone processes at once (one per server worker, so the
+    baseline uses the machine as the server does), each on its own slice of the stream
+    (``start + i * FLOOR_SLICE``); rates are summed, the rest is process 0's with the
+    cache counts and repeats summed."""
+    cmds = [[sys.executable, __file__, "--floor", "--spec", str(spec), "--batch", str(batch),
+             "--duration", str(args.duration), "--warmup", str(args.warmup),
+             "--traffic", str(traffic), "--start", str(start + i * FLOOR_SLICE)]
+            for i in range(processes)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd in cmds]
+    outs = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=args.duration * 2 + args.warmup + 300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"pipeline floor failed: {stderr[-2000:]}")
+        outs.append(json.loads(stdout))
+    out = json.loads(json.dumps(outs[0]))
+    out["processes"] = processes
+    out["per_process"] = outs
+    for key in ("batch", "single", "batch_logged"):
+        out[key]["queries_per_s"] = sum(o[key]["queries_per_s"] for o in outs)
+        out[key]["queries"] = sum(o[key]["queries"] for o in outs)
+        repeated = sum((o[key]["repeat_share"] or 0) * o[key]["queries"] for o in outs)
+        out[key]["repeat_share"] = (round(repeated / out[key]["queries"], 4)
+                                    if out[key]["queries"] else None)
+        for node, r in out[key]["cache"].items():
+            hits = sum(o[key]["cache"][node]["hits"] for o in outs)
+            misses = sum(o[key]["cache"][node]["misses"] for o in outs)
+            out[key]["cache"][node] = {"hits": hits, "misses": misses,
+                                       "hit_rate": round(hits / (hits + misses), 4)
+                                       if hits + misses else None}
+    out["repeats_by_wrap"] = sum(o["repeats_by_wrap"] for o in outs)
+    c.log(f"pipeline alone ({spec.name}, {processes} process(es) at once): "
+          f"{out['batch']['queries_per_s']:.0f} q/s in batches of {batch} "
           f"(batch p50 {out['batch']['batch_ms']['p50']:.1f} ms), "
           f"{out['batch_logged']['queries_per_s']:.0f} q/s logging decisions, "
           f"{out['single']['queries_per_s']:.0f} q/s one at a time "
           f"(p50 {out['single']['batch_ms']['p50']:.2f} ms); ms per query in batches: "
           + ", ".join(f"{n} {v:.2f}" for n, v in out["batch"]["node_ms_per_query"].items()))
-    c.log(f"pipeline alone: stream positions {out['start']}..{out['end']} "
-          f"({out['repeats_by_wrap']} repeats by wrap); " + "; ".join(
-              f"{key}: cache hits {_rates_text(out[key]['cache'])} "
+    c.log(f"pipeline alone: {out['repeats_by_wrap']} repeats by wrap; " + "; ".join(
+              f"{key}: cache hits {_rates_text(out[key]['cache']) or 'none'} "
               f"(repeat share {100 * (out[key]['repeat_share'] or 0):.0f}%)"
               for key in ("batch", "single", "batch_logged")))
     return out
@@ -405,23 +442,31 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def fresh_spec(state: Path, source: Path = SPEC) -> Path:
-    """A copy of music-serve.yaml beside it (same relative paths, so the same index
-    fingerprints) whose state folder is ``state``, with the original's built indexes
-    linked in: logs and learned state start empty. The caller deletes the copy."""
+def fresh_spec(state: Path, source: Path = SPEC, *, caches: bool = True,
+               tag: str = "") -> Path:
+    """A copy of ``source`` beside it (same relative paths, so the same index
+    fingerprints) whose state folder is ``state``. A new ``state`` gets the original's
+    built indexes linked in (logs and learned state start empty); an existing one is used
+    as it is. ``caches=False`` removes every ``cache:`` (slotters and arms), which no
+    fingerprint depends on. The caller deletes the copy."""
     import yaml
 
     from ltrr.compiler import load_plan
 
-    plan = load_plan(source)
-    c.ensure_music_index(plan)
     data = yaml.safe_load(source.read_text())
-    state.mkdir(parents=True, exist_ok=True)
+    if not state.exists():
+        plan = load_plan(source)
+        c.ensure_music_index(plan)
+        state.mkdir(parents=True)
+        for node in plan.spec.state_dir.iterdir():
+            if (node / "manifest.json").exists():
+                (state / node.name).symlink_to(node, target_is_directory=True)
     data["state_dir"] = str(state)
-    for node in plan.spec.state_dir.iterdir():
-        if (node / "manifest.json").exists():
-            (state / node.name).symlink_to(node, target_is_directory=True)
-    path = source.with_name(f".bench-serve-{os.getpid()}.yaml")
+    if not caches:
+        for key in ("slotters", "arms"):
+            for node in data.get(key) or []:
+                node.pop("cache", None)
+    path = source.with_name(f".bench-serve-{os.getpid()}{tag}.yaml")
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -502,11 +547,22 @@ def scrape(port: int, workers: int = 1) -> dict[str, float]:
     return out
 
 
+def dropped_counts(metrics: dict[str, float]) -> dict[str, float]:
+    """"node/reason" → arms dropped, from a scrape of ``/metrics``."""
+    out = {}
+    for name, value in metrics.items():
+        m = _DROPPED_RE.match(name)
+        if m:
+            out[f"{m.group(1)}/{m.group(2)}"] = value
+    return out
+
+
 def run_scenario(port: int, server_pid: int, mode: str, args, traffic: Path,
                  texts: list[str], start: int) -> dict[str, Any]:
-    """One scenario's load generator run, taking the traffic stream from position
-    ``start`` on (the server has seen ``[0, start)``); ``res["stream"]["end"]`` is where
-    the next scenario goes on."""
+    """One scenario's load generator run on a server that has seen nothing of the
+    stream, taking it from position ``start`` on; ``res["stream"]["end"]`` is where it
+    stopped. Answers that left an arm out (deadline or failure) are counted from the
+    server's ``/metrics``."""
     before = scrape(port, args.workers)
     cpu0 = _proc_cpu_s(server_pid)
     t0 = time.perf_counter()
@@ -535,6 +591,11 @@ def run_scenario(port: int, server_pid: int, mode: str, args, traffic: Path,
         "loadgen_cpu_share_of_one_core": out["cpu_s"] / out["wall_s"],
         "server_cpu_share_of_one_core": server_cpu / wall,
         "batches": batches, "mean_batch_size": queries / batches if batches else None,
+        "degraded": int(after.get("ltrr_searches_degraded_total", 0)
+                        - before.get("ltrr_searches_degraded_total", 0)),
+        "arms_dropped": {k: int(v - dropped_counts(before).get(k, 0))
+                         for k, v in dropped_counts(after).items()
+                         if v > dropped_counts(before).get(k, 0)},
     }
     end, measured = out["end"], out["measure_start"]
     if end > start:
@@ -542,13 +603,14 @@ def run_scenario(port: int, server_pid: int, mode: str, args, traffic: Path,
         res["stream"] = {
             "start": start, "measure_start": measured, "end": end,
             "repeats_by_wrap": max(0, end - max(start, len(texts))),
-            "repeat_share": round(repeat_share(texts, start, end), 4),
-            "repeat_share_measured": (round(repeat_share(texts, measured, end), 4)
+            "repeat_share": round(repeat_share(texts, start, end, start), 4),
+            "repeat_share_measured": (round(repeat_share(texts, measured, end, start), 4)
                                       if end > measured else None)}
         res["cache"] = hit_rates(cache_counts(before), cache_counts(after))
     c.log(f"{mode}: p50 {res['latency_ms']['p50']:.2f} ms, p99 {res['latency_ms']['p99']:.2f} "
           f"ms, {res['throughput_rps']:.0f} req/s, errors {res['errors']}+"
-          f"{res['connection_errors']}, loadgen CPU {res['loadgen_cpu_share_of_one_core']:.0%}"
+          f"{res['connection_errors']}, {res['degraded']} answers without an arm "
+          f"{res['arms_dropped'] or ''}, loadgen CPU {res['loadgen_cpu_share_of_one_core']:.0%}"
           f" of a core, server {res['server_cpu_share_of_one_core']:.0%}"
           + (f", mean batch {res['mean_batch_size']:.1f}" if batches else ""))
     if "stream" in res:
@@ -573,7 +635,12 @@ def main() -> int:
                    help="mixed scenario: one feedback post per this many searches")
     p.add_argument("--server-args", default="", help="extra `ltrr serve` flags, e.g. "
                    "'--max-batch 16 --max-wait-ms 2'")
-    p.add_argument("--scenarios", default="health,search,mixed")
+    p.add_argument("--scenarios", default="health,search,mixed",
+                   help="health runs once (on the first server); search and mixed run "
+                        "once per variant, each on a server started for it")
+    p.add_argument("--variants", default="cached,uncached",
+                   help="cached: the spec as it is; uncached: the same with every cache: "
+                        "removed")
     p.add_argument("--pretrain-sessions", type=int, default=1500, help="simulated Last.fm "
                    "sessions whose log is replayed into the fresh state first (ltrr train), so "
                    "the learners — the LightGBM ranker, the memory arm — serve trained; 0: cold")
@@ -603,99 +670,150 @@ def main() -> int:
     if args.traffic_sessions < 1:
         p.error("--traffic-sessions must be at least 1")
 
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants or set(variants) - {"cached", "uncached"}:
+        p.error("--variants: a comma-separated subset of cached, uncached")
+    modes = [m.strip() for m in args.scenarios.split(",") if m.strip()]
+
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="ltrr-bench-serve-"))
-    proc = spec = None
+    copies: list[Path] = []
+    proc = None
+    results: dict[str, dict[str, Any]] = {}
+    floors: dict[str, dict[str, Any]] = {}
+    starts: dict[str, float] = {}
+    stops: dict[str, float] = {}
+    exit_codes: dict[str, int] = {}
     try:
-        spec = fresh_spec(folder / "state", args.spec.resolve())
-        pretrained = pretrain(spec, folder / "sim", args.pretrain_sessions, args.seed) \
+        master = folder / "state"
+        copies.append(fresh_spec(master, args.spec.resolve()))
+        pretrained = pretrain(copies[0], folder / "sim", args.pretrain_sessions, args.seed) \
             if args.pretrain_sessions else None
         traffic_file = folder / "traffic.jsonl"
-        texts, traffic = write_traffic(spec, traffic_file, args.traffic_sessions,
+        texts, traffic = write_traffic(copies[0], traffic_file, args.traffic_sessions,
                                        args.seed + TRAFFIC_SEED_OFFSET)
-        t = time.perf_counter()
-        proc, port = start_server(spec, ["--workers", str(args.workers),
-                                         *args.server_args.split()])
-        start_s = time.perf_counter() - t
-        c.log(f"server pid {proc.pid} on port {port} (started in {start_s:.1f} s); "
-              f"{args.clients} clients, {args.duration:.0f} s per scenario")
-        results, offset = {}, 0
-        for mode in args.scenarios.split(","):
-            results[mode] = run_scenario(port, proc.pid, mode, args, traffic_file, texts, offset)
-            offset = results[mode].get("stream", {}).get("end", offset)
+
+        def spec_for(variant: str, run: str) -> Path:
+            """A spec of ``variant`` on its own copy of the pre-trained state."""
+            state = folder / f"state-{run}"
+            shutil.copytree(master, state, symlinks=True)
+            copies.append(fresh_spec(state, args.spec.resolve(),
+                                     caches=variant == "cached", tag=f"-{run}"))
+            return copies[-1]
+
+        # every search scenario of every variant on a server started for it (cold
+        # caches, the pre-trained state); both variants of a scenario take the same
+        # slice of the stream; the next scenario goes on where the longest one stopped
+        offset, health_done = 0, "health" not in modes
+        for mode in [m for m in modes if m != "health"]:
+            end = offset
+            for variant in variants:
+                run = f"{mode}-{variant}"
+                spec = spec_for(variant, run)
+                t = time.perf_counter()
+                proc, port = start_server(spec, ["--workers", str(args.workers),
+                                                 *args.server_args.split()])
+                starts[run] = round(time.perf_counter() - t, 2)
+                c.log(f"{run}: server pid {proc.pid} on port {port} (started in "
+                      f"{starts[run]:.1f} s); {args.clients} clients, {args.duration:.0f} s")
+                if not health_done:
+                    results["health"] = run_scenario(port, proc.pid, "health", args,
+                                                     traffic_file, texts, offset)
+                    health_done = True
+                results[run] = run_scenario(port, proc.pid, mode, args, traffic_file, texts,
+                                            offset)
+                results[run]["variant"] = variant
+                end = max(end, results[run].get("stream", {}).get("end", offset))
+                t = time.perf_counter()
+                proc.send_signal(signal.SIGTERM)
+                exit_codes[run] = proc.wait(timeout=600)   # a learning run may finish first
+                stops[run] = round(time.perf_counter() - t, 2)
+                proc = None
+            offset = end
         traffic["served"] = offset
         traffic["repeats_by_wrap"] = max(0, offset - len(texts))
-        health = json.loads(__import__("urllib.request").request.urlopen(
-            f"http://127.0.0.1:{port}/health", timeout=10).read())
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=60)
-        floor = run_floor(spec, args.batch, args, traffic_file, offset) \
-            if args.floor_baseline else None
+        if args.floor_baseline:
+            for variant in variants:
+                floors[variant] = run_floor(spec_for(variant, f"floor-{variant}"), args.batch,
+                                            args, traffic_file, offset, args.workers)
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
         shutil.rmtree(folder, ignore_errors=True)
-        if spec is not None:
-            spec.unlink(missing_ok=True)
+        for copy in copies:
+            copy.unlink(missing_ok=True)
 
     base = results.get("health")
     metrics = []
     for mode, title in (("search", "search"), ("mixed", "search with 1 feedback per "
                                                         f"{args.feedback_every}")):
-        r = results.get(mode)
-        if not r:
-            continue
-        lat = r["latency_ms"]
-        errors = r["errors"] + r["connection_errors"]
-        st = r.get("stream")
-        cache_note = (f"; cache hits: {_rates_text(r['cache']) or 'none'} (repeat share "
-                      f"{100 * st['repeat_share']:.0f}%"
-                      + (f", {st['repeats_by_wrap']} repeats by wrap" if st["repeats_by_wrap"]
-                         else "") + ")") if st else ""
-        metrics += [
-            c.metric(f"{title}: p50 latency, {args.clients} clients", lat["p50"], "ms",
-                     target=f"< {TARGET_P50_MS:.0f} ms", passed=lat["p50"] < TARGET_P50_MS,
-                     baseline=base and base["latency_ms"]["p50"],
-                     baseline_name="GET /health p50",
-                     note=f"mean batch {r['mean_batch_size'] or 0:.1f}"),
-            c.metric(f"{title}: p99 latency, {args.clients} clients", lat["p99"], "ms",
-                     target=f"< {TARGET_P99_MS:.0f} ms", passed=lat["p99"] < TARGET_P99_MS,
-                     baseline=base and base["latency_ms"]["p99"],
-                     baseline_name="GET /health p99"),
-            c.metric(f"{title}: throughput", r["throughput_rps"], "q/s",
-                     baseline=floor and floor["batch_logged"]["queries_per_s"],
-                     baseline_name=f"Pipeline.run_batch alone, batches of {args.batch}, "
-                                   "logging decisions",
-                     note=(f"GET /health: {base['throughput_rps']:.0f} req/s; " if base else "")
-                     + f"load generator {100 * r['loadgen_cpu_share_of_one_core']:.0f}% of "
-                     f"a core, server {100 * r['server_cpu_share_of_one_core']:.0f}%"
-                     + cache_note),
-            c.metric(f"{title}: failed requests", errors, "", target="0", passed=errors == 0,
-                     digits=0),
-        ]
-    if floor:
+        for variant in variants:
+            r = results.get(f"{mode}-{variant}")
+            if not r:
+                continue
+            label = f"{title}{'' if variant == 'cached' else ', no caches'}"
+            floor = floors.get(variant)
+            lat = r["latency_ms"]
+            errors = r["errors"] + r["connection_errors"]
+            st = r.get("stream")
+            cache_note = (f"; cache hits: {_rates_text(r['cache']) or 'none'} (repeat share "
+                          f"{100 * st['repeat_share']:.0f}%"
+                          + (f", {st['repeats_by_wrap']} repeats by wrap"
+                             if st["repeats_by_wrap"] else "") + ")") \
+                if st and variant == "cached" else ""
+            metrics += [
+                c.metric(f"{label}: p50 latency, {args.clients} clients", lat["p50"], "ms",
+                         target=f"< {TARGET_P50_MS:.0f} ms", passed=lat["p50"] < TARGET_P50_MS,
+                         baseline=base and base["latency_ms"]["p50"],
+                         baseline_name="GET /health p50",
+                         note=f"mean batch {r['mean_batch_size'] or 0:.1f}"),
+                c.metric(f"{label}: p99 latency, {args.clients} clients", lat["p99"], "ms",
+                         target=f"< {TARGET_P99_MS:.0f} ms", passed=lat["p99"] < TARGET_P99_MS,
+                         baseline=base and base["latency_ms"]["p99"],
+                         baseline_name="GET /health p99"),
+                c.metric(f"{label}: throughput", r["search_rps"], "q/s",
+                         baseline=floor and floor["batch_logged"]["queries_per_s"],
+                         baseline_name=f"Pipeline.run_batch alone in {args.workers} "
+                                       f"process(es) at once (as many as server workers), "
+                                       f"batches of {args.batch}, logging decisions"
+                                       + ("" if variant == "cached" else ", no caches"),
+                         note=(f"GET /health: {base['throughput_rps']:.0f} req/s; "
+                               if base else "")
+                         + f"load generator {100 * r['loadgen_cpu_share_of_one_core']:.0f}% "
+                         f"of a core, server {100 * r['server_cpu_share_of_one_core']:.0f}%"
+                         + cache_note),
+                c.metric(f"{label}: failed requests", errors, "", target="0",
+                         passed=errors == 0, digits=0),
+                c.metric(f"{label}: answers without an arm (deadline or failure)",
+                         r["degraded"], "", target="0", passed=r["degraded"] == 0, digits=0,
+                         note=(", ".join(f"{k} {v}" for k, v in r["arms_dropped"].items())
+                               or None)),
+            ]
+    for variant, floor in floors.items():
         f = floor["batch"]
         metrics.append(c.metric(
-            f"Pipeline.run_batch alone (no HTTP), batches of {args.batch}", f["queries_per_s"],
-            "q/s", baseline=floor["batch_logged"]["queries_per_s"],
+            f"Pipeline.run_batch alone (no HTTP), batches of {args.batch}, "
+            f"{floor['processes']} process(es)" + ("" if variant == "cached" else ", no caches"),
+            f["queries_per_s"], "q/s", baseline=floor["batch_logged"]["queries_per_s"],
             baseline_name="the same, logging decisions",
-            note="ms per query: " + ", ".join(
+            note="ms per query (process 0): " + ", ".join(
                 f"{n} {v:.2f}" for n, v in f["node_ms_per_query"].items()
                 if n not in ("policy", "framework") and v >= 0.02)
             + f"; one query at a time: {floor['single']['queries_per_s']:.0f} q/s"
-            + f"; cache hits: {_rates_text(f['cache']) or 'none'} (repeat share "
-            f"{100 * (f['repeat_share'] or 0):.0f}%)"))
+            + (f"; cache hits: {_rates_text(f['cache']) or 'none'} (repeat share "
+               f"{100 * (f['repeat_share'] or 0):.0f}%)" if variant == "cached" else "")))
     details = {"pretrained": pretrained, "traffic": traffic,
-               "cache_hit_rates": {mode: {node: v["hit_rate"] for node, v in r["cache"].items()}
+               "cache_hit_rates": {run: {node: v["hit_rate"] for node, v in r["cache"].items()}
                                    | {"repeat_share": r["stream"]["repeat_share"]}
-                                   for mode, r in results.items() if "cache" in r},
+                                   for run, r in results.items() if "cache" in r},
                "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup,
-               "server_args": args.server_args, "server_start_s": round(start_s, 2),
-               "server_exit_code": rc, "scenarios": results, "health_after": health,
-               "pipeline_alone": floor,
-               "workers": args.workers,
-               "command": "ltrr serve <copy of pipelines/music-serve.yaml> --port 0 "
+               "server_args": args.server_args, "server_start_s": starts,
+               "server_stop_s": stops,
+               "server_exit_codes": exit_codes, "scenarios": results,
+               "pipeline_alone": floors, "workers": args.workers, "variants": variants,
+               "command": "ltrr serve <copy of pipelines/music-serve.yaml, caches removed "
+                          "for the uncached variant> --port 0 "
                           f"--workers {args.workers} " + args.server_args}
     c.emit(c.result("serve", "ltrr serve: /search latency and throughput over HTTP", metrics,
                     details, started=started), args.out)
