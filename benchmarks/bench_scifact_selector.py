@@ -280,7 +280,10 @@ def main() -> int:
                 value = composed(choice)
                 share = {n: round(sum(1 for v in choice.values() if v == n) / len(choice), 3)
                          for n in names}
+                diffs = [ndcg["test"][choice[q]].get(q, 0.0) - ndcg["test"]["rrf"].get(q, 0.0)
+                         for q in test_ids]
                 per_seed.append({"seed": seed, "ndcg10": round(value, 4), "share": share,
+                                 "diff_vs_rrf_per_query": diffs,
                                  "train_mean_reward": round(sum(rewards) / len(rewards), 4),
                                  "train_last_epoch_reward": round(
                                      sum(rewards[-len(train_ids):]) / len(train_ids), 4),
@@ -288,7 +291,19 @@ def main() -> int:
                 pol.close()
                 c.log(f"{label} seed {seed}: test nDCG@10 {value:.4f} share {share}")
             vals = [r["ndcg10"] for r in per_seed]
+            # paired over test queries: each query's difference to RRF, mean over seeds
+            per_q = [sum(r["diff_vs_rrf_per_query"][i] for r in per_seed) / len(per_seed)
+                     for i in range(len(test_ids))]
+            for r in per_seed:
+                del r["diff_vs_rrf_per_query"]
+            mean_d = sum(per_q) / len(per_q)
+            se_d = (sum((d - mean_d) ** 2 for d in per_q) / (len(per_q) - 1)
+                    / len(per_q)) ** 0.5
             results[label] = {
+                "diff_vs_rrf": {"mean": round(mean_d, 4), "se": round(se_d, 4),
+                                "queries": len(per_q),
+                                "ci95": [round(mean_d - 1.96 * se_d, 4),
+                                         round(mean_d + 1.96 * se_d, 4)]},
                 "mean": round(sum(vals) / len(vals), 4), "min": min(vals), "max": max(vals),
                 "share_mean": {n: round(sum(r["share"][n] for r in per_seed) / len(per_seed), 3)
                                for n in names},
@@ -307,13 +322,21 @@ def main() -> int:
                  baseline_name="RRF(BM25 100 + dense 100), same run",
                  note=f"min {main['min']}, max {main['max']}; share {main['share_mean']}; "
                       f"oracle {oracle:.4f}"),
+        c.metric(f"selector − RRF nDCG@10 (test), {main_label}, paired over queries",
+                 main["diff_vs_rrf"]["mean"],
+                 note=f"SE {main['diff_vs_rrf']['se']:.4f} over "
+                      f"{main['diff_vs_rrf']['queries']} test queries (each query's "
+                      f"difference averaged over {args.seeds} seeds); 95% interval "
+                      f"{main['diff_vs_rrf']['ci95']}"),
     ]
     for label, r in results.items():
         if label == main_label:
             continue
         metrics.append(c.metric(f"selector nDCG@10 (test), {label}", r["mean"],
                                 baseline=fixed["rrf"], baseline_name="RRF",
-                                note=f"min {r['min']}, max {r['max']}; share {r['share_mean']}"))
+                                note=f"min {r['min']}, max {r['max']}; share {r['share_mean']}; "
+                                     f"paired difference to RRF {r['diff_vs_rrf']['mean']:+.4f}"
+                                     f" ± {r['diff_vs_rrf']['se']:.4f} (SE)"))
     metrics += [
         c.metric("RRF k=10 (lexical 100 + dense 100) nDCG@10 (test)", fixed["rrf"],
                  target=f"{RRF_REFERENCE} ± 0.0005",
@@ -378,22 +401,24 @@ def _row(rid, text, alloc, prob, index, pmf, ns, reward, epoch) -> dict:
 def write_doc(res: dict) -> None:
     """Rewrite the measured-figures block of docs/scifact-selector.md."""
     d = res["details"]
-    lines = ["| run | nDCG@10 (test) | share BM25 / dense / RRF |", "|---|---|---|"]
+    lines = ["| run | nDCG@10 (test) | − RRF, paired over test queries (± SE) "
+             "| share BM25 / dense / RRF |", "|---|---|---|---|"]
     ft = d["fixed_test"]
-    lines.append(f"| BM25 alone (lexical 200) | {ft['bm25']:.4f} | 1 / 0 / 0 |")
-    lines.append(f"| dense alone (dense 200) | {ft['dense']:.4f} | 0 / 1 / 0 |")
-    lines.append(f"| RRF k=10 (lexical 100 + dense 100) | {ft['rrf']:.4f} | 0 / 0 / 1 |")
+    lines.append(f"| BM25 alone (lexical 200) | {ft['bm25']:.4f} | | 1 / 0 / 0 |")
+    lines.append(f"| dense alone (dense 200) | {ft['dense']:.4f} | | 0 / 1 / 0 |")
+    lines.append(f"| RRF k=10 (lexical 100 + dense 100) | {ft['rrf']:.4f} | | 0 / 0 / 1 |")
     for label, r in d["selectors"].items():
-        s = r["share_mean"]
+        s, diff = r["share_mean"], r["diff_vs_rrf"]
         lines.append(f"| selector: {label} (mean of {d['seeds']} seeds; min–max "
                      f"{r['min']:.4f}–{r['max']:.4f}) | {r['mean']:.4f} | "
+                     f"{diff['mean']:+.4f} ± {diff['se']:.4f} | "
                      f"{s['bm25']:.2f} / {s['dense']:.2f} / {s['rrf']:.2f} |")
     lines.append(f"| diagnostic, not bandit: full-information ridge on the probe signals | "
-                 f"{d['full_info_ridge_test']:.4f} | "
+                 f"{d['full_info_ridge_test']:.4f} | | "
                  + " / ".join(f"{d['full_info_ridge_share'][n]:.2f}" for n in
                               ("bm25", "dense", "rrf")) + " |")
     lines.append(f"| per-query oracle (best of the three per test query) | "
-                 f"{d['oracle_test']:.4f} | |")
+                 f"{d['oracle_test']:.4f} | | |")
     block = ("<!-- figures:begin (written by benchmarks/bench_scifact_selector.py) -->\n"
              f"Measured {res['env'].get('git', '')}, {d['epochs']} epochs over the 809 train "
              f"queries, learn batches of {d['batch']}, {res['seconds']:.0f} s in all:\n\n"
