@@ -71,7 +71,7 @@ def main() -> None:
         cells = [(f"**{table[arm][t]:.3f}**" if best[t] == arm else f"{table[arm][t]:.3f}")
                  for t in TYPES]
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {table[arm]['all']:.3f} |")
-    lines += ["", f"Best arm per type: " + ", ".join(f"{t}: {best[t]}" for t in TYPES)]
+    lines += ["", "Best arm per type: " + ", ".join(f"{t}: {best[t]}" for t in TYPES)]
     out_dir = c.BENCH_DIR / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "arm_strengths.md").write_text("\n".join(lines) + "\n")

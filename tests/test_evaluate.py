@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ltrr.errors import RunError
 from ltrr.evaluation import (

@@ -189,7 +189,7 @@ def test_ppr_matches_networkx_personalized_pagerank(folder):
 
 def test_embedding_build_is_deterministic(folder):
     a = make_arm(folder, "s1", **EMBED)
-    b = make_arm(folder, "s2", **EMBED)
+    make_arm(folder, "s2", **EMBED)
     assert np.array_equal(np.load(folder / "s1" / "vectors.npy"),
                           np.load(folder / "s2" / "vectors.npy"))
     assert a.stats["embedded_entities"] == 12            # all but the isolated one

@@ -8,7 +8,6 @@ wait polls its condition with a generous limit: no test asserts how fast anythin
 
 from __future__ import annotations
 
-import os
 import re
 import resource
 import socket
