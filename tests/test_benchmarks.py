@@ -89,3 +89,15 @@ def test_every_figure_docs_quote_from_make_bench_is_recorded():
                for page in pages for text, number in quoted_figures(page.read_text())
                if not recorded(number, values)]
     assert missing == []
+
+
+def test_latest_results_are_one_full_run_on_one_clean_commit():
+    """latest.json — what docs quote — is a full `make bench`: every benchmark ran, each
+    wrote its row (no error), all on one commit with no uncommitted changes."""
+    doc = json.loads((ROOT / "benchmarks" / "results" / "latest.json").read_text())
+    assert doc["partial"] is False
+    assert set(doc["benches"]) == set(_run_all().BENCHES)
+    assert [n for n, b in doc["benches"].items() if b.get("error") or not b.get("metrics")] == []
+    commits = {b["commit"] for b in doc["benches"].values()}
+    assert len(commits) == 1 and doc["commits"] == sorted(commits), commits
+    assert not commits.pop().endswith("+dirty")
