@@ -92,7 +92,9 @@ def environment() -> dict[str, Any]:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                               capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # the run's own outputs (benchmarks/results) are not a change to the code measured
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                                "--", ".", ":(exclude)benchmarks/results"],
                                cwd=ROOT, capture_output=True, text=True,
                                timeout=10).stdout.strip()
         env["git"] = head + ("+dirty" if dirty else "")
