@@ -7,12 +7,16 @@ benchmark, one commit) writes ``benchmarks/results/latest.json`` and the table, 
 here with rich, also to ``benchmarks/results/latest.md``: the only results docs quote.
 A run of a subset (``--only``) writes ``partial.json`` / ``partial.md`` instead and never
 mixes its rows into the full run's. Every benchmark's result records the commit it ran
-on (``commit``; ``+dirty`` when tracked files were modified).
+on (``commit``; ``+dirty`` when tracked files outside ``benchmarks/results`` were
+modified). A full run then rewrites the docs' bench blocks — ``<!-- bench:NAME -->`` ...
+``<!-- /bench -->`` in README.md and docs/ — with that benchmark's rows, each figure
+linked to latest.md (``--docs`` does only that, from latest.json), so the docs quote
+the last full run and nothing else.
 
 Exit status: 0 when every target is met (skipped benchmarks do not count), 1 when a
 target is missed or a benchmark failed to run (``--no-fail`` always exits 0).
 
-    .venv/bin/python benchmarks/run_all.py [--only validate,bm25] [--no-fail]
+    .venv/bin/python benchmarks/run_all.py [--only validate,bm25] [--no-fail] [--docs]
     make bench
 """
 
@@ -22,11 +26,13 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import _common as c
@@ -193,6 +199,69 @@ def markdown(table_rows: list[dict[str, str]], header_lines: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------- docs
+
+#: A block of a page the full run rewrites: ``<!-- bench:NAME -->`` (optionally
+#: ``match="regex"`` to keep the metrics whose name matches) ... ``<!-- /bench -->``.
+DOC_BLOCK = re.compile(r'(<!-- bench:(?P<name>\w+)(?: match="(?P<match>[^"]*)")? -->\n)'
+                       r'.*?(<!-- /bench -->)', re.S)
+
+
+def doc_pages() -> list[Path]:
+    return [c.ROOT / "README.md", *sorted((c.ROOT / "docs").rglob("*.md"))]
+
+
+def bench_block(bench: dict, match: str | None, link: str, doc: dict) -> str:
+    """The table of one benchmark's rows, each figure linked to the results page."""
+    if bench.get("error"):
+        return f"**No figures: this benchmark failed in the last run** ([why]({link})).\n"
+    head = (f"Last full `make bench` ([results]({link})): git {bench.get('commit')}, "
+            f"{(bench.get('env') or {}).get('cpus')} CPUs, 1-min load "
+            f"{doc.get('loadavg_1m_before')} before the run, "
+            f"{(bench.get('env') or {}).get('loadavg_1m')} after this benchmark.\n\n")
+    lines = ["| metric | value | target | result | baseline (same run) | note |",
+             "|---|---:|---|---|---|---|"]
+    for m in bench.get("metrics", []):
+        if match and not re.search(match, m["name"]):
+            continue
+        value = "—" if m["value"] is None else f"[{fmt(m['value'], m['unit'])}]({link})"
+        base = "—"
+        if m.get("baseline") is not None:
+            base = f"[{fmt(m['baseline'], m['unit'])}]({link})"
+            if m.get("baseline_name"):
+                base += f" ({m['baseline_name']})"
+        cells = [m["name"], value, m.get("target") or "—", verdict(m, bench), base,
+                 m.get("note") or ""]
+        lines.append("| " + " | ".join(str(x).replace("|", "\\|").replace("\n", " ")
+                                         for x in cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def update_docs(doc: dict) -> list[Path]:
+    """Rewrite every bench block of the docs from a full run's document; the pages
+    changed. A block naming an unknown benchmark is an error."""
+    changed = []
+    for page in doc_pages():
+        text = page.read_text(encoding="utf-8")
+        link = Path(os.path.relpath(RESULTS / "latest.md", page.parent)).as_posix()
+
+        def fill(m: re.Match) -> str:
+            name = m.group("name")
+            if name not in doc["benches"]:
+                raise SystemExit(f"{page.relative_to(c.ROOT)}: bench block '{name}' names no "
+                                 f"benchmark of the run (known: {', '.join(doc['benches'])})")
+            return m.group(1) + bench_block(doc["benches"][name], m.group("match"), link,
+                                            doc) + m.group(4)
+
+        new = DOC_BLOCK.sub(fill, text)
+        if new != text:
+            tmp = page.with_name(page.name + ".tmp")
+            tmp.write_text(new, encoding="utf-8")
+            tmp.replace(page)
+            changed.append(page)
+    return changed
+
+
 # --------------------------------------------------------------------------- main
 
 def main() -> int:
@@ -202,7 +271,14 @@ def main() -> int:
                    help=f"seconds per benchmark (default {DEFAULT_TIMEOUT:.0f}, "
                         f"some less: {TIMEOUTS})")
     p.add_argument("--no-fail", action="store_true", help="exit 0 even if a target is missed")
+    p.add_argument("--docs", action="store_true", help="run nothing: rewrite the docs' bench "
+                   "blocks from benchmarks/results/latest.json (a full run does it itself)")
     args = p.parse_args()
+    if args.docs:
+        latest = json.loads((RESULTS / "latest.json").read_text(encoding="utf-8"))
+        for page in update_docs(latest):
+            print(f"rewrote {page.relative_to(c.ROOT)}")
+        return 0
     names = list(BENCHES)
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -279,6 +355,9 @@ def main() -> int:
         print(f"  skipped: {line}")
     print(f"wrote {(RESULTS / f'{stem}.json').relative_to(c.ROOT)} and "
           f"{(RESULTS / f'{stem}.md').relative_to(c.ROOT)}")
+    if not partial:
+        for page in update_docs(doc):
+            print(f"rewrote {page.relative_to(c.ROOT)} (its bench blocks)")
     return 0 if args.no_fail or not (failed or errors) else 1
 
 

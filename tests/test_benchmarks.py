@@ -101,3 +101,46 @@ def test_latest_results_are_one_full_run_on_one_clean_commit():
     commits = {b["commit"] for b in doc["benches"].values()}
     assert len(commits) == 1 and doc["commits"] == sorted(commits), commits
     assert not commits.pop().endswith("+dirty")
+
+
+# --- docs' bench blocks ------------------------------------------------------------------
+
+def test_a_full_run_rewrites_the_bench_blocks_of_the_docs(tmp_path, monkeypatch):
+    """A block `<!-- bench:NAME -->`...`<!-- /bench -->` gets that benchmark's rows, every
+    figure a link to the results page the checker above verifies; the rest of the page is
+    kept; a block naming no benchmark of the run is an error naming the page."""
+    import pytest
+
+    ra = _run_all()
+    page = tmp_path / "docs" / "page.md"
+    page.parent.mkdir()
+    page.write_text("# Speed\n\nbefore\n<!-- bench:x -->\nan old 99 ms\n<!-- /bench -->\nafter\n"
+                    "<!-- bench:x match=\"p99\" -->\n<!-- /bench -->\n")
+    monkeypatch.setattr(ra, "doc_pages", lambda: [page])
+    monkeypatch.setattr(ra, "RESULTS", tmp_path / "benchmarks" / "results")
+    monkeypatch.setattr(ra.c, "ROOT", tmp_path)
+    metrics = [ra.c.metric("p50", 12.3456, "ms", target="< 20 ms", passed=True, baseline=1.5,
+                           baseline_name="health"),
+               ra.c.metric("p99", 48.0, "ms", target="< 60 ms", passed=True)]
+    doc = {"loadavg_1m_before": 0.4, "benches": {"x": {
+        "commit": "abc1234", "env": {"cpus": 2, "loadavg_1m": 1.2}, "metrics": metrics}}}
+    assert ra.update_docs(doc) == [page]
+    text = page.read_text()
+    assert "old 99" not in text and text.startswith("# Speed\n\nbefore\n") and "\nafter\n" in text
+    assert "[12.3 ms](../benchmarks/results/latest.md)" in text
+    assert "[1.500 ms](../benchmarks/results/latest.md) (health)" in text
+    second = text.split('match="p99" -->')[1]
+    assert "48.0 ms" in second and "12.3" not in second
+    values = list(_leaves(doc))
+    assert all(recorded(n, values) for _, n in quoted_figures(text))
+    assert ra.update_docs(doc) == []                          # nothing new: nothing written
+    page.write_text("<!-- bench:nope -->\n<!-- /bench -->\n")
+    with pytest.raises(SystemExit, match="page.md: bench block 'nope'"):
+        ra.update_docs(doc)
+
+
+def test_every_bench_block_in_the_docs_names_a_benchmark():
+    ra = _run_all()
+    names = [m.group("name") for page in ra.doc_pages()
+             for m in ra.DOC_BLOCK.finditer(page.read_text())]
+    assert names and set(names) <= set(ra.BENCHES)
