@@ -12,7 +12,20 @@ import polars as pl
 import pytest
 
 POISON_PLUGIN = """
+import os
 import time
+
+import ltrr.feedback.events as _events
+
+if os.environ.get("LTRR_TEST_SCANS"):          # count /health's scans of the state folder
+    _scan = _events.skipped_invalid
+
+    def _counted(directory):
+        with open(os.environ["LTRR_TEST_SCANS"], "a") as f:
+            f.write("scan\\n")
+        return _scan(directory)
+
+    _events.skipped_invalid = _counted
 
 from ltrr.components import Arm, Ranker
 from ltrr.hookspecs import hookimpl
@@ -107,6 +120,21 @@ def test_answers_without_an_arm_are_counted(poison_spec, start_server):
                  'ltrr_arms_dropped_total{node="steady",reason="failed"} 1.0',
                  "ltrr_searches_degraded_total 2.0"):
         assert line in metrics, metrics
+    assert server.stop() == 0
+
+
+def test_health_does_not_scan_the_state_folder_on_every_call(poison_spec, start_server,
+                                                            tmp_path, monkeypatch):
+    """/health is polled: its problems (quarantined parts, invalid timestamps, damaged
+    cursors) are looked for after learning runs and reloads, and at most every few
+    seconds otherwise — not once per call (100 calls made 100 scans of the folder)."""
+    scans = tmp_path / "scans.txt"
+    monkeypatch.setenv("LTRR_TEST_SCANS", str(scans))
+    server = start_server(poison_spec)
+    for _ in range(100):
+        assert httpx.get(server.url + "/health", timeout=30).json()["status"] == "ok"
+    count = len(scans.read_text().splitlines()) if scans.exists() else 0
+    assert 1 <= count <= 20, count
     assert server.stop() == 0
 
 

@@ -210,6 +210,7 @@ class FeedbackIntake:
 
 LEARNER_NICE = 10     # the learning thread's CPU priority, below the serving threads
 DISCOVER_S = 1.0      # how often a lone server looks for parts other processes logged
+PROBLEMS_TTL_S = 5.0  # /health looks at the state folder's files at most this often
 
 
 def _lower_priority() -> None:
@@ -250,6 +251,7 @@ class BackgroundLearner:
         self.last: dict[str, Any] = {}
         self.last_error: str | None = None
         self.held_by: dict[str, Any] | None = None   # who learns instead (lock refused)
+        self._problems: tuple[tuple[int, int], float, list[str]] | None = None
         self._owner: "OwnerLock | None" = None
         self._opened_ns: dict[int, int] = {}     # generation → when it read learned state
         self._unlearned: dict[str, int] = {}     # event-log part → events, not learned yet
@@ -352,11 +354,28 @@ class BackgroundLearner:
 
     def problems(self) -> list[str]:
         """Why the server is degraded (``/health``): log parts quarantined as damaged,
-        learners' cursors moved aside as damaged, another process holding the learning."""
+        learners' cursors moved aside as damaged, another process holding the learning.
+
+        The files are looked at again after each learning run (which is what quarantines
+        parts and repairs cursors), after a reload, and otherwise at most every
+        ``PROBLEMS_TTL_S`` (an operator clearing a problem, another worker's learner):
+        ``/health`` is polled, and its answer must not cost a scan of the state folder."""
+        key = (self.runs, self.holder.generation)
+        now = time.monotonic()
+        cached = self._problems
+        if cached is None or cached[0] != key or now - cached[1] >= PROBLEMS_TTL_S:
+            cached = self._problems = (key, now, self._scan_problems())
+        out = list(cached[2])
+        if self.enabled and self.held_by is not None:
+            from ltrr.feedback.learning_lock import describe
+
+            out.append(f"not learning: {describe(self.held_by)} holds the learned state")
+        return out
+
+    def _scan_problems(self) -> list[str]:
         from ltrr.feedback.cursor import damaged_cursors
         from ltrr.feedback.events import skipped_invalid
         from ltrr.feedback.ingest import decision_log, event_log
-        from ltrr.feedback.learning_lock import describe
 
         out = []
         with self.holder.lease() as served:
@@ -376,8 +395,6 @@ class BackgroundLearner:
                 out += [f"learner '{node}': its damaged cursor was moved to {path} and rebuilt "
                         "(see the log); delete that file to clear this"
                         for path in damaged_cursors(learned)]
-        if self.enabled and self.held_by is not None:
-            out.append(f"not learning: {describe(self.held_by)} holds the learned state")
         return out
 
     def logged(self, part: str, events: int) -> None:
