@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from pydantic import Field
 from ltrr.components import Arm, Encoder, Indexed, Kind, Learner, Params
 from ltrr.errors import StateError
 from ltrr.hookspecs import hookimpl
-from ltrr.state import atomic_write_json, fsync_dir
+from ltrr.state import atomic_write, atomic_write_json
 from ltrr.timestamps import valid_expr
 from ltrr.types import ArmRequest, Candidate
 
@@ -185,7 +184,8 @@ class DenseArm(Arm, Indexed, Learner):
         if vectors.shape[0] != n:
             raise StateError(f"encoder returned {vectors.shape[0]} vectors for {n} texts",
                              node=self.ctx.node_id, field="with.encoder")
-        _atomic_save(path, np.ascontiguousarray(vectors, dtype=np.float32))
+        array = np.ascontiguousarray(vectors, dtype=np.float32)
+        atomic_write(path, lambda f: np.save(f, array))
         _prune(self.cache_dir, keep=CACHE_KEEP)
         return vectors, path, False, seconds
 
@@ -421,24 +421,6 @@ class DenseArm(Arm, Indexed, Learner):
 
 
 # --- files ------------------------------------------------------------------------------
-
-def _atomic_save(path: Path, array: "np.ndarray") -> None:
-    """np.save to a temp file in the same folder, fsync, rename: readers never see half."""
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def _prune(folder: Path, keep: int) -> None:
     files = sorted(folder.glob("embeddings-*.npy"), key=lambda p: p.stat().st_mtime,
