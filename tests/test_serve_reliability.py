@@ -212,10 +212,11 @@ def test_reload_under_load_never_fails_a_request(serve_spec, start_server):
         serve_spec.write_text(original)
         os.kill(server.pid, signal.SIGHUP)
         deadline = time.monotonic() + 120
-        while http.get(url + "/health").json()["generation"] != generations[-1] + 1:
+        # the new generation serves a moment before its reload is recorded: wait for both
+        while not ((health := http.get(url + "/health").json())["generation"]
+                   == generations[-1] + 1 and health["last_reload"]["ok"] is True):
             assert time.monotonic() < deadline, server.stderr
             time.sleep(0.1)
-        health = http.get(url + "/health").json()
         metrics = http.get(url + "/metrics").text
     n_before = done["n"]
     deadline = time.monotonic() + 60
