@@ -252,6 +252,7 @@ class BackgroundLearner:
         self.last_error: str | None = None
         self.held_by: dict[str, Any] | None = None   # who learns instead (lock refused)
         self._problems: tuple[tuple[int, int], float, list[str]] | None = None
+        self._learning = False
         self._owner: "OwnerLock | None" = None
         self._opened_ns: dict[int, int] = {}     # generation → when it read learned state
         self._unlearned: dict[str, int] = {}     # event-log part → events, not learned yet
@@ -356,14 +357,16 @@ class BackgroundLearner:
         """Why the server is degraded (``/health``): log parts quarantined as damaged,
         learners' cursors moved aside as damaged, another process holding the learning.
 
-        The files are looked at again after each learning run (which is what quarantines
-        parts and repairs cursors), after a reload, and otherwise at most every
-        ``PROBLEMS_TTL_S`` (an operator clearing a problem, another worker's learner):
-        ``/health`` is polled, and its answer must not cost a scan of the state folder."""
+        The files are looked at on every call while a learning run is going on (which is
+        what quarantines parts and repairs cursors), once after it and after a reload, and
+        otherwise at most every ``PROBLEMS_TTL_S`` (an operator clearing a problem, another
+        worker's learner): ``/health`` is polled, and its answer must not cost a scan of
+        the state folder."""
         key = (self.runs, self.holder.generation)
         now = time.monotonic()
         cached = self._problems
-        if cached is None or cached[0] != key or now - cached[1] >= PROBLEMS_TTL_S:
+        if self._learning or cached is None or cached[0] != key \
+                or now - cached[1] >= PROBLEMS_TTL_S:
             cached = self._problems = (key, now, self._scan_problems())
         out = list(cached[2])
         if self.enabled and self.held_by is not None:
@@ -490,6 +493,13 @@ class BackgroundLearner:
 
     def run_once(self) -> float:
         """One catch-up of every learner; returns its duration in seconds."""
+        self._learning = True      # what it quarantines or repairs shows in /health at once
+        try:
+            return self._catch_up()
+        finally:
+            self._learning = False
+
+    def _catch_up(self) -> float:
         from ltrr.feedback.ingest import catch_up
 
         from ltrr.parquet_log import part_time_ns
