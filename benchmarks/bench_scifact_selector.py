@@ -228,7 +228,7 @@ def main() -> int:
     results: dict[str, dict] = {}
     try:
         for label, use, extra, feats in configs:
-            per_seed = []
+            per_seed, diffs_by_seed = [], []
             for seed in range(args.seeds):
                 cls = classes[use]
                 params = {"step": 100, "features": ["query"], "seed": seed, **extra}
@@ -280,10 +280,9 @@ def main() -> int:
                 value = composed(choice)
                 share = {n: round(sum(1 for v in choice.values() if v == n) / len(choice), 3)
                          for n in names}
-                diffs = [ndcg["test"][choice[q]].get(q, 0.0) - ndcg["test"]["rrf"].get(q, 0.0)
-                         for q in test_ids]
+                diffs_by_seed.append([ndcg["test"][choice[q]].get(q, 0.0)
+                                      - ndcg["test"]["rrf"].get(q, 0.0) for q in test_ids])
                 per_seed.append({"seed": seed, "ndcg10": round(value, 4), "share": share,
-                                 "diff_vs_rrf_per_query": diffs,
                                  "train_mean_reward": round(sum(rewards) / len(rewards), 4),
                                  "train_last_epoch_reward": round(
                                      sum(rewards[-len(train_ids):]) / len(train_ids), 4),
@@ -292,10 +291,7 @@ def main() -> int:
                 c.log(f"{label} seed {seed}: test nDCG@10 {value:.4f} share {share}")
             vals = [r["ndcg10"] for r in per_seed]
             # paired over test queries: each query's difference to RRF, mean over seeds
-            per_q = [sum(r["diff_vs_rrf_per_query"][i] for r in per_seed) / len(per_seed)
-                     for i in range(len(test_ids))]
-            for r in per_seed:
-                del r["diff_vs_rrf_per_query"]
+            per_q = [sum(d) / len(d) for d in zip(*diffs_by_seed)]
             mean_d = sum(per_q) / len(per_q)
             se_d = (sum((d - mean_d) ** 2 for d in per_q) / (len(per_q) - 1)
                     / len(per_q)) ** 0.5

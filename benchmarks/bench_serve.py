@@ -57,6 +57,7 @@ the served ones, rates summed, per variant.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import re
@@ -391,7 +392,7 @@ def run_floor(spec: Path, batch: int, args, traffic: Path, start: int,
         if proc.returncode != 0:
             raise RuntimeError(f"pipeline floor failed: {stderr[-2000:]}")
         outs.append(json.loads(stdout))
-    out = json.loads(json.dumps(outs[0]))
+    out = copy.deepcopy(outs[0])
     out["processes"] = processes
     out["per_process"] = outs
     for key in ("batch", "single", "batch_logged"):
@@ -400,12 +401,9 @@ def run_floor(spec: Path, batch: int, args, traffic: Path, start: int,
         repeated = sum((o[key]["repeat_share"] or 0) * o[key]["queries"] for o in outs)
         out[key]["repeat_share"] = (round(repeated / out[key]["queries"], 4)
                                     if out[key]["queries"] else None)
-        for node, r in out[key]["cache"].items():
-            hits = sum(o[key]["cache"][node]["hits"] for o in outs)
-            misses = sum(o[key]["cache"][node]["misses"] for o in outs)
-            out[key]["cache"][node] = {"hits": hits, "misses": misses,
-                                       "hit_rate": round(hits / (hits + misses), 4)
-                                       if hits + misses else None}
+        counts = {node: {kind: sum(o[key]["cache"][node][kind] for o in outs)
+                         for kind in ("hits", "misses")} for node in out[key]["cache"]}
+        out[key]["cache"] = hit_rates({}, counts)
     out["repeats_by_wrap"] = sum(o["repeats_by_wrap"] for o in outs)
     c.log(f"pipeline alone ({spec.name}, {processes} process(es) at once): "
           f"{out['batch']['queries_per_s']:.0f} q/s in batches of {batch} "
@@ -577,7 +575,8 @@ def run_scenario(port: int, server_pid: int, mode: str, args, traffic: Path,
     server_cpu = _proc_cpu_s(server_pid) - cpu0
     after = scrape(port, args.workers)
     out = json.loads(done.stdout)
-    lat = out["search"] if mode != "health" else out["search"]
+    dropped0 = dropped_counts(before)
+    lat = out["search"]
     batches = after.get("ltrr_batch_size_count", 0) - before.get("ltrr_batch_size_count", 0)
     queries = after.get("ltrr_batch_size_sum", 0) - before.get("ltrr_batch_size_sum", 0)
     res = {
@@ -593,9 +592,8 @@ def run_scenario(port: int, server_pid: int, mode: str, args, traffic: Path,
         "batches": batches, "mean_batch_size": queries / batches if batches else None,
         "degraded": int(after.get("ltrr_searches_degraded_total", 0)
                         - before.get("ltrr_searches_degraded_total", 0)),
-        "arms_dropped": {k: int(v - dropped_counts(before).get(k, 0))
-                         for k, v in dropped_counts(after).items()
-                         if v > dropped_counts(before).get(k, 0)},
+        "arms_dropped": {k: int(v - dropped0.get(k, 0))
+                         for k, v in dropped_counts(after).items() if v > dropped0.get(k, 0)},
     }
     end, measured = out["end"], out["measure_start"]
     if end > start:
@@ -741,8 +739,8 @@ def main() -> int:
             proc.kill()
             proc.wait()
         shutil.rmtree(folder, ignore_errors=True)
-        for copy in copies:
-            copy.unlink(missing_ok=True)
+        for spec_copy in copies:
+            spec_copy.unlink(missing_ok=True)
 
     base = results.get("health")
     metrics = []

@@ -149,16 +149,17 @@ def rows(results: dict[str, dict]) -> list[dict[str, str]]:
                         "note": bench["error"]})
             continue
         for m in bench.get("metrics", []):
-            base = "—"
+            base_value = base = "—"
             if m.get("baseline") is not None:
                 unit = "" if m["name"].startswith("SciFact") else m["unit"]
-                base = fmt(m["baseline"], unit)
+                base_value = base = fmt(m["baseline"], unit)
                 if m.get("baseline_name"):
                     base += f" ({m['baseline_name']})"
             out.append({
                 "bench": name, "metric": m["name"], "value": fmt(m["value"], m["unit"]),
                 "target": m.get("target") or "—", "result": verdict(m, bench),
-                "baseline": base,
+                "baseline": base, "baseline_value": base_value,
+                "baseline_name": m.get("baseline_name"),
                 "ratio": "—" if m.get("ratio") is None else fmt_ratio(m["ratio"]),
                 "note": (bench.get("reason") if bench.get("skipped") else m.get("note")) or "",
             })
@@ -185,10 +186,12 @@ def print_table(table_rows: list[dict[str, str]], header: str) -> None:
     Console(width=max(160, Console().width)).print(table)
 
 
-def markdown(table_rows: list[dict[str, str]], header_lines: list[str]) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
+def cell(text: str) -> str:
+    """Text as one Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
 
+
+def markdown(table_rows: list[dict[str, str]], header_lines: list[str]) -> str:
     lines = [*header_lines, "",
              "| " + " | ".join(t for _, t in COLUMNS) + " |",
              "|" + "|".join("---:" if k in ("value", "ratio") else "---" for k, _ in COLUMNS) + "|"]
@@ -221,19 +224,15 @@ def bench_block(bench: dict, match: str | None, link: str, doc: dict) -> str:
             f"{(bench.get('env') or {}).get('loadavg_1m')} after this benchmark.\n\n")
     lines = ["| metric | value | target | result | baseline (same run) | note |",
              "|---|---:|---|---|---|---|"]
-    for m in bench.get("metrics", []):
-        if match and not re.search(match, m["name"]):
+    linked = lambda text: text if text == "—" else f"[{text}]({link})"  # noqa: E731
+    for r in rows({"": bench}):
+        if match and not re.search(match, r["metric"]):
             continue
-        value = "—" if m["value"] is None else f"[{fmt(m['value'], m['unit'])}]({link})"
-        base = "—"
-        if m.get("baseline") is not None:
-            base = f"[{fmt(m['baseline'], m['unit'])}]({link})"
-            if m.get("baseline_name"):
-                base += f" ({m['baseline_name']})"
-        cells = [m["name"], value, m.get("target") or "—", verdict(m, bench), base,
-                 m.get("note") or ""]
-        lines.append("| " + " | ".join(str(x).replace("|", "\\|").replace("\n", " ")
-                                         for x in cells) + " |")
+        base = linked(r["baseline_value"])
+        if r["baseline_name"] and base != "—":
+            base += f" ({r['baseline_name']})"
+        cells = [r["metric"], linked(r["value"]), r["target"], r["result"], base, r["note"]]
+        lines.append("| " + " | ".join(cell(x) for x in cells) + " |")
     return head + "\n".join(lines) + "\n"
 
 
