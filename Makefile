@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml $(LOCK) Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)" -c $(LOCK) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install --quiet -e ".[dev]" -c $(LOCK)
+	$(PY) -m pip install --quiet -e ".[all,dev]" -c $(LOCK)
 	@touch $(STAMP)
 
 # Resolve the newest versions pyproject.toml allows in a fresh venv, run the tests there
@@ -37,7 +37,7 @@ lock:
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LOCK_VENV)/bin/python -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(LOCK_VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e ".[all,dev]"
 	$(LOCK_VENV)/bin/python -m pytest $(LOCK_TESTS)
 	{ echo "# Versions the tests passed with; make install uses them. Regenerate: make lock"; \
 	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable \

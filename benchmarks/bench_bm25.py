@@ -13,7 +13,7 @@
   time; ``LuceneSearcher.search_batch`` of the 1000 texts on 2 threads against the same
   on 1 thread. Two threads can only gain where their work overlaps: Lucene's search
   itself runs unlocked, building the query and reading the hits hold the module's
-  pyjnius lock (``plugins/arms/lucene.py``), so the speed-up is bounded by the share of
+  pyjnius lock (``src/ltrr_plugins/arms/lucene.py``), so the speed-up is bounded by the share of
   time spent inside Lucene.
 * a bare pyjnius call (``System.nanoTime()``) gives the Python→Java bridge floor.
 

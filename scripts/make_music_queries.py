@@ -2,7 +2,7 @@
 
 For each query type (exact, misspelled, partial, tag, like, vague), draws users uniformly
 from plays.parquet, a target artist in proportion to the user's play counts, and asks the
-query model (plugins/simulators/query_model.py) for a query of that type; targets that
+query model (src/ltrr_plugins/simulators/query_model.py) for a query of that type; targets that
 cannot carry the type are redrawn, and a target appears at most once per type.
 
 Relevance: the target artist only (grade 1), for every type — the measure is whether an

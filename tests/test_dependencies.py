@@ -28,7 +28,8 @@ UNCAPPED = {"pyarrow", "packaging", "setuptools"}
 def requirements() -> list[Requirement]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     extras = project.get("optional-dependencies", {})
-    return [Requirement(r) for r in project["dependencies"] + sum(extras.values(), [])]
+    every = [Requirement(r) for r in project["dependencies"] + sum(extras.values(), [])]
+    return [r for r in every if r.name != project["name"]]    # `all` names ltrr's extras
 
 
 def lock() -> dict[str, Version]:

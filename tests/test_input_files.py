@@ -85,7 +85,7 @@ def test_simulator_data_files_must_be_regular_files(tmp_path, kind):
     else:
         target.symlink_to("/dev/zero")
     code = ("import sys\nfrom ltrr.errors import RunError\n"
-            "from plugins.simulators.query_model import QueryModel\n"
+            "from ltrr_plugins.simulators.query_model import QueryModel\n"
             "try:\n    QueryModel.from_dir(sys.argv[1])\n"
             "except RunError as exc:\n    print(exc)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO,
@@ -96,7 +96,7 @@ def test_simulator_data_files_must_be_regular_files(tmp_path, kind):
 
 
 def test_missing_simulator_data_keeps_its_message(tmp_path):
-    from plugins.simulators.query_model import QueryModel
+    from ltrr_plugins.simulators.query_model import QueryModel
 
     with pytest.raises(RunError, match="artists.parquet not found") as err:
         QueryModel.from_dir(tmp_path)

@@ -1,6 +1,6 @@
 """Several Lucene arms searched at once give exactly their sequential results (issue 10.1).
 
-The pipeline fans a query out to its arms on a thread pool (ltrr/runtime/pipeline.py), so
+The pipeline fans a query out to its arms on a thread pool (src/ltrr/runtime/pipeline.py), so
 two ``bm25`` arms search their own ``LuceneSearcher`` at the same time. pyjnius binds an
 instance method by storing the object on the method descriptor that every proxy of that
 Java class shares (``JavaMethod.__get__`` sets ``self.j_self``), so one thread's call

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ltrr import extras
 from ltrr.compiler import Plan
+from ltrr.errors import RunError
 
 _STAGE = {"source": 0, "encoder": 1, "slotter": 1, "policy": 2, "arm": 3, "merger": 5,
           "ranker": 6, "sink": 7}
@@ -29,6 +31,7 @@ def mermaid(plan: Plan) -> str:
 
 def draw_png(plan: Plan, path: Path) -> None:
     """Draw the plan left to right, one column per stage, into ``path``."""
+    extras.require(extras.PLOTS, "drawing a PNG", RunError)
     import matplotlib
 
     matplotlib.use("Agg")

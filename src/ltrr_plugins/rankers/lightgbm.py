@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from ltrr import extras
 from ltrr.hookspecs import hookimpl
 from ltrr_plugins.rankers.learned import LearnedRanker, LearnedRankerParams
 
@@ -30,6 +31,7 @@ class LightGBMRanker(LearnedRanker):
     """LambdaMART ranker (LightGBM) learned from feedback, with position-bias correction."""
 
     name = "lightgbm"
+    requires = extras.RANKERS
     Params = LightGBMParams
 
     def open(self) -> None:

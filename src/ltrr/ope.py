@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ltrr import extras
 from ltrr.errors import RunError, StateError
 
 if TYPE_CHECKING:
@@ -179,6 +180,8 @@ def _fit_predict(model: str, train: np.ndarray, flat: list[dict[str, float]],
                  alpha: float, shrink: float) -> np.ndarray:
     """Fit ``model`` on rows ``train``; predict rewards for (row, action) ``queries``."""
     if model == "ridge":
+        extras.require(extras.OPE, "the doubly-robust estimator's ridge reward model",
+                       RunError)
         from sklearn.feature_extraction import DictVectorizer
         from sklearn.linear_model import Ridge
 

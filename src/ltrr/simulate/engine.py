@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ltrr import extras
 from ltrr.compiler import Plan, compile_spec
 from ltrr.components import Indexed
 from ltrr.errors import LtrrError, RunError
@@ -125,6 +126,7 @@ def make_user_model(plan: Plan, name: str, params: dict[str, Any],
                        + (f"installed: {', '.join(known)}" if known else
                           "no user model is installed (the built-in one is 'lastfm' from "
                           "ltrr_plugins.simulators.lastfm)"))
+    extras.require(reg.cls.requires, f"user model '{name}'", RunError)
     try:
         validated = reg.cls.Params.model_validate(params)
     except ValidationError as exc:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field
 
+from ltrr import extras
 from ltrr.components import Arm, Indexed, Params, PlanView, Problem
 from ltrr.errors import StateError
 from ltrr.hookspecs import hookimpl
@@ -95,6 +96,7 @@ class Bm25Arm(Arm, Indexed):
     """Lucene BM25 over catalog fields with per-field boosts, popularity prior and slot filters."""
 
     name = "bm25"
+    requires = extras.LUCENE
     reads_user = False
     Params = Bm25Params
 

@@ -115,6 +115,10 @@ class Component:
     #: False when results never depend on the query's ``user_id`` or ``context``: a
     #: ``cache:`` on the node then shares its entries across users.
     reads_user: ClassVar[bool] = True
+    #: Modules imported when the component opens → the requirement that installs them
+    #: (``{"faiss": "ltrr[dense]"}``). The compiler refuses a node whose modules are
+    #: missing, naming the install command (``ltrr.extras``).
+    requires: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: BaseModel, ctx: ComponentContext):
         self.params = params

@@ -79,6 +79,8 @@ class UserModel:
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = Params
     event_types: ClassVar[tuple[str, ...]] = ()
+    #: Modules it imports → the requirement that installs them (as for components).
+    requires: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: BaseModel, ctx: UserModelContext):
         self.params = params

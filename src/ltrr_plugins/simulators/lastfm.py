@@ -17,11 +17,12 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
+from ltrr import extras
 from ltrr.components import Params
 from ltrr.errors import RunError
 from ltrr.hookspecs import hookimpl
 from ltrr.simulate import Engagement, Session, UserModel
-from ltrr_plugins.simulators.query_model import DATA_DIR, DEFAULT_MIX, QUERY_TYPES, QueryModel
+from ltrr_plugins.simulators.query_model import DEFAULT_MIX, QUERY_TYPES, QueryModel
 
 
 def _check_mix(mix: dict[str, float]) -> dict[str, float]:
@@ -49,7 +50,8 @@ class MixPhase(Params):
 class LastfmUsersParams(Params):
     data: str | None = Field(None, description=(
         "Folder with artists.parquet, plays.parquet and tag_assignments.parquet, relative "
-        "to the spec; default: the embedded examples/data/lastfm."))
+        "to the spec; default: the folder of the pipeline's catalog file (the Last.fm "
+        "export keeps them together, as examples/data/lastfm/ does)."))
     mix: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_MIX), description=(
         "Query type → weight at the start of the run (types: exact, misspelled, partial, "
         "tag, like, vague). A target that cannot carry a drawn type gets another type "
@@ -91,12 +93,13 @@ class LastfmUsers(UserModel):
     """Last.fm listeners: targets ∝ their plays, typed queries, position-based clicks."""
 
     name = "lastfm"
+    requires = extras.SIMULATE
     Params = LastfmUsersParams
     event_types = ("click", "play", "skip")
 
     def open(self) -> None:
         p = self.params
-        folder = self.ctx.resolve(p.data) if p.data else DATA_DIR
+        folder = self.ctx.resolve(p.data) if p.data else self.ctx.catalog.path.parent
         self.model = QueryModel.from_dir(Path(folder))
         catalog = set(self.ctx.catalog.ids)
         missing = [a for a in self.model.ids if a not in catalog]

@@ -232,13 +232,17 @@ def _schema(args) -> int:
 
 def _plugins(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    from ltrr import extras
     from ltrr.registry import default_registry
 
     table = Table("kind", "name", "package", "version", "summary", box=None)
     for r in default_registry().all():
-        table.add_row(r.kind.value, r.name, r.package, r.version, r.summary)
+        absent = extras.missing(r.cls.requires)
+        summary = r.summary + (f" (needs: {extras.install_hint(absent)})" if absent else "")
+        table.add_row(r.kind.value, r.name, r.package, r.version, escape(summary))
     Console().print(table)
     return 0
 
@@ -358,6 +362,10 @@ def _evaluate_log(plan, args) -> int:
 
 
 def _serve(args) -> int:
+    from ltrr import extras
+    from ltrr.errors import RunError
+
+    extras.require(extras.SERVE, "`ltrr serve`", RunError)
     from ltrr.serve.config import ServeConfig, admin_token
     from ltrr.serve.server import serve
 

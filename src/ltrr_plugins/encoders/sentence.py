@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import Field
 
+from ltrr import extras
 from ltrr.components import Encoder, Params
 from ltrr.errors import StateError
 from ltrr.hookspecs import hookimpl
@@ -98,6 +99,7 @@ class SentenceEncoder(Encoder):
     """Sentence-transformers text encoder (MiniLM bundled), offline; torch or ONNX backend."""
 
     name = "sentence"
+    requires = extras.ENCODERS
     Params = SentenceParams
 
     _model_dir: Path | None = None

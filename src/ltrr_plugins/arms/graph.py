@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Union
 
 from pydantic import Field
 
+from ltrr import extras
 from ltrr.components import Arm, Indexed, Params, PlanView, Problem
 from ltrr.errors import StateError
 from ltrr.files import check_file, first_line, shown_names
@@ -231,6 +232,7 @@ class GraphArm(Arm, Indexed):
     """Related entities by graph expansion from seeds (personalized PageRank or DeepWalk)."""
 
     name = "graph"
+    requires = extras.GRAPH
     reads_user = False
     Params = GraphParams
     seed_types = frozenset({"candidates", "slots"})

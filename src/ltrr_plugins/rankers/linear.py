@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from ltrr import extras
 from ltrr.hookspecs import hookimpl
 from ltrr_plugins.rankers.learned import LearnedRanker, LearnedRankerParams
 
@@ -24,6 +25,7 @@ class LinearRanker(LearnedRanker):
     """Linear ranker (logistic regression, IPW-weighted) learned from feedback."""
 
     name = "linear"
+    requires = extras.LINEAR
     Params = LinearParams
 
     def fit(self, x, y, w, sizes, positions, valid) -> Any:

@@ -49,8 +49,6 @@ QUERY_TYPES = ("exact", "misspelled", "partial", "tag", "like", "vague")
 DEFAULT_MIX = {"exact": 0.30, "misspelled": 0.15, "partial": 0.15, "tag": 0.10,
                "like": 0.15, "vague": 0.15}
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "examples" / "data" / "lastfm"
-
 
 # Words that never make a "distinctive part" of a name on their own, nor start or end one.
 _STOPWORDS = frozenset(
@@ -188,7 +186,7 @@ class QueryModel:
         self._cache: dict[tuple[int, int], object] = {}
 
     @classmethod
-    def from_dir(cls, folder: Path | str = DATA_DIR, **params) -> QueryModel:
+    def from_dir(cls, folder: Path | str, **params) -> QueryModel:
         """Load ``artists.parquet``, ``plays.parquet`` and ``tag_assignments.parquet``."""
         import polars as pl
 

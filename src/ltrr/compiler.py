@@ -17,6 +17,7 @@ from typing import Any
 import networkx as nx
 from pydantic import BaseModel, ValidationError
 
+from ltrr import extras
 from ltrr.components import Kind, Learner, PlanView
 from ltrr.errors import CompileError
 from ltrr.registry import Registration, Registry, default_registry
@@ -95,6 +96,7 @@ def compile_spec(spec: Spec, registry: Registry | None = None) -> Plan:
     policy = _resolve(spec, registry, Kind.POLICY, m.policy, ("policy",), "policy")
     merge = _resolve(spec, registry, Kind.MERGER, m.merge, ("merge",), "merge")
     ranker = _resolve(spec, registry, Kind.RANKER, m.ranker, ("ranker",), "ranker")
+    _check_installed(spec, (*encoders, *slotters, policy, *arms.values(), merge, ranker))
 
     graph = nx.DiGraph()
     graph.add_node("query", kind="source", type=QUERY)
@@ -155,6 +157,22 @@ def _check_requires(spec: Spec) -> None:
             raise spec.error(CompileError, f"this spec needs '{text}' but {req.name} {version} "
                              "is installed", path,
                              hint=f"pip install --upgrade {shlex.quote(text)}")
+
+
+def _check_installed(spec: Spec, nodes: tuple[PlanNode, ...]) -> None:
+    """Every node's component can import what it needs (an optional extra of ltrr or of
+    a plugin package); one error per node that cannot, at its ``use:``."""
+    errors = []
+    for n in nodes:
+        absent = extras.missing(n.registration.cls.requires)
+        if absent:
+            errors.append(spec.error(
+                CompileError, f"{n.kind.value} '{n.registration.name}' "
+                f"{extras.describe(absent)}", n.path + ("use",),
+                hint=extras.install_hint(absent)))
+    if errors:
+        errors[0].also = errors[1:]
+        raise errors[0]
 
 
 def _check_ids(spec: Spec) -> None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Union
 
 from pydantic import Field
 
+from ltrr import extras
 from ltrr.components import Arm, Encoder, Indexed, Kind, Learner, Params
 from ltrr.errors import StateError
 from ltrr.hookspecs import hookimpl
@@ -103,6 +104,7 @@ class DenseArm(Arm, Indexed, Learner):
     """Dense retrieval: faiss nearest neighbours of the query embedding (flat/HNSW/IVF-PQ)."""
 
     name = "dense"
+    requires = extras.DENSE
     Params = DenseParams
     references = {"encoder": Kind.ENCODER}
 

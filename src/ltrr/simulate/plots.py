@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ltrr import extras
+from ltrr.errors import RunError
+
 
 def _pyplot():
+    extras.require(extras.PLOTS, "the simulation's plots", RunError)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -21,6 +21,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ltrr import extras
 from ltrr.components import PlanView, Problem
 from ltrr.hookspecs import hookimpl
 from ltrr_plugins.policies.base import BanditParams, BanditPolicy
@@ -71,6 +72,7 @@ class VWPolicy(BanditPolicy):
     """Contextual bandit over allocations with Vowpal Wabbit (cb_explore_adf)."""
 
     name = "vw"
+    requires = extras.BANDIT
     Params = VWParams
 
     @classmethod
