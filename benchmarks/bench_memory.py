@@ -51,7 +51,7 @@ def synth_interactions(arm, catalog, pairs_target: int, seed: int):
     import polars as pl
 
     from ltrr.feedback.interactions import EVENT_COLUMNS
-    from ltrr_plugins.slotters.dictionary import normalize
+    from ltrr.text import normalize
 
     rng = random.Random(seed)
     texts, seen = [], set()
@@ -106,7 +106,7 @@ def main() -> int:
     from ltrr.components import ComponentContext
     from ltrr.types import ArmRequest, Candidate, Query
     from ltrr_plugins.arms.memory import MemoryArm, MemoryParams
-    from ltrr_plugins.slotters.dictionary import normalize
+    from ltrr.text import normalize
 
     plan = load_plan(c.MUSIC_SPEC)
     node = next((n for n in plan.arms if n.registration.name == "memory"), None)

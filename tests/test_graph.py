@@ -138,6 +138,14 @@ def test_a_tag_slot_seeds_its_attribute_node(arm):
     assert expand(arm, slots=[Slot("tag", "polka", 0, 5, 1.0)]) == []
 
 
+def test_slot_values_and_attribute_nodes_share_the_slotters_normalisation(arm):
+    """Accents and case fold the same way on both sides (the graph had its own key
+    function without accent folding: a slot 'Électronic' missed the node 'electronic')."""
+    slot = Slot("tag", "Électronic", 0, 10, 1.0)
+    assert [arm.node_name(n) for n in arm.seed_weights(
+        ArmRequest(Query("r", "q"), 5, slots=[slot]))] == ["tag:electronic"]
+
+
 def test_seeds_are_excluded_and_candidates_credit_their_own_seed(arm):
     # two upstream nodes, each with its rank-1 seed: equal weights
     out = expand(arm, 8, seeds=seeds("Metallica") + seeds("Daft Punk", arm="understand"))

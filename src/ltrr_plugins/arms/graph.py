@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 import zlib
 from pathlib import Path
@@ -48,6 +47,7 @@ from ltrr.errors import StateError
 from ltrr.files import check_file, first_line, shown_names
 from ltrr.hookspecs import hookimpl
 from ltrr.types import ArmRequest, Candidate
+from ltrr.text import normalize
 
 if TYPE_CHECKING:
     import numpy as np
@@ -140,14 +140,6 @@ class GraphParams(Params):
 
 def _namespace(rel: BipartiteRelation) -> str:
     return rel.namespace or rel.attribute
-
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def attribute_key(value: str) -> str:
-    """Casefolded words joined by spaces: "Hip-Hop", "hip hop" and "HIP  HOP" share a key."""
-    return " ".join(_WORD.findall(str(value).casefold()))
 
 
 def _file_digest(path: Path) -> str:
@@ -534,7 +526,7 @@ class GraphArm(Arm, Indexed):
         self._attr: dict[tuple[str, str], list[int]] = {}   # (namespace, key) → nodes
         for j, name in enumerate(self._attributes):
             ns, _, value = name.partition(":")
-            self._attr.setdefault((ns, attribute_key(value)), []).append(self._n + j)
+            self._attr.setdefault((ns, normalize(value)), []).append(self._n + j)
         self._ids = self.ctx.catalog.ids
         # the random walk's transition matrix P = D^-1 A, over A's CSR structure
         deg = np.asarray(adj.sum(axis=1)).ravel()
@@ -558,7 +550,7 @@ class GraphArm(Arm, Indexed):
     def seed_weights(self, request: ArmRequest) -> dict[int, float]:
         """Graph node → seed weight: 1/rank per upstream entity seed (summed over
         upstreams); ``slot_weight × score`` per slot naming attribute nodes, shared by
-        the nodes whose values have the slot value's :func:`attribute_key`."""
+        the nodes whose values have the slot value's :func:`ltrr.text.normalize`."""
         weights: dict[int, float] = {}
         for s in request.seeds:
             node = self.ctx.catalog.row_of(s.entity_id)
@@ -569,7 +561,7 @@ class GraphArm(Arm, Indexed):
             ns = spaces.get(slot.name)
             if ns is None or slot.entity_id is not None:
                 continue
-            nodes = self._attr.get((ns, attribute_key(slot.value)), ())
+            nodes = self._attr.get((ns, normalize(slot.value)), ())
             for node in nodes:
                 weights[node] = weights.get(node, 0.0) + self.params.slot_weight * max(
                     slot.score, 1e-6) / len(nodes)

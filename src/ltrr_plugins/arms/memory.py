@@ -38,7 +38,7 @@ from ltrr.hookspecs import hookimpl
 from ltrr.state import atomic_write_bytes
 from ltrr.timestamps import valid_expr
 from ltrr.types import ArmRequest, Candidate
-from ltrr_plugins.slotters.dictionary import normalize
+from ltrr.text import normalize
 
 if TYPE_CHECKING:
     import polars as pl

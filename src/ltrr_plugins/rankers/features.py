@@ -29,7 +29,7 @@ from pydantic import Field
 
 from ltrr.components import Params, PlanView, Problem
 from ltrr.types import RankRequest
-from ltrr_plugins.slotters.dictionary import normalize
+from ltrr.text import normalize
 
 if TYPE_CHECKING:
     import numpy as np

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from ltrr.errors import RunError
 from ltrr.files import check_file
-from ltrr_plugins.slotters.dictionary import normalize
+from ltrr.text import normalize
 
 if TYPE_CHECKING:
     import numpy as np

@@ -15,8 +15,6 @@ linearly with the number of words. A 1,000-character query of two-letter words c
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 
 from pydantic import Field
@@ -24,17 +22,8 @@ from pydantic import Field
 from ltrr.components import Params, Slotter
 from ltrr.errors import StateError
 from ltrr.hookspecs import hookimpl
+from ltrr.text import WORD, normalize
 from ltrr.types import Query, Slot
-
-_WORD = re.compile(r"\w+(?:['’]\w+)*", re.UNICODE)
-
-
-def normalize(text: str) -> str:
-    """Casefolded words joined by single spaces, accents and punctuation dropped."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    return " ".join(m.group(0).casefold() for m in _WORD.finditer(text))
-
 
 class SlotSource(Params):
     column: str = Field(description="Catalog column holding the values (string or list).")
@@ -137,7 +126,7 @@ class DictionarySlotter(Slotter):
 
     def _slot(self, text: str) -> list[Slot]:
         words = []
-        for m in _WORD.finditer(text):
+        for m in WORD.finditer(text):
             if len(words) == self.params.max_words:
                 break
             if key := normalize(m.group(0)):
