@@ -61,10 +61,31 @@ def test_an_unmarked_hook_function_is_an_error_not_a_silent_registration():
 
 
 def test_disabled_plugins_are_not_loaded(monkeypatch):
-    monkeypatch.setenv("LTRR_DISABLE_PLUGINS", "rrf,union")
+    monkeypatch.setenv("LTRR_DISABLE_PLUGINS", "rrf,weighted")
     reg = build_registry()
-    assert reg.find(Kind.MERGER, "rrf") is None and reg.find(Kind.MERGER, "union") is None
+    assert reg.find(Kind.MERGER, "rrf") is None and reg.find(Kind.MERGER, "weighted") is None
     assert reg.find(Kind.ARM, "bm25") is not None
+
+
+@pytest.mark.parametrize("name", ["static", "union", "score"])
+def test_the_spec_defaults_cannot_be_disabled(monkeypatch, name):
+    """`static`, `union` and `score` are what a spec runs when it names no policy, merger
+    or ranker: disabling one used to leave every such spec failing to compile."""
+    monkeypatch.setenv("LTRR_DISABLE_PLUGINS", f"rrf,{name}")
+    with pytest.raises(PluginError, match=f"default .* '{name}'.*LTRR_DISABLE_PLUGINS") as err:
+        build_registry()
+    assert "remove" in err.value.hint
+
+
+def test_components_and_user_models_share_one_registration_type():
+    from ltrr.registry import USER_MODEL, Registration
+
+    reg = build_registry()
+    lastfm = reg.find(USER_MODEL, "lastfm")
+    assert isinstance(lastfm, Registration) and isinstance(reg.find(Kind.ARM, "bm25"),
+                                                            Registration)
+    assert reg.user_models == {"lastfm": lastfm}
+    assert all(r.kind in list(Kind) for r in reg.all())     # components only
 
 
 def test_ltrr_trace_prints_hook_calls_and_node_timings(tmp_path):
