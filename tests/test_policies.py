@@ -30,7 +30,8 @@ from ltrr.types import Candidate, PolicyContext, Query, Slot
 from ltrr_plugins.policies.base import draw, sample
 from ltrr_plugins.policies.features import ContextFeaturizer, FeatureParams, context_key
 from ltrr_plugins.policies.reward import RewardParams, outcomes
-from ltrr_plugins.policies.space import ActionSpace, SpaceParams, action_key, check_space
+from ltrr_plugins.policies.space import ActionSpace, SpaceParams, check_space
+from ltrr.types import action_key
 
 
 class ToyArm(Arm):
@@ -167,6 +168,16 @@ def test_action_space_respects_arm_max_k():
 def test_action_key_is_canonical_for_both_forms():
     assert action_key({"y": 5, "x": 5}) == action_key([{"arm": "x", "k": 5}, {"arm": "y", "k": 5}])
     assert action_key({"x": 10}) == json.dumps([["x", 10]])
+
+
+def test_an_arm_drawing_nothing_is_not_part_of_the_action():
+    """One key for policies, action spaces and OPE: OPE dropped zero counts, the action
+    space kept them, so a logged {x: 10, y: 0} was outside the space but inside OPE's."""
+    from ltrr.ope import action_key as ope_key
+
+    assert action_key({"x": 10, "y": 0}) == action_key({"x": 10}) == ope_key({"x": 10, "y": 0})
+    space = ActionSpace(["x", "y"], budget=10, step=5)
+    assert space.index_of(action_key([{"arm": "x", "k": 10}, {"arm": "y", "k": 0}])) is not None
 
 
 def test_step_not_dividing_the_budget_is_a_compile_error(make_plan):

@@ -47,6 +47,7 @@ import numpy as np
 
 from ltrr import extras
 from ltrr.errors import RunError, StateError
+from ltrr.types import action_key, allocation_of
 
 if TYPE_CHECKING:
     import polars as pl
@@ -97,17 +98,7 @@ class RewardingPolicy(Protocol):
         ...
 
 
-# --- action keys -----------------------------------------------------------------------------
-
-def action_key(allocation: Mapping[str, int]) -> str:
-    """Canonical key of an allocation: ``json.dumps(sorted(items))``, zero counts dropped."""
-    return json.dumps(sorted((str(a), int(k)) for a, k in allocation.items() if int(k) > 0))
-
-
-def allocation_of(key: str) -> dict[str, int]:
-    """The allocation an :func:`action_key` stands for."""
-    return {a: int(k) for a, k in json.loads(key)}
-
+# --- action keys (ltrr.types.action_key) ------------------------------------------------
 
 def allocation_features(key: str) -> dict[str, float]:
     """Features of an allocation for the reward model: each arm's share and presence."""

@@ -6,6 +6,8 @@ easy to serialise into the decision log.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +69,21 @@ class Action:
     pmf: list[tuple[dict[str, int], float]] = field(default_factory=list)
     index: int = 0
     features: dict | None = None      # the context features the policy decided on
+
+
+def action_key(allocation: Mapping[str, int] | Iterable[Mapping[str, Any]]) -> str:
+    """Canonical key of an allocation: ``json.dumps(sorted(items))``, arms drawing zero
+    candidates left out (they take no part in the action). Also accepts the decision
+    log's ``[{"arm": a, "k": k}, ...]`` form. Policies, their action spaces and OPE all
+    match allocations by this key."""
+    if not isinstance(allocation, Mapping):
+        allocation = {row["arm"]: int(row["k"]) for row in allocation}
+    return json.dumps(sorted((str(a), int(k)) for a, k in allocation.items() if int(k) > 0))
+
+
+def allocation_of(key: str) -> dict[str, int]:
+    """The allocation an :func:`action_key` stands for."""
+    return {a: int(k) for a, k in json.loads(key)}
 
 
 @dataclass(slots=True)

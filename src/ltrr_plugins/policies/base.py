@@ -24,10 +24,10 @@ from pydantic import Field
 from ltrr.components import Learner, PlanView, Policy, Problem
 from ltrr.errors import RunError, StateError
 from ltrr.state import atomic_write_bytes
-from ltrr.types import Action, PolicyContext
+from ltrr.types import Action, PolicyContext, action_key
 from ltrr_plugins.policies.features import ArmYield, ContextFeaturizer, FeatureParams, Namespaces
 from ltrr_plugins.policies.reward import Outcome, RewardParams, outcomes
-from ltrr_plugins.policies.space import ActionSpace, SpaceParams, action_key, check_space
+from ltrr_plugins.policies.space import ActionSpace, SpaceParams, check_space
 
 if TYPE_CHECKING:
     import polars as pl
@@ -151,8 +151,6 @@ class BanditPolicy(Policy, Learner):
         probabilities (0 for an action outside its space), never renormalised over
         ``actions``: OPE asks about :meth:`playable_actions` too, so the mass this policy
         puts on allocations the logger never played is counted, not spread over the rest."""
-        from ltrr.ope import action_key
-
         (pmf,) = self.pmf([features or {}])
         probs = {action_key(a): p for a, p in pmf}
         return [probs.get(action_key(a), 0.0) for a in actions]

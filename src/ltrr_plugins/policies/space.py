@@ -2,28 +2,17 @@
 
 An action is ``dict[arm_id, int]`` summing to the policy budget, each chosen arm
 getting a positive multiple of ``step``. Logged actions are matched to the space by
-their canonical key, :func:`action_key`, so a changed space still recognises old
+their canonical key, :func:`ltrr.types.action_key`, so a changed space still recognises old
 decisions that are in it.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Iterable
 
 from pydantic import Field
 
 from ltrr.components import Params, PlanView, Problem
-
-
-def action_key(allocation: dict[str, int] | Iterable) -> str:
-    """Canonical key of an allocation: ``json.dumps(sorted(alloc.items()))``.
-
-    Also accepts the decision log's ``[{"arm": a, "k": k}, ...]`` form.
-    """
-    if not isinstance(allocation, dict):
-        allocation = {row["arm"]: int(row["k"]) for row in allocation}
-    return json.dumps(sorted((a, int(k)) for a, k in allocation.items()))
+from ltrr.types import action_key
 
 
 class SpaceParams(Params):
