@@ -47,6 +47,7 @@ import numpy as np
 
 from ltrr import extras
 from ltrr.errors import RunError, StateError
+from ltrr.spec import DECISIONS_DIR, EVENTS_DIR
 from ltrr.types import action_key, allocation_of
 
 if TYPE_CHECKING:
@@ -670,7 +671,7 @@ def ope_report(plan: "Plan", log_dir: Path, policy_component: Any, *,
     if not log_dir.is_dir():
         raise StateError(f"log folder {log_dir} does not exist", field="--log",
                          hint="pass the pipeline's state folder (the one holding decisions/)")
-    dec_dir = log_dir / "decisions" if (log_dir / "decisions").is_dir() else log_dir
+    dec_dir = log_dir / DECISIONS_DIR if (log_dir / DECISIONS_DIR).is_dir() else log_dir
     dlog = DecisionLog(dec_dir)
     if not dlog.parts():
         raise StateError(f"no decision log under {log_dir}", field="--log",
@@ -683,7 +684,7 @@ def ope_report(plan: "Plan", log_dir: Path, policy_component: Any, *,
                          field="--log") from exc
     source = "given"
     if rewards is None:
-        events = EventLog(log_dir / "events").read()
+        events = EventLog(log_dir / EVENTS_DIR).read()
         weights = plan.model.feedback.weights
         joined = interactions(events, decisions, weights)
         if isinstance(policy_component, RewardingPolicy):

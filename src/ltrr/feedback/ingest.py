@@ -36,14 +36,12 @@ DECISION_CHUNK = 64      # decision-log parts read at a time by decisions_for
 
 def event_log(plan: Plan) -> EventLog:
     """The pipeline's feedback event log."""
-    return EventLog(plan.spec.state_dir / "events")
+    return EventLog(plan.spec.events_dir)
 
 
 def decision_log(plan: Plan) -> DecisionLog:
     """The pipeline's decision log."""
-    m = plan.model
-    return DecisionLog(plan.spec.resolve(m.log.path) if m.log.path
-                       else plan.spec.state_dir / "decisions")
+    return DecisionLog(plan.spec.decisions_dir)
 
 
 def decisions_for(plan: Plan, request_ids: list[str], log: DecisionLog | None = None

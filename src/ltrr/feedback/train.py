@@ -26,6 +26,7 @@ from ltrr.feedback.interactions import interactions, learn_from
 from ltrr.feedback.learning_lock import describe, learning
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.workspace import Workspace
+from ltrr.spec import DECISIONS_DIR, EVENTS_DIR
 from ltrr.state import atomic_write_json
 
 TRAIN_CURSOR = "train-cursor.json"
@@ -34,7 +35,7 @@ TRAIN_CURSOR = "train-cursor.json"
 def _is_own(plan: Plan, log_dir: Path) -> bool:
     own = event_log(plan).directory.parent.resolve()
     return (log_dir.resolve() == own
-            and decision_log(plan).directory.resolve() == (own / "decisions").resolve())
+            and decision_log(plan).directory.resolve() == (own / DECISIONS_DIR).resolve())
 
 
 def _merge_stats(total: dict[str, Any], stats: dict[str, Any] | None) -> None:
@@ -55,8 +56,8 @@ def _merge_stats(total: dict[str, Any], stats: dict[str, Any] | None) -> None:
 
 def _replay(plan: Plan, learner: Component, log_dir: Path,
             progress: Callable[[int, int], None] | None) -> dict[str, Any] | None:
-    events_log = EventLog(log_dir / "events")
-    dlog = DecisionLog(log_dir / "decisions")
+    events_log = EventLog(log_dir / EVENTS_DIR)
+    dlog = DecisionLog(log_dir / DECISIONS_DIR)
     cursor_path = learner.ctx.learned_dir / TRAIN_CURSOR
     key = str(log_dir.resolve())
     pieces = events_log.pieces()
@@ -119,11 +120,11 @@ def train(plan: Plan, log_dir: Path | None = None, *, nodes: list[str] | None = 
                            field="--node", hint="learners: " + (", ".join(learners) or "none"))
         learners = [n for n in learners if n in nodes]
     own = _is_own(plan, log_dir)
-    if not own and not (log_dir / "events").is_dir():
+    if not own and not (log_dir / EVENTS_DIR).is_dir():
         raise RunError(f"{log_dir} holds no event log (no events/ folder)", field="--log",
                        hint="point --log at a pipeline state folder with decisions/ and "
                             "events/ (e.g. .ltrr/<name>)")
-    if not own and not (log_dir / "decisions").is_dir():
+    if not own and not (log_dir / DECISIONS_DIR).is_dir():
         raise RunError(f"{log_dir} holds no decision log (no decisions/ folder)", field="--log",
                        hint="events can only teach a policy together with the decisions "
                             "they answer")
@@ -136,7 +137,7 @@ def train(plan: Plan, log_dir: Path | None = None, *, nodes: list[str] | None = 
                 hint="the server learns every logged event itself (`ltrr feedback` hands "
                      "events to it); stop the server to replay another --log")
         if quarantine_invalid:
-            report["quarantined"] = move_invalid(EventLog(log_dir / "events"),
+            report["quarantined"] = move_invalid(EventLog(log_dir / EVENTS_DIR),
                                                  plan.model.feedback.max_future_s)
         _train(plan, log_dir, learners, own, workspace, progress, report)
     return report

@@ -67,9 +67,7 @@ class Pipeline:
         self._executor = ThreadPoolExecutor(max_workers=2 * len(plan.arms) + 2,
                                             thread_name_prefix="ltrr-arm")
         enabled = plan.model.log.decisions if log_decisions is None else log_decisions
-        log_dir = (spec.resolve(plan.model.log.path) if plan.model.log.path
-                   else spec.state_dir / "decisions")
-        self.log = DecisionLog(log_dir) if enabled else None
+        self.log = DecisionLog(spec.decisions_dir) if enabled else None
         if check:
             for comp in self.components.values():
                 check_state(comp, spec.path)

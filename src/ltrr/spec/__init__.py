@@ -25,6 +25,11 @@ def resolve_path(base: Path, path: str | Path) -> Path:
 __all__ = ["resolve_path", "Spec", "load_spec", "load_spec_text", "PipelineSpec", "ArmSpec", "SlotterSpec"]
 
 
+#: The two logs of a state folder (a pipeline's own, or one given with ``--log``).
+DECISIONS_DIR = "decisions"
+EVENTS_DIR = "events"
+
+
 @dataclass(frozen=True)
 class Spec:
     """A validated spec with what is needed to report errors and resolve paths."""
@@ -45,6 +50,18 @@ class Spec:
     @property
     def state_dir(self) -> Path:
         return self.resolve(self.model.state_dir or f".ltrr/{self.model.name}")
+
+    @property
+    def decisions_dir(self) -> Path:
+        """Where the pipeline logs its decisions: ``log.path``, else
+        ``<state_dir>/decisions``."""
+        return self.resolve(self.model.log.path) if self.model.log.path \
+            else self.state_dir / DECISIONS_DIR
+
+    @property
+    def events_dir(self) -> Path:
+        """The pipeline's feedback event log, ``<state_dir>/events``."""
+        return self.state_dir / EVENTS_DIR
 
     @cached_property
     def hash(self) -> str:
