@@ -142,3 +142,41 @@ def test_evaluate_tables_and_a_bad_field(spec, tmp_path):
     assert done.returncode == 1
     assert "no judged query has a field 'kind'" in done.stderr and "type" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _reference_metrics(groups, k=10):
+    """MRR and nDCG@k written out by hand (exponential gain, stable order on ties): what
+    the learned rankers' gate computed before it moved to ir-measures."""
+    import numpy as np
+
+    rr, nd = [], []
+    for scores, labels in groups:
+        if not (labels > 0).any():
+            continue
+        lab = labels[np.argsort(-scores, kind="stable")]
+        rr.append(1.0 / (int(np.argmax(lab > 0)) + 1))
+        top = np.clip(lab[:k], 0, None)
+        dcg = ((2.0 ** top - 1) / np.log2(np.arange(2, len(top) + 2))).sum()
+        ideal = np.sort(np.clip(labels, 0, None))[::-1][:k]
+        idcg = ((2.0 ** ideal - 1) / np.log2(np.arange(2, len(ideal) + 2))).sum()
+        nd.append(dcg / idcg)
+    return {"mrr": round(float(np.mean(rr)), 4), "ndcg@10": round(float(np.mean(nd)), 4),
+            "requests": len(rr)}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_graded_metrics_match_the_definitions_with_ties_and_fractional_labels(seed):
+    import numpy as np
+
+    from ltrr.evaluation import graded_metrics
+
+    rng = np.random.default_rng(seed)
+    groups = []
+    for _ in range(300):
+        n = int(rng.integers(1, 40))
+        scores = rng.integers(0, 5, n).astype(float)          # many ties
+        labels = rng.choice([0, 0, 0, 0, 0.5, 1.0, 2.5], n).astype(np.float32)
+        groups.append((scores, labels))
+    assert graded_metrics(groups) == _reference_metrics(groups)
+    assert graded_metrics([(np.array([1.0]), np.array([0.0]))]) == {
+        "mrr": 0.0, "ndcg@10": 0.0, "requests": 0}

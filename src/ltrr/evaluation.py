@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ltrr.errors import Location, RunError
 from ltrr.runtime.queries import read_text
 from ltrr.types import Decision
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_MEASURES = ("nDCG@10", "R@100", "R@1000", "RR@10")
 
@@ -76,6 +79,38 @@ def evaluate_run(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, in
     return {"measures": {str(m): aggregate[m] for m in parsed},
             "queries": len(run), "judged_queries": len(set(run) & set(qrels)),
             "per_query": per_query}
+
+
+def graded_metrics(groups: "list[tuple[np.ndarray, np.ndarray]]", k: int = 10
+                   ) -> dict[str, float]:
+    """MRR (of the first entity with a positive label) and nDCG@k (gain ``2**label - 1``)
+    over ``(scores, labels)`` groups, e.g. a learned ranker's held-out requests; groups
+    without a positive label are left out. Equal scores keep the groups' order.
+
+    Labels may be fractional (event weights): each positive value becomes a relevance
+    level whose gain, scaled by 10**6 to the integers pytrec_eval takes (nDCG does not
+    change when every gain is scaled), is ``2**label - 1``.
+    """
+    import ir_measures
+    import numpy as np
+    from ir_measures import RR, nDCG
+
+    values = sorted({float(v) for _, labels in groups for v in labels if v > 0})
+    level = {v: i + 1 for i, v in enumerate(values)}
+    qrels: dict[str, dict[str, int]] = {}
+    run: dict[str, dict[str, float]] = {}
+    for q, (scores, labels) in enumerate(groups):
+        if not (labels > 0).any():
+            continue
+        order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+        run[str(q)] = {str(i): 1.0 / (r + 1) for r, i in enumerate(order)}   # as ranked
+        qrels[str(q)] = {str(i): level[float(v)] for i, v in enumerate(labels) if v > 0}
+    if not qrels:
+        return {"mrr": 0.0, f"ndcg@{k}": 0.0, "requests": 0}
+    ndcg = nDCG(gains={n: round((2.0 ** v - 1) * 1e6) for v, n in level.items()}) @ k
+    agg = ir_measures.calc_aggregate([RR, ndcg], qrels, run)
+    return {"mrr": round(float(agg[RR]), 4), f"ndcg@{k}": round(float(agg[ndcg]), 4),
+            "requests": len(qrels)}
 
 
 # --- grouped and per-arm evaluation ---------------------------------------------------------

@@ -33,6 +33,7 @@ from pydantic import Field
 
 from ltrr.components import Learner, PlanView, Problem, Ranker
 from ltrr.errors import StateError
+from ltrr.evaluation import graded_metrics
 from ltrr.parquet_log import ParquetLog
 from ltrr.state import atomic_write_bytes, atomic_write_json
 from ltrr.types import Candidate, Merged, Query, RankRequest, Ranked, Slot
@@ -84,25 +85,6 @@ class LearnedRankerParams(RankerFeatureParams):
         "Deploy a retrained model only if it beats the fused order on the held-out "
         "requests (MRR); otherwise keep serving what was served before."))
     seed: int = Field(0, description="Seed of the model's randomness.")
-
-
-def _metrics(groups: list[tuple[np.ndarray, np.ndarray]], k: int = 10) -> dict[str, float]:
-    """MRR (of the first engaged entity) and nDCG@k over ``(scores, labels)`` groups."""
-    import numpy as np
-
-    rr, nd = [], []
-    for scores, labels in groups:
-        if not (labels > 0).any():
-            continue
-        order = np.argsort(-scores, kind="stable")
-        lab = labels[order]
-        rr.append(1.0 / (int(np.argmax(lab > 0)) + 1))
-        gains = (2.0 ** lab[:k] - 1) / np.log2(np.arange(2, min(k, len(lab)) + 2))
-        ideal = np.sort(labels)[::-1][:k]
-        idcg = ((2.0 ** ideal - 1) / np.log2(np.arange(2, len(ideal) + 2))).sum()
-        nd.append(gains.sum() / idcg if idcg > 0 else 0.0)
-    return {"mrr": round(float(np.mean(rr)), 4) if rr else 0.0,
-            "ndcg@10": round(float(np.mean(nd)), 4) if nd else 0.0, "requests": len(rr)}
 
 
 class LearnedRanker(Ranker, Learner):
@@ -352,8 +334,8 @@ class LearnedRanker(Ranker, Learner):
                 groups_fused.append((-fv[start:start + n].astype(float), yv[start:start + n]))
                 start += n
             held = report["holdout"] = {"requests": len(requests) - cut,
-                                        "model": _metrics(groups_model),
-                                        "fused": _metrics(groups_fused)}
+                                        "model": graded_metrics(groups_model),
+                                        "fused": graded_metrics(groups_fused)}
             if self.params.gate and held["model"]["mrr"] <= held["fused"]["mrr"]:
                 report["deployed"] = False
                 self.state.update({"judged_since_training": 0,
