@@ -156,7 +156,7 @@ def log(*parts: Any) -> None:
 
 def ensure_music_index(plan) -> dict[str, Any]:
     """Build the music pipeline's indexes if missing or stale (idempotent, cheap if current)."""
-    from ltrr.runtime.commands import index_plan
+    from ltrr.runtime.batch import index_plan
 
     t = time.perf_counter()
     report = index_plan(plan)

@@ -30,7 +30,7 @@ def main() -> None:
 
     from ltrr.compiler import compile_spec
     from ltrr.evaluation import arm_runs, evaluate_breakdown, read_qrels, read_query_fields
-    from ltrr.runtime.commands import answer
+    from ltrr.runtime.batch import answer
     from ltrr.runtime.pipeline import Pipeline
     from ltrr.runtime.queries import read_queries
     from ltrr.spec import load_spec_text

@@ -129,7 +129,7 @@ def main() -> int:
     import numpy as np
 
     from ltrr.compiler import load_plan
-    from ltrr.runtime.commands import index_plan
+    from ltrr.runtime.batch import index_plan
     from ltrr.runtime.pipeline import Pipeline, new_request_id
     from ltrr.types import ArmRequest, Query
 

@@ -120,7 +120,7 @@ def main() -> int:
     from ltrr.components import ComponentContext
     from ltrr.evaluation import evaluate_run, read_qrels, run_of
     from ltrr.feedback.interactions import interaction_frame
-    from ltrr.runtime.commands import index_plan
+    from ltrr.runtime.batch import index_plan
     from ltrr.runtime.pipeline import Pipeline
     from ltrr.runtime.queries import read_queries
     from ltrr.types import PolicyContext

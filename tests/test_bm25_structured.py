@@ -13,7 +13,7 @@ import yaml
 
 from ltrr.compiler import compile_spec
 from ltrr.errors import CompileError, StateError
-from ltrr.runtime.commands import index_plan
+from ltrr.runtime.batch import index_plan
 from ltrr.runtime.indexing import fingerprint
 from ltrr.runtime.pipeline import Pipeline
 from ltrr.spec import load_spec_text

@@ -21,7 +21,7 @@ from ltrr.errors import CompileError, StateError
 from ltrr.feedback.events import read_events
 from ltrr.feedback.ingest import ingest
 from ltrr.registry import default_registry
-from ltrr.runtime.commands import index_plan
+from ltrr.runtime.batch import index_plan
 from ltrr.runtime.pipeline import Pipeline
 from ltrr.spec import load_spec_text
 from ltrr.types import Query

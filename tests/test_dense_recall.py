@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from ltrr.compiler import load_plan
-from ltrr.runtime.commands import index_plan
+from ltrr.runtime.batch import index_plan
 from ltrr.runtime.pipeline import Pipeline
 from ltrr.types import ArmRequest, Query
 

@@ -367,7 +367,7 @@ def test_a_session_leaves_few_parts_and_a_small_cursor(serve_spec):
 def test_memory_keys_are_capped_and_long_queries_still_match(tmp_path):
     from test_memory import events, open_arm, write_spec
 
-    from ltrr.runtime.commands import index_plan
+    from ltrr.runtime.batch import index_plan
     from ltrr.compiler import load_plan
     from ltrr_plugins.arms.memory import MAX_KEY_CHARS
 

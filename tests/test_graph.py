@@ -13,7 +13,7 @@ from ltrr.catalog import Catalog
 from ltrr.compiler import compile_spec
 from ltrr.components import ComponentContext, PlanView
 from ltrr.errors import CompileError, StateError
-from ltrr.runtime.commands import index_plan
+from ltrr.runtime.batch import index_plan
 from ltrr.runtime.pipeline import Pipeline
 from ltrr.spec import load_spec_text
 from ltrr.types import ArmRequest, Candidate, Query, Slot

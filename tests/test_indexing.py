@@ -12,7 +12,7 @@ from ltrr.components import Arm, Indexed, Params
 from ltrr.errors import StateError
 from ltrr.hookspecs import hookimpl
 from ltrr.registry import build_registry
-from ltrr.runtime.commands import index_plan
+from ltrr.runtime.batch import index_plan
 from ltrr.runtime.pipeline import Pipeline
 from ltrr.spec import load_spec_text
 from ltrr.types import Candidate, Query

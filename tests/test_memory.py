@@ -15,7 +15,7 @@ import pytest
 from ltrr.compiler import load_plan
 from ltrr.errors import StateError
 from ltrr.feedback.interactions import EVENT_COLUMNS
-from ltrr.runtime.commands import index_plan
+from ltrr.runtime.batch import index_plan
 from ltrr.runtime.pipeline import Pipeline
 from ltrr.runtime.workspace import Workspace
 from ltrr.types import ArmRequest, Query

@@ -16,8 +16,8 @@ from ltrr.components import Arm
 from ltrr.errors import RunError, StateError
 from ltrr.feedback.events import EVENT_SCHEMA, EventLog
 from ltrr.hookspecs import hookimpl
-from ltrr.ope import (allocation_features, estimate_value, evaluate_log,
-                      ope_report, print_ope_table)
+from ltrr.cli.output import print_ope_table
+from ltrr.ope import allocation_features, estimate_value, evaluate_log, ope_report
 from ltrr.registry import build_registry
 from ltrr.types import action_key
 from ltrr.runtime.decision_log import DecisionLog

@@ -277,7 +277,7 @@ def test_corrupt_model_is_a_state_error(make_plan):
 
 
 def test_train_bootstraps_a_ranker_from_a_score_rankers_log(make_plan, capsys):
-    from ltrr.cli import _print_training
+    from ltrr.cli.output import print_training as _print_training
     from ltrr.feedback.train import train
 
     served = make_plan("score", folder="s")

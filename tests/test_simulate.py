@@ -16,7 +16,7 @@ import ltrr_plugins.simulators.lastfm as lastfm_plugin
 from ltrr.cli import main
 from ltrr.compiler import load_plan
 from ltrr.errors import RunError
-from ltrr.runtime.commands import index_plan
+from ltrr.runtime.batch import index_plan
 from ltrr.simulate import Session
 from ltrr.simulate.engine import PolicyChoice, SimConfig, make_user_model, simulate
 from ltrr.simulate.regret import allocation_grid, rewards

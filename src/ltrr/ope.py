@@ -31,7 +31,7 @@ support is covered), the number of clipped weights, and the unsupported mass.
 
 :func:`estimate_value` works on plain arrays; :func:`evaluate_log` on ltrr's decision log
 and a rewards frame; :func:`ope_report` reads a state folder (decisions + events);
-:func:`print_ope_table` shows a report.
+:func:`ltrr.cli.output.print_ope_table` shows a report.
 """
 
 from __future__ import annotations
@@ -694,46 +694,3 @@ def ope_report(plan: "Plan", log_dir: Path, policy_component: Any, *,
     report = evaluate_log(plan, policy_component, decisions, rewards, **options)
     report.update({"log": str(log_dir), "rewards_from": source})
     return report
-
-
-def print_ope_table(report: Mapping[str, Any], console: Any = None) -> None:
-    """Show an OPE report as a table (rich): one row per estimator, then diagnostics."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    ci = report.get("ci", {})
-    level = int(round(100 * ci.get("level", 0.95)))
-    how = (f"bootstrap, {ci.get('resamples')} resamples, seed {ci.get('seed')}"
-           if ci.get("method") == "bootstrap" else "normal approximation")
-    title = "off-policy value"
-    if report.get("policy"):
-        title += f" of '{report['policy']}'"
-    table = Table("estimator", "value", f"{level}% CI", "CI width", "s.e.", title=title,
-                  caption=f"CI: {how}")
-    for name, e in report["estimates"].items():
-        flag = "" if e.get("reliable", True) else " (unreliable)"
-        table.add_row(name.upper() + flag, f"{e['value']:.4f}",
-                      f"[{e['low']:.4f}, {e['high']:.4f}]", f"{e['high'] - e['low']:.4f}",
-                      f"{e['se']:.4f}", style="yellow" if flag else None)
-    table.add_row("logged", f"{report['logged_value']:.4f}", "", "", "",
-                  style="dim")
-    console.print(table)
-    d = report["diagnostics"]
-    lines = [f"decisions {report['n']}" + (f" (skipped {report['skipped']} with probability 0)"
-                                          if report.get("skipped") else ""),
-             f"effective sample size {d['ess']:.1f}", f"max weight {d['max_weight']:.3g}",
-             f"mean weight {d['mean_weight']:.3f}"]
-    if d.get("clip") is not None:
-        lines.append(f"clipped {d['clipped']} at {d['clip']}")
-    if d.get("unsupported_mass"):
-        lines.append(f"unsupported mass {d['unsupported_mass']:.3f}")
-    if report.get("without_reward"):
-        lines.append(f"{report['without_reward']} decisions without a reward "
-                     f"(counted as {report.get('missing_reward')})")
-    if "reward_model" in d:
-        lines.append(f"DR model {d['reward_model']} ({d['folds']} folds), "
-                     f"direct method {d['direct_method']:.4f}")
-    console.print(" · ".join(lines))
-    for warning in report.get("warnings", []):
-        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)

@@ -38,7 +38,7 @@ def draw_png(plan: Plan, path: Path) -> None:
     import matplotlib.pyplot as plt
     import networkx as nx
 
-    g = plan.graph
+    g = plan.graph.copy()          # the layout's attributes stay off the plan
     layer = {}
     for node in g.nodes:
         kind = g.nodes[node]["kind"]

@@ -1,6 +1,8 @@
 """The ``ltrr`` command line. Every user error prints one ``error:`` line and exits 1.
 
-Heavy modules are imported inside the commands so ``ltrr validate`` stays fast.
+Each command calls the runtime, evaluation, OPE or simulation for data and shows it
+through :mod:`ltrr.cli.output`, the one place that prints. Heavy modules are imported
+inside the commands so ``ltrr validate`` stays fast.
 """
 
 from __future__ import annotations
@@ -260,19 +262,56 @@ def _graph(args) -> int:
 
 
 def _index(args) -> int:
+    from ltrr.cli import output
     from ltrr.compiler import load_plan
-    from ltrr.runtime.commands import index_plan
+    from ltrr.runtime.batch import index_plan
 
-    index_plan(load_plan(args.spec), force=args.force)
+    plan = load_plan(args.spec)
+    with output.index_progress() as progress:
+        report = index_plan(plan, force=args.force, progress=progress)
+    output.print_index_report(report)
     return 0
 
 
 def _run(args) -> int:
+    import json
+
+    from rich.console import Console
+
+    from ltrr.cli import output
     from ltrr.compiler import load_plan
-    from ltrr.runtime.commands import run_queries
+    from ltrr.runtime.batch import decision_json, losses, run_queries, trec_lines
+    from ltrr.runtime.pipeline import new_request_id
+    from ltrr.runtime.queries import read_queries
+    from ltrr.types import Query
 
     plan = load_plan(args.spec)
-    run_queries(plan, args)
+    if args.queries:
+        queries = read_queries(args.queries)
+    else:
+        queries = [Query(new_request_id(), q, args.user) for q in args.query]
+    with output.query_progress(args.batch_size) as progress:
+        decisions, titles = run_queries(
+            plan, queries, log=False if args.no_log else None, deadlines=args.deadlines,
+            batch_size=args.batch_size, source=args.queries,
+            with_titles=args.format == "table", progress=progress)
+    k = args.k or plan.model.output.k
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        if args.format == "table":
+            output.print_decisions(decisions, titles, k,
+                                   Console(file=out) if args.output else Console())
+        elif args.format == "jsonl":
+            for d in decisions:
+                out.write(json.dumps(decision_json(d, k), ensure_ascii=False) + "\n")
+        else:
+            out.writelines(trec_lines(decisions, plan.model.name, k))
+    finally:
+        if args.output:
+            out.close()
+    lost = losses(decisions)
+    output.warn_losses(lost)
+    output.fail_if_strict(lost.problems, args.strict)
     return 0
 
 
@@ -303,26 +342,10 @@ def _train(args) -> int:
         print(f"moved {sum(moved.values())} events with invalid timestamps out of "
               f"{len(moved)} event-log parts to events/quarantine/")
     print(f"replayed {report['log']}")
-    for node, stats in report["learners"].items():
-        flat = {k: v for k, v in (stats or {}).items() if not isinstance(v, dict)}
-        print(f"{node}: " + (", ".join(f"{k}={v}" for k, v in flat.items()) if stats
-                             else "nothing new to learn"))
-        training = (stats or {}).get("training")
-        if isinstance(training, dict):
-            _print_training(node, training)
+    from ltrr.cli.output import print_learners
+
+    print_learners(report["learners"], idle="nothing new to learn")
     return 0
-
-
-def _print_training(node: str, t: dict) -> None:
-    """A ranker's retraining: its held-out MRR / nDCG@10 against the fused order."""
-    held = t.get("holdout")
-    status = "deployed" if t.get("deployed") else "not deployed (no better than fused order)"
-    print(f"{node}: trained on {t.get('requests')} judged requests ({t.get('rows')} rows) in "
-          f"{t.get('seconds')} s, {status}")
-    if held:
-        m, f = held["model"], held["fused"]
-        print(f"  held-out {held['requests']} newest requests:  MRR {m['mrr']:.4f} "
-              f"(fused {f['mrr']:.4f})  nDCG@10 {m['ndcg@10']:.4f} (fused {f['ndcg@10']:.4f})")
 
 
 def _evaluate(args) -> int:
@@ -338,15 +361,26 @@ def _evaluate(args) -> int:
     if not (args.queries and args.qrels):
         raise RunError("evaluate needs --queries and --qrels, or --log",
                        hint="e.g. ltrr evaluate spec.yaml --queries q.jsonl --qrels qrels.tsv")
-    from ltrr.runtime.commands import evaluate_plan
+    from ltrr.cli import output
+    from ltrr.runtime.batch import evaluate_plan
 
-    evaluate_plan(plan, args)
+    with output.query_progress(args.batch_size) as progress:
+        result, lost = evaluate_plan(
+            plan, args.queries, args.qrels, measures=args.measures, by=args.by,
+            per_arm=args.per_arm, deadlines=args.deadlines, batch_size=args.batch_size,
+            run_path=args.run, progress=progress)
+    output.warn_losses(lost)
+    if args.json:
+        output.print_json({k: v for k, v in result.items() if k != "per_query"})
+    else:
+        output.print_evaluation(result, plan.model.name)
+    output.fail_if_strict(lost.problems, args.strict)
     return 0
 
 
 def _evaluate_log(plan, args) -> int:
-    from ltrr import json_text
-    from ltrr.ope import ope_report, print_ope_table
+    from ltrr.cli import output
+    from ltrr.ope import ope_report
     from ltrr.runtime.workspace import Workspace
 
     workspace = Workspace(plan)
@@ -355,9 +389,9 @@ def _evaluate_log(plan, args) -> int:
     finally:
         workspace.close()
     if args.json:
-        print(json_text.dumps(report, indent=2, default=str))
+        output.print_json(report)
     else:
-        print_ope_table(report)
+        output.print_ope_table(report)
     return 0
 
 
@@ -383,10 +417,34 @@ def _serve(args) -> int:
 
 
 def _simulate(args) -> int:
+    from ltrr.cli import output
     from ltrr.compiler import load_plan
-    from ltrr.simulate.commands import simulate_command
+    from ltrr.registry import default_registry
+    from ltrr.simulate.engine import SimConfig, simulate
+    from ltrr.simulate.options import (default_out, losses, parse_with, policy_choices,
+                                       ranker_choices, with_rankers)
+    from ltrr.simulate.report import write_report
 
-    simulate_command(load_plan(args.spec), args)
+    plan = load_plan(args.spec)
+    registry = default_registry()
+    out = Path(args.out) if args.out else default_out(plan, args)
+    config = SimConfig(sessions=args.sessions, seed=args.seed, round_size=args.round_size,
+                       step=args.step, max_arms=args.max_arms,
+                       keep_state=out / "state" if args.keep_state else None)
+    choices = with_rankers(policy_choices(plan, args.policies, registry),
+                           ranker_choices(plan, args.rankers, registry))
+    with output.simulation_progress() as progress:
+        result = simulate(plan, args.user_model, parse_with(args.with_), choices, config,
+                          registry=registry, progress=progress)
+    summary = write_report(result, out)
+    lost = losses(result)
+    for line, _ in lost:
+        print(f"warning: {line}", file=sys.stderr)
+    if args.json:
+        output.print_json(summary)
+    else:
+        output.print_simulation(summary, out)
+    output.fail_if_strict([problem for _, problem in lost], args.strict)
     return 0
 
 

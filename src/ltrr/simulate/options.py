@@ -1,17 +1,15 @@
-"""``ltrr simulate``: parse the options, run with a rich progress display, print a table."""
+"""The options of ``ltrr simulate``: user-model ``--with`` values, the policies and rankers
+to compare (names or YAML blocks), the output folder; and what a run lost."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
-from ltrr import json_text
 from ltrr.compiler import Plan
 from ltrr.errors import RunError
 from ltrr.registry import Registry, default_registry
-from ltrr.runtime.commands import fail_if_strict
-from ltrr.simulate.engine import PolicyChoice, SimConfig, simulate
+from ltrr.simulate.engine import PolicyChoice
 
 
 def parse_with(items: list[str] | None) -> dict[str, Any]:
@@ -110,73 +108,15 @@ def default_out(plan: Plan, args) -> Path:
     return plan.spec.state_dir / "simulations" / f"{args.user_model}-n{args.sessions}-s{args.seed}"
 
 
-def simulate_command(plan: Plan, args, registry: Registry | None = None) -> dict[str, Any]:
-    """Run ``ltrr simulate`` for parsed ``args``; print a table (or JSON); return the summary."""
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-    from rich.table import Table
-
-    from ltrr.simulate.report import write_report
-
-    registry = registry or default_registry()
-    out = Path(args.out) if args.out else default_out(plan, args)
-    config = SimConfig(sessions=args.sessions, seed=args.seed, round_size=args.round_size,
-                       step=args.step, max_arms=args.max_arms,
-                       keep_state=out / "state" if args.keep_state else None)
-    choices = with_rankers(policy_choices(plan, args.policies, registry),
-                           ranker_choices(plan, getattr(args, "rankers", None), registry))
-    err = Console(stderr=True)
-    tasks: dict[str, Any] = {}
-    with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=err, transient=False) as bar:
-        def progress(label: str, done: int, total: int, stats: dict[str, Any]) -> None:
-            if label not in tasks:
-                name = "sampling sessions" if label == "sessions" else f"policy {label}"
-                tasks[label] = bar.add_task(name, total=total, note="")
-            note = f"recall {stats['recall']:.3f}" if "recall" in stats else ""
-            bar.update(tasks[label], completed=done, note=note)
-
-        result = simulate(plan, args.user_model, parse_with(args.with_), choices, config,
-                          registry=registry, progress=progress)
-    summary = write_report(result, out)
-    losses = _report_losses(result)
-    strict = getattr(args, "strict", False)
-    if args.json:
-        print(json_text.dumps(summary, indent=2))
-        fail_if_strict(losses, strict)
-        return summary
-    table = Table("policy", "recall", "best fixed", "type oracle", "regret/1k Q1→Q4 (fixed)",
-                  "regret/1k Q1→Q4 (oracle)", "MRR", "ms/session", box=None)
-    for label, p in summary["policies"].items():
-        rb = p["regret"]["per_1000_by_quarter"]["vs_best_fixed"]
-        ro = p["regret"]["per_1000_by_quarter"]["vs_type_oracle"]
-        table.add_row(label, f"{p['recall']:.4f}", f"{p['best_fixed']['recall']:.4f}",
-                      f"{p['oracle_per_type']['recall']:.4f}", f"{rb[0]:.1f} → {rb[-1]:.1f}",
-                      f"{ro[0]:.1f} → {ro[-1]:.1f}", f"{p['mrr']:.4f}",
-                      f"{p['timings']['ms_per_session']:.1f}")
-    console = Console()
-    console.print(table)
-    best = summary["best_static"]
-    console.print(f"best fixed allocation in hindsight: {best['allocation']} "
-                  f"(recall {best['recall']:.4f})")
-    console.print(f"wrote {out}/summary.json, sessions.parquet, "
-                  + ", ".join(Path(p).name for p in summary["plots"].values()))
-    fail_if_strict(losses, strict)
-    return summary
-
-
-def _report_losses(result) -> list[str]:
-    """One stderr line per policy and arm that some answers lost (a count and the first
-    request); returns the losses. The simulation waits for every arm (no serving
-    deadlines), so a loss is an arm that failed."""
-    problems = []
+def losses(result) -> list[tuple[str, str]]:
+    """``(warning, problem)`` per policy and arm that some answers lost (a count and the
+    first request). The simulation waits for every arm (no serving deadlines), so a
+    loss is an arm that failed."""
+    out = []
     for run in result.runs:
         for arm, n in sorted(run.dropped.items()):
             rid, note = run.first_loss.get(arm, ("?", ""))
-            line = (f"policy {run.label}: arm '{arm}' lost in {n} answers (served and probed); "
-                    f"first: request {rid}: {note}")
-            print(f"warning: {line}", file=sys.stderr)
-            problems.append(f"policy {run.label} lost arm '{arm}' in {n} answers")
-    return problems
+            out.append((f"policy {run.label}: arm '{arm}' lost in {n} answers (served and "
+                        f"probed); first: request {rid}: {note}",
+                        f"policy {run.label} lost arm '{arm}' in {n} answers"))
+    return out

@@ -1,0 +1,49 @@
+"""The source tree keeps its rules: only the CLI package prints (the runtime, evaluation,
+OPE and simulation return data), and the core never imports the built-in plugins."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+#: ``ltrr serve``'s lifecycle lines (listening on..., stopped) are the server process's
+#: own console; LTRR_TRACE's writers are a debugging aid.
+ALLOWED = {"ltrr/serve/server.py", "ltrr/serve/supervisor.py", "ltrr/serve/worker.py"}
+TRACE = "[ltrr trace]"
+
+
+def _prints(tree: ast.AST) -> list[int]:
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+        target = ast.unparse(f)
+        if name in ("print", "Console") or target in ("sys.stdout.write", "sys.stderr.write"):
+            if TRACE not in ast.unparse(node):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_only_the_cli_prints():
+    found = {}
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC).as_posix()
+        if rel.startswith("ltrr/cli/") or rel in ALLOWED:
+            continue
+        if lines := _prints(ast.parse(path.read_text(encoding="utf-8"))):
+            found[rel] = lines
+    assert found == {}, "print outside ltrr/cli (return data and show it in ltrr.cli.output)"
+
+
+def test_the_core_never_imports_the_built_in_plugins():
+    found = {}
+    for path in sorted((SRC / "ltrr").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n.split(".")[0] == "ltrr_plugins" for n in names):
+                found.setdefault(path.relative_to(SRC).as_posix(), []).append(node.lineno)
+    assert found == {}
