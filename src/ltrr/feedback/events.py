@@ -413,26 +413,83 @@ class EventLog(ParquetLog):
     def __init__(self, directory: Path):
         super().__init__(directory, EVENT_SCHEMA)
 
-    def append_new(self, events: pl.DataFrame) -> pl.DataFrame:
-        """Append the events whose ids are not logged yet; return what was appended.
-        Safe with other writers of the same log (``ltrr serve`` workers): they take turns.
+    def append_new(self, events: pl.DataFrame, known: "LoggedIds | None" = None
+                   ) -> pl.DataFrame:
+        """Append the events whose ids are not logged yet; return what was appended
+        (see :meth:`append_unlogged`)."""
+        return self.append_unlogged(events, known)[0]
 
-        Only the logged ids among the new ones are materialised (the ``event_id``
-        column of every part is scanned with the filter pushed down): about 20 ms per
-        million logged events.
+    def append_unlogged(self, events: pl.DataFrame, known: "LoggedIds | None" = None
+                        ) -> tuple[pl.DataFrame, Path | None]:
+        """Append, as one part, the events whose ids are not logged yet (the first of
+        each id within ``events``); return them (with any extra columns of ``events``,
+        which are not logged) and the new part. Safe with other writers of the same log
+        (``ltrr serve`` workers, ``ltrr feedback``): they take turns under the append
+        lock, so an id is never logged twice.
+
+        Without ``known``, only the logged ids among the new ones are materialised (the
+        ``event_id`` column of every part is scanned with the filter pushed down): about
+        20 ms per million logged events. A long-lived writer passes its
+        :class:`LoggedIds`, which reads each part once.
         """
         from ltrr.state import file_lock
 
         events = events.unique("event_id", keep="first", maintain_order=True)
         with file_lock(self.lock_path):       # another writer cannot log the same id meanwhile
-            parts = self.parts()
-            if parts and events.height:
-                wanted = events["event_id"].implode()
-                logged = self.scan(parts, lambda ps: pl.scan_parquet(ps).select("event_id")
-                                   .filter(pl.col("event_id").is_in(wanted))
-                                   .collect()["event_id"] if ps
-                                   else pl.Series("event_id", [], pl.String))
-                if logged.len():
-                    events = events.filter(~pl.col("event_id").is_in(logged.implode()))
-            self.append_frame(events)
-        return events
+            if known is not None:
+                known.refresh(self)
+                seen = known.ids
+                events = events.filter(pl.Series(
+                    [e not in seen for e in events["event_id"].to_list()], dtype=pl.Boolean))
+            else:
+                events = self._not_logged(events)
+            path = self.append_frame(events)
+        if known is not None and path is not None:
+            known.ids.update(events["event_id"].to_list())
+            known.parts.add(path.name)
+        return events, path
+
+    def _not_logged(self, events: pl.DataFrame) -> pl.DataFrame:
+        parts = self.parts()
+        if not parts or not events.height:
+            return events
+        wanted = events["event_id"].implode()
+        logged = self.scan(parts, lambda ps: pl.scan_parquet(ps).select("event_id")
+                           .filter(pl.col("event_id").is_in(wanted))
+                           .collect()["event_id"] if ps
+                           else pl.Series("event_id", [], pl.String))
+        return events.filter(~pl.col("event_id").is_in(logged.implode())) if logged.len() \
+            else events
+
+
+class LoggedIds:
+    """The ids an event log holds, kept in memory: each refresh reads only the parts
+    written since the last one (by this process or others) and forgets parts compacted
+    away. Used under the log's append lock (:meth:`EventLog.append_unlogged`)."""
+
+    def __init__(self) -> None:
+        self.directory: Path | None = None
+        self.ids: set[str] = set()
+        self.parts: set[str] = set()      # the parts the ids were read from
+
+    def refresh(self, elog: EventLog) -> None:
+        if self.directory != elog.directory:
+            self.directory, self.ids, self.parts = elog.directory, set(), set()
+        for attempt in range(5):
+            listed = elog.parts()
+            self.parts.intersection_update(p.name for p in listed)   # compacted away
+            parts = [p for p in listed if p.name not in self.parts]
+            if not parts:
+                return
+            try:
+                # a damaged part is quarantined (and reported), not an error for everyone
+                ids = elog.scan(parts, lambda ps: pl.scan_parquet(ps).select("event_id")
+                                .collect()["event_id"] if ps
+                                else pl.Series([], dtype=pl.String))
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
+                continue          # compacted meanwhile: the merged part holds them
+            self.ids.update(ids.to_list())
+            self.parts.update(p.name for p in parts)
+            return

@@ -3,9 +3,9 @@
 :class:`FeedbackIntake` validates each /feedback request with
 ``ltrr.feedback.events.events_from_rows`` and appends the events of all requests
 waiting at that moment as one Parquet part of the pipeline's event log (group
-commit: one fsync for many requests), dropping ids already logged — idempotent
-like ``EventLog.append_new``, with the logged ids kept in memory instead of
-re-read from every part on every append. Only then are the requests answered.
+commit: one fsync for many requests) through ``EventLog.append_unlogged``, which
+drops ids already logged; the server keeps the logged ids in memory
+(``LoggedIds``) instead of re-reading every part on every append. Only then are the requests answered.
 
 A single background thread, :class:`BackgroundLearner`, lets every learner of the
 live pipeline catch up (``ltrr.feedback.ingest.catch_up``) on the events logged since
@@ -21,11 +21,10 @@ import logging
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ltrr.errors import Location
-from ltrr.state import file_lock
+from ltrr.feedback.events import LoggedIds
 from ltrr.serve.batching import deliver
 from ltrr.serve.errors import ApiError
 
@@ -66,10 +65,7 @@ class FeedbackIntake:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="ltrr-feedback", daemon=True)
-        # ids already in the event log, and the parts they were read from
-        self._dir: Path | None = None
-        self._seen: set[str] = set()
-        self._parts: set[str] = set()
+        self._known = LoggedIds()       # ids already in the event log
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -160,52 +156,13 @@ class FeedbackIntake:
 
         from ltrr.feedback.ingest import event_log
 
-        elog = event_log(served.plan)
         merged = pl.concat([f.with_columns(pl.lit(i, pl.Int32).alias("_req"))
                             for i, f in frames], how="vertical_relaxed")
-        merged = merged.unique("event_id", keep="first", maintain_order=True)
-        # other writers of this log (the server's other workers, `ltrr feedback`) wait
-        # while this one reads what they logged and appends: an id is never logged twice
-        with file_lock(elog.lock_path):
-            self._refresh(elog)
-            seen = self._seen
-            fresh = merged.filter(pl.Series([e not in seen
-                                             for e in merged["event_id"].to_list()],
-                                            dtype=pl.Boolean))
-            if fresh.height == 0:
-                return {}
-            path = elog.append_frame(fresh.drop("_req"))
-        ids = fresh["event_id"].to_list()
-        seen.update(ids)
-        if path is not None:
-            self._parts.add(path.name)
-            self.learner.logged(path.name, len(ids))
+        fresh, path = event_log(served.plan).append_unlogged(merged, self._known)
+        if path is None:
+            return {}
+        self.learner.logged(path.name, fresh.height)
         return dict(fresh.group_by("_req").len().iter_rows())
-
-    def _refresh(self, elog) -> None:
-        """Read the ids of parts this server has not seen (at start, or written by others)."""
-        import polars as pl
-
-        if self._dir != elog.directory:
-            self._dir, self._seen, self._parts = elog.directory, set(), set()
-        for attempt in range(5):
-            listed = elog.parts()
-            self._parts.intersection_update(p.name for p in listed)   # compacted away
-            parts = [p for p in listed if p.name not in self._parts]
-            if not parts:
-                return
-            try:
-                # a damaged part is quarantined (named in /health), not a 500 for everyone
-                ids = elog.scan(parts, lambda ps: pl.scan_parquet(ps).select("event_id")
-                                .collect()["event_id"] if ps
-                                else pl.Series([], dtype=pl.String))
-            except FileNotFoundError:
-                if attempt == 4:
-                    raise
-                continue          # the leader compacted meanwhile: its merged part has them
-            self._seen.update(ids.to_list())
-            self._parts.update(p.name for p in parts)
-            return
 
 
 LEARNER_NICE = 10     # the learning thread's CPU priority, below the serving threads
