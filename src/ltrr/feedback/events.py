@@ -1,4 +1,7 @@
-"""Feedback events: schema, reading JSONL/Parquet files with located errors, the event log.
+"""Feedback events: reading JSONL/Parquet files with located errors, and the event log.
+
+The event's fields and rules are :class:`ltrr.feedback.schema.Event`; both reading paths
+here take them from it.
 
 An event says that a user did something (``type``: click, play, favorite, skip,
 impression, ...) with an entity, usually in answer to a logged request. Ingestion
@@ -7,7 +10,6 @@ is idempotent by ``event_id``: replaying a file adds nothing twice.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -21,105 +23,28 @@ import polars as pl
 
 from ltrr.errors import Location, RunError
 from ltrr.files import check_file
+from ltrr.feedback.schema import (EVENT_SCHEMA, MAX_CHARS, MAX_POSITION, REQUIRED, TEXT_FIELDS,
+                                  Event, context, derived_event_id, event_row, frame_of,
+                                  validate)
 from ltrr.parquet_log import ParquetLog
-from ltrr.timestamps import DEFAULT_MAX_FUTURE_S, check_timestamp, parse_timestamp, valid_expr
+from ltrr.timestamps import DEFAULT_MAX_FUTURE_S, parse_timestamp, valid_expr
 
-EVENT_SCHEMA = pl.Schema({
-    "event_id": pl.String,       # unique; derived from the other fields when absent
-    "request_id": pl.String,     # the decision this answers (None for organic events)
-    "user_id": pl.String,
-    "entity_id": pl.String,
-    "type": pl.String,
-    "position": pl.Int32,        # 1-based rank at which the entity was shown
-    "timestamp": pl.Float64,     # seconds since the epoch
-    "query": pl.String,          # optional: the query text, for events without a request
-})
-REQUIRED = ("entity_id", "type")
 log = logging.getLogger("ltrr")
-MAX_POSITION = 2**31 - 1
-_ID_FIELDS = ("request_id", "user_id", "entity_id", "type", "position", "timestamp", "query")
-_TEXT_FIELDS = ("event_id", "request_id", "user_id", "entity_id", "type", "query")
-
-
-def _id_of(values) -> str:
-    return hashlib.sha1("\x1f".join(map(str, values)).encode()).hexdigest()[:20]
-
-
-def derived_event_id(row: dict) -> str:
-    """A stable id for an event that came without one (same event → same id)."""
-    return _id_of(row.get(k) for k in _ID_FIELDS)
-
-
-def _timestamp(value, where: Location, max_future_s: float) -> float | None:
-    if value is None:
-        return None
-    try:
-        return check_timestamp(value, max_future=max_future_s)
-    except ValueError as exc:
-        raise RunError(str(exc), where=where, field="timestamp",
-                       hint="send epoch seconds or ISO 8601 of when it happened; the log "
-                            "and every learner keep this time") from None
-
-
-def _check_row(row: dict, where: Location, weights: dict[str, float] | None,
-               max_future_s: float = DEFAULT_MAX_FUTURE_S) -> dict:
-    unknown = set(row) - set(EVENT_SCHEMA)
-    if unknown:
-        raise RunError(f"unknown field(s) {', '.join(sorted(unknown))}", where=where,
-                       hint=f"fields: {', '.join(EVENT_SCHEMA)}")
-    for name in REQUIRED:
-        if not isinstance(row.get(name), (str, int)) or row.get(name) == "":
-            raise RunError(f"missing or empty '{name}'", where=where, field=name)
-    out = {k: row.get(k) for k in EVENT_SCHEMA}
-    for k in _TEXT_FIELDS:
-        if out[k] is not None:
-            out[k] = str(out[k])
-            if not _utf8(out[k]):
-                raise RunError(f"'{k}' contains a lone UTF-16 surrogate (invalid Unicode)",
-                               where=where, field=k, hint="send valid UTF-8 text")
-    if weights is not None and out["type"] not in weights:
-        raise RunError(f"event type '{out['type']}' has no weight in the spec", where=where,
-                       field="type", hint="declare it under feedback.weights, known types: "
-                       + ", ".join(sorted(weights)))
-    pos = out["position"]
-    if pos is not None and (not isinstance(pos, int) or isinstance(pos, bool) or pos < 1):
-        raise RunError(f"position must be a positive integer, got {pos!r}", where=where,
-                       field="position")
-    if pos is not None and pos > MAX_POSITION:
-        raise RunError(f"position {pos} is too large (at most {MAX_POSITION})", where=where,
-                       field="position")
-    out["timestamp"] = _timestamp(out["timestamp"], where, max_future_s)
-    if out["event_id"] is None:
-        out["event_id"] = derived_event_id(out)   # before the default time: replays match
-    if out["timestamp"] is None:
-        out["timestamp"] = time.time()
-    return out
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def events_from_rows(rows: list, where: "Callable[[int], Location]",
                      weights: dict[str, float] | None = None, *,
                      max_future_s: float = DEFAULT_MAX_FUTURE_S) -> pl.DataFrame:
-    """Validated events from already-parsed rows (e.g. an HTTP request's JSON body).
+    """Validated events from already-parsed rows (dicts, or :class:`Event` s already
+    validated with the same rules, as ``/feedback`` bodies are).
 
     ``where(i)`` locates row ``i`` in error messages (e.g. ``request field events[3]``);
     ``max_future_s``: how far ahead of the clock a timestamp may be (the spec's
     ``feedback.max_future_s``).
     """
-    checked = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise RunError("each event must be a JSON object", where=where(i))
-        checked.append(_check_row(row, where(i), weights, max_future_s))
-    return pl.DataFrame(checked, schema=EVENT_SCHEMA, orient="row") if checked else \
-        EVENT_SCHEMA.to_frame()
+    ctx = context(weights, max_future_s)
+    return frame_of([event_row(r) if isinstance(r, Event) else validate(r, where(i), ctx)
+                     for i, r in enumerate(rows)])
 
 
 def read_events(path: Path, weights: dict[str, float] | None = None, *,
@@ -146,25 +71,25 @@ def read_events(path: Path, weights: dict[str, float] | None = None, *,
         fast = _fast(_vectorised, frame, weights, max_future_s)
         if fast is not None:
             return fast
-        return _frame_of(_check_row(r, Location(f"{path} row {i + 1}"), weights,
-                                    max_future_s)
-                         for i, r in enumerate(frame.iter_rows(named=True)))
+        ctx = context(weights, max_future_s)
+        return frame_of([validate(_present(r), Location(f"{path} row {i + 1}"), ctx)
+                         for i, r in enumerate(frame.iter_rows(named=True))])
     data = path.read_bytes()
     fast = _fast(_read_jsonl_fast, data, weights, max_future_s)
     if fast is not None:
         return fast
-    return _frame_of(_jsonl_rows(path, data, weights, max_future_s))
+    return frame_of(list(_jsonl_rows(path, data, weights, max_future_s)))
 
 
-def _frame_of(checked) -> pl.DataFrame:
-    checked = list(checked)
-    return pl.DataFrame(checked, schema=EVENT_SCHEMA, orient="row") if checked else \
-        EVENT_SCHEMA.to_frame()
+def _present(row: dict) -> dict:
+    """A Parquet row without its null columns (a column absent from one row is null)."""
+    return {k: v for k, v in row.items() if v is not None}
 
 
 def _jsonl_rows(path: Path, data: bytes, weights: dict[str, float] | None,
                 max_future_s: float = DEFAULT_MAX_FUTURE_S):
     """The row-by-row path: every line parsed and checked, errors located."""
+    ctx = context(weights, max_future_s)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -185,7 +110,7 @@ def _jsonl_rows(path: Path, data: bytes, weights: dict[str, float] | None,
                            ) from None
         if not isinstance(obj, dict):
             raise RunError("each line must be a JSON object", where=where)
-        yield _check_row(obj, where, weights, max_future_s)
+        yield validate(obj, where, ctx)
 
 
 # --- the vectorised path -----------------------------------------------------------------
@@ -219,7 +144,7 @@ def _vectorised(frame: pl.DataFrame, weights: dict[str, float] | None,
     if frame.width == 0 or set(schema) - set(EVENT_SCHEMA):
         return None
     cols = []
-    for name in _TEXT_FIELDS:
+    for name in TEXT_FIELDS:
         if name not in schema:
             cols.append(pl.lit(None, pl.String).alias(name))
         elif _text_like(schema[name]):
@@ -248,6 +173,8 @@ def _vectorised(frame: pl.DataFrame, weights: dict[str, float] | None,
     bad = out.select(
         pl.any_horizontal((pl.col(c).is_null() | (pl.col(c) == "")).any() for c in REQUIRED)
         | ((pl.col("position") < 1) | (pl.col("position") > MAX_POSITION)).any()
+        | pl.any_horizontal((pl.col(c).str.len_chars() > n).any()
+                            for c, n in MAX_CHARS.items())
         | (~valid_expr("timestamp", max_future=max_future_s)).fill_null(False).any()).item()
     if bad:
         return None
@@ -256,7 +183,7 @@ def _vectorised(frame: pl.DataFrame, weights: dict[str, float] | None,
     missing = out["event_id"].is_null()
     if missing.any():
         at = missing.arg_true()
-        derived = [_id_of(r) for r in out[at].select(_ID_FIELDS).iter_rows()]
+        derived = [derived_event_id(r) for r in out[at].iter_rows(named=True)]
         out = out.with_columns(out["event_id"].scatter(at, derived))
     out = out.with_columns(pl.col("timestamp").fill_null(time.time()))
     return out.select(list(EVENT_SCHEMA)).cast(dict(EVENT_SCHEMA))

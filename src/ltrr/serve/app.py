@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ltrr import __version__
 from ltrr.errors import LtrrError
+from ltrr.feedback.schema import context
 from ltrr.runtime.pipeline import new_request_id
 from ltrr.runtime.request_ids import ServedRequestIds, reused_message
 from ltrr.serve.batching import Batcher, Job
@@ -144,17 +145,19 @@ class Server:
         return orjson.dumps({"request_id": d.request_id, "results": results,
                              "timings_ms": timings, "trace": d.trace})
 
-    def parse_feedback(self, body: bytes) -> list[dict]:
-        """A /feedback body as event rows (on the feedback thread); ApiError if invalid."""
+    def parse_feedback(self, body: bytes, served: Served) -> list[Event]:
+        """A /feedback body's events, validated with the served pipeline's rules (on the
+        feedback thread); ApiError if invalid."""
+        rules = context(served.weights, served.plan.model.feedback.max_future_s)
         try:
-            req = FeedbackRequest.model_validate_json(body)
+            req = FeedbackRequest.model_validate_json(body, context=rules)
         except ValidationError as exc:
             raise _validation_error(exc, FeedbackRequest, FEEDBACK_EXAMPLE) from None
         if len(req.events) > self.config.max_events:
             raise ApiError(413, f"{len(req.events)} events in one request, more than the "
                            f"limit of {self.config.max_events}", field="events",
                            hint="split them over several requests, or raise --max-events")
-        return [e.model_dump(exclude_none=True) for e in req.events]
+        return req.events
 
     # --- reload ---------------------------------------------------------------------------
 

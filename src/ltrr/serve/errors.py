@@ -92,7 +92,7 @@ def from_validation(exc, known: frozenset[str], example: str) -> ApiError:
                             f"send one JSON object encoded in UTF-8, e.g. {example}"))
     field = _field_path(loc, known)
     got = first.get("input")
-    hint = None
+    hint = (first.get("ctx") or {}).get("hint")     # a custom error may carry one
     if kind in ("extra_forbidden", "missing") and loc and isinstance(loc[-1], str):
         parent = _field_path(loc[:-1], known)
         field = f"{parent}.{loc[-1]}" if parent else str(loc[-1])

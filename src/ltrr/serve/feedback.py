@@ -57,7 +57,7 @@ class FeedbackIntake:
 
     def __init__(self, holder: "PipelineHolder", metrics: "Metrics",
                  decisions: "DecisionWriter", learner: "BackgroundLearner",
-                 parse: Callable[[bytes], list[dict]]):
+                 parse: Callable[[bytes, "Served"], list[Any]]):
         self.holder, self.metrics, self.parse = holder, metrics, parse
         self.decisions, self.learner = decisions, learner
         self._queue: deque[_Request] = deque()
@@ -129,10 +129,8 @@ class FeedbackIntake:
         with self.holder.lease() as served:
             for i, req in enumerate(reqs):
                 try:
-                    rows = self.parse(req.body)
-                    frames.append((i, events_from_rows(
-                        rows, where=_where, weights=served.weights,
-                        max_future_s=served.plan.model.feedback.max_future_s)))
+                    events = self.parse(req.body, served)     # validated: rules and all
+                    frames.append((i, events_from_rows(events, where=_where)))
                 except (LtrrError, ApiError) as exc:
                     outcomes[i] = exc
             if frames:

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from ltrr.feedback.schema import Event
+
 
 def _valid_unicode(text: str) -> str:
     try:
@@ -86,28 +88,6 @@ class SearchResponse(BaseModel):
         "of the pipeline, `batch_size`, `queue` (waiting for a batch) and `server` (from "
         "the request's arrival in the handler to its answer)."))
     trace: list[str] = Field(description="Notes of the pipeline: dropped or failed arms.")
-
-
-class Event(_Model):
-    """One feedback event (the fields of the event log, `ltrr.feedback.events.EVENT_SCHEMA`)."""
-
-    event_id: Text | None = Field(None, max_length=256, description=(
-        "Unique id; the same id is logged once (retries are safe). Derived from the other "
-        "fields when absent."))
-    request_id: Text | None = Field(None, max_length=256, description=(
-        "The `request_id` of the search this answers (null for organic events)."))
-    user_id: Text | None = Field(None, max_length=256)
-    entity_id: Text | int = Field(description="The entity engaged with.")
-    type: Text = Field(description=(
-        "Event type, one of the spec's `feedback.weights` (default: click, play, favorite, "
-        "purchase, skip, impression)."), examples=["click"])
-    position: int | None = Field(None, ge=1, description="1-based rank it was shown at.")
-    timestamp: float | Text | None = Field(None, description=(
-        "Epoch seconds or ISO 8601; default: when the server received it. Finite, not "
-        "before 1970, at most the spec's `feedback.max_future_s` (default one day) ahead "
-        "of the server's clock."))
-    query: Text | None = Field(None, max_length=100_000, description=(
-        "The query text, for events without a request."))
 
 
 class FeedbackRequest(_Model):
