@@ -14,7 +14,7 @@ by query (the order rotating), so machine noise hits them alike:
   structured arm (prior + slots + features);
 - plain: the same arm class on the same index without prior and slots (what the
   bm25 arm costs in ``pipelines/music.yaml`` today): the baseline;
-- direct: ``LuceneSearcher.search(text, 100, fields)`` on that index.
+- direct: ``FieldedSearcher.search(text, 100, fields)`` on that index.
 
 Target: structured p50 < 2 ms.
 
@@ -76,7 +76,7 @@ def main() -> int:
     from ltrr.runtime.pipeline import Pipeline, new_request_id
     from ltrr.types import ArmRequest, Query
     from ltrr_plugins.arms.bm25 import Bm25Arm, Bm25Params
-    from ltrr_plugins.arms.lucene import LuceneSearcher
+    from ltrr_plugins.arms.lucene import FieldedSearcher
 
     folder = Path(tempfile.mkdtemp(prefix="ltrr-bench-bm25s-"))
     try:
@@ -97,7 +97,7 @@ def main() -> int:
             plain = Bm25Arm(plain_params, dataclasses.replace(arm.ctx))
             plain.open()
             fields = dict(plain_params.fields)
-            searcher = LuceneSearcher(arm.ctx.state_dir / "lucene", k1=0.9, b=0.4)
+            searcher = FieldedSearcher(arm.ctx.state_dir / "lucene", k1=0.9, b=0.4)
             try:
                 texts = c.music_queries(pipeline.catalog, args.warmup + args.queries,
                                         args.seed + 2)
@@ -159,7 +159,7 @@ def main() -> int:
         c.metric(f"structured bm25 arm single query k={K} (p95)", s95, "ms", baseline=p95,
                  baseline_name="plain bm25 arm p95"),
         c.metric(f"plain bm25 arm single query k={K} (p50)", p50, "ms", baseline=d50,
-                 baseline_name="LuceneSearcher.search p50"),
+                 baseline_name="FieldedSearcher.search p50"),
         c.metric(f"structured bm25 arm batch of {args.queries} throughput", s_qps, "q/s",
                  baseline=p_qps, baseline_name="plain arm batch", digits=1),
     ]

@@ -12,7 +12,7 @@ the project's ``lucene.build_index`` in a temporary folder (deterministic for
 Zipf-weighted vocabulary of ``--vocab`` made-up words. Two arms over it, as in
 ``tests/test_lucene_concurrency.py``: arm A ``search(q, k, {name: 3, tags: 1})`` with
 BM25 k1=0.9 b=0.4; arm B ``search(q, k)`` on ``contents`` with k1=1.2 b=0.75, each on
-its own ``LuceneSearcher``. Queries: 1-3 words of the same vocabulary; k = 100.
+its own ``FieldedSearcher``. Queries: 1-3 words of the same vocabulary; k = 100.
 
 Timed, ``--rounds`` rounds of ``--queries`` queries after ``--warmup`` warm-up queries;
 the variants are interleaved round by round (their order rotates), wall time per query
@@ -21,7 +21,7 @@ the variants are interleaved round by round (their order rotates), wall time per
 * sequential (the baseline): arm A then arm B on one thread;
 * concurrent: both arms submitted to a 2-thread pool and awaited, as the pipeline fans a
   wave out to its arms -- the shipped code;
-* locked (for reference): the same 2 threads, each search holding ``lucene._lock``
+* locked (for reference): the same 2 threads, each search holding ``lucene.jvm._lock``
   whole: the earlier fix (a6e7e8d), where the search also ran under the lock.
 
 Every result list of every round is compared with a sequential reference computed
@@ -120,15 +120,15 @@ def main() -> int:
         texts = [vocab.draw(qrng.randint(1, 3)) for _ in range(args.warmup + args.queries)]
         warm, queries = texts[:args.warmup], texts[args.warmup:]
 
-        a = lucene.LuceneSearcher(index_dir, k1=0.9, b=0.4)
-        b = lucene.LuceneSearcher(index_dir, k1=1.2, b=0.75)
+        a = lucene.FieldedSearcher(index_dir, k1=0.9, b=0.4)
+        b = lucene.FieldedSearcher(index_dir, k1=1.2, b=0.75)
         pool = ThreadPoolExecutor(2, thread_name_prefix="ltrr-arm")
         try:
             arms = [lambda q: a.search(q, K, FIELDS_A), lambda q: b.search(q, K)]
 
             def locked(call):
                 def run(q):
-                    with lucene._lock:
+                    with lucene.jvm._lock:
                         return call(q)
                 return run
 

@@ -321,11 +321,11 @@ def test_end_to_end_with_the_dictionary_slotter(pipeline):
 # --------------------------------------------------------------------------- flat, state
 
 def test_flat_search_is_unchanged(arm, folder):
-    from ltrr_plugins.arms.lucene import LuceneSearcher
+    from ltrr_plugins.arms.lucene import FieldedSearcher
 
     flat = arm(flat=True)
     assert flat.state_key() == {"fields": ["name", "tag_text"]}
-    with LuceneSearcher(flat.ctx.state_dir / "lucene") as s:
+    with FieldedSearcher(flat.ctx.state_dir / "lucene") as s:
         for text in ["french hip hop", "stone band rock", "name:x OR *:*"]:
             got = search(flat, text)
             assert [(c.entity_id, c.score) for c in got] == s.search(text, 20)

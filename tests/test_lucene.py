@@ -35,7 +35,7 @@ def index(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def searcher(index):
-    with lucene.LuceneSearcher(index[0]) as s:
+    with lucene.FieldedSearcher(index[0]) as s:
         yield s
 
 
@@ -146,8 +146,8 @@ def test_bad_arguments(index, searcher, tmp_path):
     with pytest.raises(ValueError, match="reserved"):
         lucene.build_index([], tmp_path / "x", ["contents"])
     with pytest.raises(FileNotFoundError):
-        lucene.LuceneSearcher(tmp_path / "missing")
-    closed = lucene.LuceneSearcher(index[0])
+        lucene.FieldedSearcher(tmp_path / "missing")
+    closed = lucene.FieldedSearcher(index[0])
     closed.close()
     closed.close()
     with pytest.raises(RuntimeError):
@@ -156,7 +156,7 @@ def test_bad_arguments(index, searcher, tmp_path):
 
 def test_empty_index(tmp_path):
     assert lucene.build_index([], tmp_path / "empty", ["name"]) == 0
-    with lucene.LuceneSearcher(tmp_path / "empty") as s:
+    with lucene.FieldedSearcher(tmp_path / "empty") as s:
         assert s.num_docs == 0
         assert s.search("apple", 10) == []
 
@@ -179,7 +179,7 @@ def music(tmp_path_factory):
     path = tmp_path_factory.mktemp("lucene-dv") / "index"
     n = lucene.build_index(MUSIC, path, ["name", "tags"], doc_values=["pop"])
     assert n == 5
-    with lucene.LuceneSearcher(path) as s:
+    with lucene.FieldedSearcher(path) as s:
         yield s
 
 
@@ -331,8 +331,8 @@ def test_list_values_score_like_joined_text(tmp_path):
     as_text = [{"id": d["id"], "tags": ", ".join(d["tags"] or [])} for d in DOCS]
     lucene.build_index(as_list, tmp_path / "list", ["tags"])
     lucene.build_index(as_text, tmp_path / "text", ["tags"])
-    with lucene.LuceneSearcher(tmp_path / "list") as a, \
-            lucene.LuceneSearcher(tmp_path / "text") as b:
+    with lucene.FieldedSearcher(tmp_path / "list") as a, \
+            lucene.FieldedSearcher(tmp_path / "text") as b:
         for q in ["dessert", "baking breakfast", "lunch vegetable", "dinner meat spicy"]:
             for fields in (None, {"tags": 1.0}):
                 assert a.search(q, 20, fields) == b.search(q, 20, fields)
@@ -341,22 +341,22 @@ def test_list_values_score_like_joined_text(tmp_path):
 def test_fast_hit_reading_checks_the_count(searcher):
     """The one-string TopDocs reading is checked against the total it states: a misread
     raises instead of silently returning too few hits (or none)."""
-    java = lucene._java
+    java = lucene.jvm._java
 
     def top_docs(total, docs, relation="EQUAL_TO"):
         return java.TopDocs(java.TotalHits(total, getattr(java.TotalHitsRelation, relation)),
                             [java.ScoreDoc(d, 1.0 / (i + 1)) for i, d in enumerate(docs)])
 
-    third = lucene._hits_slow(top_docs(1, [0, 0, 0]))[2][1]    # 1/3 as a float32
-    assert lucene._hits_fast(top_docs(3, [7, 3, 11]), k=10) == [(7, 1.0), (3, 0.5),
+    third = lucene.hits._hits_slow(top_docs(1, [0, 0, 0]))[2][1]    # 1/3 as a float32
+    assert lucene.hits._hits_fast(top_docs(3, [7, 3, 11]), k=10) == [(7, 1.0), (3, 0.5),
                                                                 (11, third)]
-    assert lucene._hits_fast(top_docs(5, [7, 3]), k=2) == [(7, 1.0), (3, 0.5)]
-    assert lucene._hits_fast(top_docs(0, []), k=10) == []
+    assert lucene.hits._hits_fast(top_docs(5, [7, 3]), k=2) == [(7, 1.0), (3, 0.5)]
+    assert lucene.hits._hits_fast(top_docs(0, []), k=10) == []
     # a lower bound ("1000+ hits") allows more hits than it states, up to k
-    assert len(lucene._hits_fast(top_docs(1, [7, 3], "GREATER_THAN_OR_EQUAL_TO"), k=5)) == 2
+    assert len(lucene.hits._hits_fast(top_docs(1, [7, 3], "GREATER_THAN_OR_EQUAL_TO"), k=5)) == 2
     with pytest.raises(RuntimeError, match="read 2 hits .* expected 5"):
-        lucene._hits_fast(top_docs(5, [7, 3]), k=10)
+        lucene.hits._hits_fast(top_docs(5, [7, 3]), k=10)
     with pytest.raises(RuntimeError, match="read 0 hits .* expected 2"):
-        lucene._hits_fast(top_docs(2, []), k=10)
+        lucene.hits._hits_fast(top_docs(2, []), k=10)
     with pytest.raises(RuntimeError, match="read 3 hits"):
-        lucene._hits_fast(top_docs(3, [7, 3, 11], "GREATER_THAN_OR_EQUAL_TO"), k=2)
+        lucene.hits._hits_fast(top_docs(3, [7, 3, 11], "GREATER_THAN_OR_EQUAL_TO"), k=2)

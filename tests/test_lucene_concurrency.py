@@ -1,7 +1,7 @@
 """Several Lucene arms searched at once give exactly their sequential results (issue 10.1).
 
 The pipeline fans a query out to its arms on a thread pool (src/ltrr/runtime/pipeline.py), so
-two ``bm25`` arms search their own ``LuceneSearcher`` at the same time. pyjnius binds an
+two ``bm25`` arms search their own ``FieldedSearcher`` at the same time. pyjnius binds an
 instance method by storing the object on the method descriptor that every proxy of that
 Java class shares (``JavaMethod.__get__`` sets ``self.j_self``), so one thread's call
 could run on another thread's IndexSearcher / query builder: ~3-20% of results came back
@@ -34,9 +34,9 @@ def arms(tmp_path_factory):
     root = tmp_path_factory.mktemp("lucene-concurrency")
     lucene.build_index(_docs("a", ["name", "tags"], 1500, rng), root / "a", ["name", "tags"])
     lucene.build_index(_docs("b", ["title", "body"], 1500, rng), root / "b", ["title", "body"])
-    searchers = [lucene.LuceneSearcher(root / "a"),
-                 lucene.LuceneSearcher(root / "a", k1=1.2, b=0.75),
-                 lucene.LuceneSearcher(root / "b")]
+    searchers = [lucene.FieldedSearcher(root / "a"),
+                 lucene.FieldedSearcher(root / "a", k1=1.2, b=0.75),
+                 lucene.FieldedSearcher(root / "b")]
     calls = [
         lambda q: searchers[0].search(q, 20, {"name": 2.0, "tags": 1.0}),
         lambda q: searchers[1].search(q, 20),
@@ -89,10 +89,10 @@ def test_searchers_reuse_their_private_search_classes(tmp_path):
     lock); a closed searcher's class is reused, so reopening does not grow pyjnius's
     class registry."""
     lucene.build_index([{"id": "a", "name": "apple pie"}], tmp_path, ["name"])
-    with lucene.LuceneSearcher(tmp_path) as one, lucene.LuceneSearcher(tmp_path) as two:
+    with lucene.FieldedSearcher(tmp_path) as one, lucene.FieldedSearcher(tmp_path) as two:
         assert one._search_class is not two._search_class
-    made = lucene._search_classes_made
+    made = lucene.searcher._search_classes_made
     for _ in range(5):
-        with lucene.LuceneSearcher(tmp_path) as s:
+        with lucene.FieldedSearcher(tmp_path) as s:
             assert [docid for docid, _ in s.search("apple", 5)] == ["a"]
-    assert lucene._search_classes_made == made
+    assert lucene.searcher._search_classes_made == made

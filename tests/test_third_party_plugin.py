@@ -248,7 +248,7 @@ def test_out_of_range_column_is_a_state_error(popularity_module, tmp_path):
 def test_full_pipeline_index_and_run(with_plugin):
     """`ltrr index` + `ltrr run` of the example spec, in subprocesses.
 
-    Depends on the bm25 arm's Lucene backend (src/ltrr_plugins/arms/lucene.py). This test is not
+    Depends on the bm25 arm's Lucene backend (src/ltrr_plugins/arms/lucene/). This test is not
     skipped when that backend is missing or broken: it fails and says so.
     """
     index = ltrr("index", SPEC, timeout=1200)

@@ -211,7 +211,7 @@ class Bm25Arm(Arm, Indexed):
         from ltrr_plugins.arms import lucene
 
         self._lucene = lucene
-        self._searcher = lucene.LuceneSearcher(self.ctx.state_dir / "lucene",
+        self._searcher = lucene.FieldedSearcher(self.ctx.state_dir / "lucene",
                                                k1=self.params.k1, b=self.params.b)
         self._fields = None if self.params.flat else dict(self.params.fields)
         self._rules = dict(self.params.slots)
