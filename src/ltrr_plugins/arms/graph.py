@@ -1,7 +1,7 @@
 """``graph`` arm: related-entity expansion ("more like this") over a graph of relations.
 
-At index time the arm builds one weighted, undirected graph with networkx from the
-relations the spec declares, each read from a Parquet file:
+At index time the arm builds one weighted, undirected graph (a scipy CSR adjacency) from
+the relations the spec declares, each read from a Parquet file:
 
 * ``bipartite``: an entity column and an attribute column (``artist_id`` – ``tag``).
   Each distinct attribute value becomes a namespaced node (``tag:hip hop``) linked to
@@ -11,7 +11,7 @@ relations the spec declares, each read from a Parquet file:
   vectors and each keeps its ``top_n`` most associated entities as neighbours.
 
 Only catalog entities become entity nodes. The graph is persisted as a CSR adjacency
-(``graph.npz``) with its node list (``nodes.json``); the networkx object is not kept.
+(``graph.npz``) with its node list (``nodes.json``).
 
 At query time the seeds — upstream candidates (``from: [lexical]``), entity slots
 (``from: [understand]``), each weighing 1/rank, and non-entity slots that name
@@ -366,10 +366,10 @@ class GraphArm(Arm, Indexed):
                 np.concatenate(out_w) * rel.weight, dropped)
 
     def build(self, out_dir: Path, progress: Callable[[int, int], None]) -> dict[str, Any]:
-        import networkx as nx
         import numpy as np
         import polars as pl
         import scipy.sparse as sp
+        from scipy.sparse.csgraph import connected_components
 
         p = self.params
         started = time.perf_counter()
@@ -425,24 +425,22 @@ class GraphArm(Arm, Indexed):
                              hint="check that the relations' entity columns hold the catalog's "
                                   f"ids (column '{self.ctx.catalog.id_column}')")
         size = n + len(attributes)
-        graph = nx.Graph()
-        graph.add_nodes_from(range(size))
-        graph.add_weighted_edges_from(edges.iter_rows())
-        adj = sp.csr_matrix(nx.to_scipy_sparse_array(graph, nodelist=range(size),
-                                                     weight="weight", format="csr",
-                                                     dtype=np.float64))
+        # each undirected edge once (u < v): the symmetric adjacency is A + A^T
+        u, v, w = edges["u"].to_numpy(), edges["v"].to_numpy(), edges["w"].to_numpy()
+        upper = sp.csr_matrix((w, (u, v)), shape=(size, size), dtype=np.float64)
+        adj = (upper + upper.T).tocsr()
         adj.sort_indices()
         degree = np.diff(adj.indptr)
-        connected = [c for c in nx.connected_components(graph) if len(c) > 1]
+        _, labels = connected_components(adj, directed=False)
+        sizes = np.bincount(labels)
         stats.update({
             "entity_nodes": n, "attribute_nodes": len(attributes),
-            "edges": graph.number_of_edges(),
+            "edges": edges.height,
             "isolated_entities": int((degree[:n] == 0).sum()),
-            "components": len(connected),
-            "largest_component": max((len(c) for c in connected), default=0),
+            "components": int((sizes > 1).sum()),
+            "largest_component": int(sizes.max()) if (sizes > 1).any() else 0,
             "seconds_graph": round(time.perf_counter() - started, 3),
         })
-        del graph
         sp.save_npz(out_dir / "graph.npz", adj, compressed=False)
         (out_dir / "nodes.json").write_text(json.dumps(
             {"entities": n, "attributes": attributes}, ensure_ascii=False))
