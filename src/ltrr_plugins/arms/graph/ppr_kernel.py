@@ -15,6 +15,8 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
+
+
 def push(indptr: np.ndarray, indices: np.ndarray, pdata: np.ndarray, seeds: np.ndarray,
          weights: np.ndarray, n: int, alpha: float, tolerance: float,
          iterations: int) -> np.ndarray:

@@ -1,0 +1,192 @@
+"""The relations a graph is built from (Parquet files: bipartite entity–attribute
+pairs, co-occurrence of entities in groups), read into weighted edges."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal, Union
+
+from pydantic import Field
+
+from ltrr.components import Params
+from ltrr.errors import StateError
+from ltrr.files import check_file, first_line, shown_names
+
+if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
+
+Transform = Literal["log1p", "raw", "binary"]
+
+
+class BipartiteRelation(Params):
+    kind: Literal["bipartite"] = Field(description="Entity – attribute pairs.")
+    path: str = Field(description="Parquet file, relative to the spec's folder.")
+    entity: str = Field(description="Column holding catalog entity ids.")
+    attribute: str = Field(description="Column holding attribute values (e.g. tags).")
+    namespace: str | None = Field(None, pattern=r"^[^:]+$", description=(
+        "Prefix of the attribute nodes (`<namespace>:<value>`); default: the attribute "
+        "column's name."))
+    transform: Transform = Field("log1p", description=(
+        "Edge weight from the number of rows per (entity, attribute) pair: log1p, raw "
+        "(the count) or binary (1)."))
+    min_entities: int = Field(2, ge=1, description=(
+        "Drop attribute values linked to fewer catalog entities (they connect nothing)."))
+    weight: float = Field(1.0, gt=0, description="Multiplier of this relation's edge weights.")
+
+
+class CoOccurrenceRelation(Params):
+    kind: Literal["co_occurrence"] = Field(description="Entities co-occurring in groups.")
+    path: str = Field(description="Parquet file, relative to the spec's folder.")
+    group: str = Field(description="Column holding the group (e.g. user_id).")
+    entity: str = Field(description="Column holding catalog entity ids.")
+    value: str | None = Field(None, description=(
+        "Optional numeric column weighting an entity within its group (e.g. plays); "
+        "absent: every row counts 1."))
+    transform: Transform = Field("log1p", description=(
+        "Applied to `value` before the cosine: log1p, raw or binary."))
+    top_n: int = Field(20, ge=1, description=(
+        "Neighbours kept per entity (by cosine of their group vectors)."))
+    min_support: int = Field(1, ge=1, description=(
+        "Ignore entity pairs that share fewer groups."))
+    weight: float = Field(1.0, gt=0, description="Multiplier of this relation's edge weights.")
+
+
+Relation = Annotated[Union[BipartiteRelation, CoOccurrenceRelation], Field(discriminator="kind")]
+
+
+def _namespace(rel: BipartiteRelation) -> str:
+    return rel.namespace or rel.attribute
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _weights(values: "np.ndarray", how: Transform) -> "np.ndarray":
+    import numpy as np
+
+    values = values.astype(np.float64)
+    if how == "log1p":
+        return np.log1p(np.maximum(values, 0.0))
+    if how == "binary":
+        return (values > 0).astype(np.float64)
+    return values
+
+
+class RelationReader:
+    """Reads the arm's relation files into edges (a mixin of :class:`GraphArm`: uses its
+    ``params`` and ``ctx``)."""
+
+    def _relation_path(self, i: int, rel: BipartiteRelation | CoOccurrenceRelation) -> Path:
+        path = self.ctx.resolve(rel.path)
+        check_file(path, "relation file", where=None, node=self.ctx.node_id,
+                   field=f"with.relations.{i}.path", hint="paths are relative to the spec's "
+                                                          "folder; relations are Parquet files")
+        return path
+
+    def _read(self, i: int, rel, columns: list[tuple[str, str]]) -> "pl.DataFrame":
+        """The relation's columns (param name, column), or a StateError naming the field."""
+        import polars as pl
+
+        path = self._relation_path(i, rel)
+        try:
+            schema = pl.read_parquet_schema(path)
+        except Exception as exc:
+            raise StateError(f"cannot read relation file {path} as Parquet: {first_line(exc)}",
+                             node=self.ctx.node_id, field=f"with.relations.{i}.path",
+                             hint="relations must be Parquet files") from exc
+        for param, col in columns:
+            if col not in schema:
+                raise StateError(f"relation file {path.name} has no column '{col}'",
+                                 node=self.ctx.node_id, field=f"with.relations.{i}.{param}",
+                                 hint=f"columns: {shown_names(schema)}")
+        return pl.read_parquet(path, columns=list(dict.fromkeys(c for _, c in columns)))
+
+    def _bipartite(self, i: int, rel: BipartiteRelation, entities: "pl.DataFrame"):
+        """(entity rows, attribute values, weights, rows dropped) of one bipartite relation."""
+        import polars as pl
+
+        df = self._read(i, rel, [("entity", rel.entity), ("attribute", rel.attribute)])
+        df = df.select(pl.col(rel.entity).cast(pl.String).alias("_e"),
+                       pl.col(rel.attribute).cast(pl.String).alias("_a")).drop_nulls()
+        n_rows = df.height
+        df = df.join(entities, on="_e", how="inner")
+        dropped = n_rows - df.height
+        pairs = df.group_by("_row", "_a").len("_n")
+        keep = pairs.group_by("_a").len("_deg").filter(pl.col("_deg") >= rel.min_entities)
+        pairs = pairs.join(keep.select("_a"), on="_a", how="semi").sort("_a", "_row")
+        w = _weights(pairs["_n"].to_numpy(), rel.transform) * rel.weight
+        return pairs["_row"].to_numpy(), pairs["_a"].to_list(), w, dropped
+
+    def _co_occurrence(self, i: int, rel: CoOccurrenceRelation, entities: "pl.DataFrame",
+                       n: int):
+        """(row, col, weight) entity–entity edges: each entity's top_n by cosine."""
+        import numpy as np
+        import polars as pl
+        import scipy.sparse as sp
+
+        cols = [("group", rel.group), ("entity", rel.entity)]
+        if rel.value:
+            cols.append(("value", rel.value))
+        df = self._read(i, rel, cols)
+        if rel.value and not df.schema[rel.value].is_numeric():
+            raise StateError(f"column '{rel.value}' is not numeric ({df.schema[rel.value]})",
+                             node=self.ctx.node_id, field=f"with.relations.{i}.value",
+                             hint="name a numeric column, or drop `value`")
+        df = df.select(pl.col(rel.group).cast(pl.String).alias("_g"),
+                       pl.col(rel.entity).cast(pl.String).alias("_e"),
+                       (pl.col(rel.value).cast(pl.Float64) if rel.value
+                        else pl.lit(1.0)).alias("_v")).drop_nulls()
+        n_rows = df.height
+        df = df.join(entities, on="_e", how="inner")
+        dropped = n_rows - df.height
+        # sorted, with group codes by group name: the same input gives the same floats
+        df = df.group_by("_row", "_g").agg(pl.col("_v").sum()).sort("_row", "_g")
+        groups = (df["_g"].rank("dense") - 1).to_numpy().astype(np.int64)
+        rows = df["_row"].to_numpy()
+        vals = _weights(df["_v"].to_numpy(), rel.transform)
+        n_groups = int(groups.max()) + 1 if len(groups) else 0
+        x = sp.csr_matrix((vals, (rows, groups)), shape=(n, max(n_groups, 1)))
+        x.eliminate_zeros()
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        xn = sp.diags(1.0 / norms) @ x
+        sim = (xn @ xn.T).tocsr()
+        if rel.min_support > 1:
+            b = (x > 0).astype(np.float32)
+            support = (b @ b.T).tocsr()
+            sim = sim.multiply(support >= rel.min_support).tocsr()
+        sim.setdiag(0)
+        sim.eliminate_zeros()
+        out_r, out_c, out_w = [], [], []
+        ip, ix, dv = sim.indptr, sim.indices, sim.data
+        for r in np.flatnonzero(np.diff(ip)):
+            a, b = ip[r], ip[r + 1]
+            # best top_n by cosine, ties broken by entity row (deterministic)
+            sel = (np.lexsort((ix[a:b], -dv[a:b]))[:rel.top_n] + a
+                   if b - a > rel.top_n else np.arange(a, b))
+            out_r.append(np.full(len(sel), r))
+            out_c.append(ix[sel])
+            out_w.append(dv[sel])
+        if not out_r:
+            return np.zeros(0, int), np.zeros(0, int), np.zeros(0), dropped
+        return (np.concatenate(out_r), np.concatenate(out_c),
+                np.concatenate(out_w) * rel.weight, dropped)
+
+
+def _ranges(starts: "np.ndarray", ends: "np.ndarray") -> "np.ndarray":
+    """Concatenation of ``arange(s, e)`` for each pair, vectorised."""
+    import numpy as np
+
+    lens = ends - starts
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(ends - lens.cumsum(), lens)   # start of each range minus its offset
+    return offsets + np.arange(total, dtype=np.int64)
