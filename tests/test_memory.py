@@ -101,7 +101,7 @@ def test_near_key_drops_stopwords_and_sorts():
 
 def test_name_variants():
     src = MemoryParams.model_validate({"name": {"column": "name"}}).name
-    from ltrr_plugins.arms.memory import _separator_regex
+    from ltrr_plugins.arms.memory.keys import _separator_regex
 
     keys = lambda raw: {k: kind for k, kind, _ in name_keys(raw, src, _separator_regex(  # noqa
         src.separators))}

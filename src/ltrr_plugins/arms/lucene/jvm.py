@@ -51,7 +51,6 @@ _LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-
 def anserini_jar() -> Path:
     """Path of the Anserini fatjar: ``$LTRR_ANSERINI_JAR`` or the newest one shipped in pyserini."""
     env = os.environ.get("LTRR_ANSERINI_JAR")
@@ -321,7 +320,6 @@ def detach_thread() -> None:
 def _jstr_safe(text: str) -> str:
     """``text`` without lone surrogates, which pyjnius cannot pass to Java."""
     return text.encode("utf-8", "replace").decode("utf-8")
-
 
 
 _T = TypeVar("_T")

@@ -1,0 +1,293 @@
+"""The ``memory`` arm: params, opening, and the lookup (exact, near-duplicate, fuzzy key)
+that scores predictions and learned evidence together."""
+
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from ltrr.components import Arm, Indexed, Learner, Params
+from ltrr.errors import StateError
+from ltrr.hookspecs import hookimpl
+from ltrr.text import normalize
+from ltrr.types import ArmRequest, Candidate
+from ltrr_plugins.arms.memory.keys import DEFAULT_STOPWORDS, NameSource, near_key, query_key
+from ltrr_plugins.arms.memory.predictions import PREDICTIONS, Predictions
+from ltrr_plugins.arms.memory.store import _ENTITIES, _LN2, _S, _T, _W, DAY, LearnedStore
+
+
+_FUZZY_CACHE = 10_000        # fuzzy lookups remembered (cleared when learning adds keys)
+
+
+class AttributeSource(Params):
+    column: str = Field(description=(
+        "Catalog column of attribute values (a list such as tags, in rank order, or a "
+        "string); each value becomes a query key predicting the entities carrying it."))
+    weight: float = Field(0.6, ge=0, le=1, description=(
+        "Predicted score of the most popular entity carrying the value at rank 1."))
+    top_n: int = Field(50, ge=1, description="Entities kept per value (best predicted first).")
+    rank_decay: float = Field(0.15, ge=0, description=(
+        "How fast the score falls with the value's 1-based rank r in the entity's list: "
+        "factor 1 / (1 + rank_decay * (r - 1)); 0 ignores the rank."))
+    min_entities: int = Field(1, ge=1, description=(
+        "Ignore values carried by fewer entities than this."))
+    min_chars: int = Field(2, ge=1, description="Ignore values shorter than this (normalised).")
+
+
+class MemoryParams(Params):
+    name: NameSource | None = Field(None, description=(
+        "Predict entities from their names (cold start). Absent: no name predictions."))
+    attributes: list[AttributeSource] = Field(default_factory=list, description=(
+        "Predict entities from attribute columns (tags, genres...), one entry per column."))
+    popularity: str | None = Field(None, description=(
+        "Numeric catalog column (>= 0) scaling attribute predictions and breaking ties "
+        "between entities of one key; divided by its maximum. Absent: all entities equal."))
+    popularity_log: bool = Field(False, description=(
+        "Apply log1p to the popularity column before dividing by its maximum (for raw "
+        "counts such as plays)."))
+    prior_strength: float = Field(3.0, gt=0, description=(
+        "k in score = (W + k * predicted) / (S + k): how many units of (decayed, weighted) "
+        "engagement a key needs before its evidence outweighs the predictions."))
+    half_life_days: float = Field(30.0, gt=0, description=(
+        "Half-life of engagement, in days of event time: an event this much older than "
+        "the latest event counts half."))
+    stopwords: list[str] = Field(DEFAULT_STOPWORDS, description=(
+        "Words dropped from near-duplicate keys (normalised); a query made only of "
+        "stopwords keeps them all."))
+    fuzzy_threshold: float = Field(90.0, ge=0, le=100, description=(
+        "Minimum rapidfuzz ratio (0-100) for the fuzzy fallback, tried when neither the "
+        "exact nor the near-duplicate key is known; 100 disables it."))
+    fuzzy_min_chars: int = Field(5, ge=1, description=(
+        "Only near-duplicate keys at least this long are matched fuzzily."))
+    min_score: float = Field(0.0, ge=0, description=(
+        "Entities scoring at or below this are not returned (skips can push a score to 0 "
+        "or below)."))
+    features: bool = Field(True, description=(
+        "Attach features to candidates: memory_prior (predicted score), memory_evidence "
+        "(decayed engagement S of the key) and memory_match (0 exact, 1 near, 2 fuzzy)."))
+
+    @field_validator("stopwords", mode="after")
+    @classmethod
+    def _normalised(cls, words: list[str]) -> list[str]:
+        return [w for w in (normalize(x) for x in words) if w]
+
+
+class MemoryArm(Predictions, LearnedStore, Arm, Indexed, Learner):
+    """Query → entity memory: predicted from names and tags, learned from engagement.
+
+    For a query key *q* and an entity *e*::
+
+        score(q, e) = (g·W[q,e] + k·p[q,e]) / (g·S[q] + k)
+
+    * ``p[q,e]`` — the cold-start prediction (0 when none);
+    * ``W[q,e]`` — Σ over events on (q, e) of weight · 2^(−(t_q − t_event)/h): decayed
+      weighted engagement (clicks +, skips −), ``h`` = ``half_life_days``;
+    * ``S[q]`` — the same sum of |weight| over all of q's events: the key's evidence
+      (``n``), so ``W/S`` is the observed share of q's engagement that went to e;
+    * ``t_q`` — q's latest event; ``g`` = 2^(−(T − t_q)/h) ages the key's evidence to
+      T, the latest event seen overall (time is event time, never the clock);
+    * ``k`` — ``prior_strength``.
+
+    Written as (n·observed + k·predicted)/(n + k) with n = g·S, observed = W/S: with no
+    evidence the score is the prediction; as evidence grows it tends to the observed
+    share, and predictions of entities nobody engaged with fade as k/(n + k).
+    Entities scoring <= ``min_score`` are not returned.
+    """
+
+    name = "memory"
+    threaded = False          # microseconds of Python per query: no thread hand-off
+    Params = MemoryParams
+
+    # --- cold start -------------------------------------------------------------------
+
+    def state_key(self) -> dict[str, Any]:
+        p = self.params
+        return {"name": p.name.model_dump(mode="json") if p.name else None,
+                "attributes": [a.model_dump(mode="json") for a in p.attributes],
+                "popularity": p.popularity, "popularity_log": p.popularity_log}
+
+    def open(self) -> None:
+        import polars as pl
+
+        p = self.params
+        self._stop = frozenset(p.stopwords)
+        self._k = float(p.prior_strength)
+        self._lam = _LN2 / (p.half_life_days * DAY)   # decay rate per second
+        self._lock = threading.Lock()                  # serialises learn() calls
+        self._fuzzy_cache: dict[str, tuple[str, float] | None] = {}
+        # predictions: key -> (start, end) into the flat entity/score lists
+        path = self.ctx.state_dir / PREDICTIONS
+        self._pred_index: dict[str, tuple[int, int]] = {}
+        self._pred_entities: list[str] = []
+        self._pred_scores: list[float] = []
+        self.has_predictions = path.exists()
+        if self.has_predictions:
+            try:
+                table = pl.read_parquet(path, columns=["key", "entity_id", "score"])
+            except Exception as exc:
+                raise StateError(f"cannot read {path}: {exc}", node=self.ctx.node_id,
+                                 hint="rebuild it with `ltrr index <spec> --force`") from exc
+            self._pred_entities = table["entity_id"].to_list()
+            self._pred_scores = table["score"].cast(pl.Float64).to_list()
+            runs = (table.select("key").with_row_index("i")
+                    .group_by("key", maintain_order=True)
+                    .agg(pl.col("i").first().alias("start"), pl.len().alias("n")))
+            self._pred_index = {k: (s, s + c) for k, s, c in
+                                zip(runs["key"].to_list(), runs["start"].to_list(),
+                                    runs["n"].to_list())}
+        self._pred_near: dict[str, tuple[str, ...]] = self._near_index(self._pred_index)
+        # learned state
+        self._pairs = self._read_learned()
+        self._learned: dict[str, tuple] = {}
+        self._t_now = 0.0
+        self._update_learned(self._pairs)
+        self._learned_near = self._near_index(self._learned)
+        self._buckets = self._fuzzy_buckets()
+
+    def _near_index(self, keys) -> dict[str, tuple[str, ...]]:
+        """Near-duplicate key → the exact keys sharing it (the canonical one first)."""
+        near: dict[str, list[str]] = {}
+        for key in keys:
+            near.setdefault(near_key(key, self._stop), []).append(key)
+        return {n: tuple(sorted(v, key=lambda k, n=n: k != n)) for n, v in near.items()}
+
+    @staticmethod
+    def _near(index: dict[str, tuple[str, ...]], nk: str) -> tuple[str, ...]:
+        """The exact keys to use for a near-duplicate key: the key equal to it when there
+        is one ("rock music" → "rock", not also "the rock"), else all of them."""
+        keys = index.get(nk, ())
+        return keys[:1] if keys and keys[0] == nk else keys
+
+    def _fuzzy_buckets(self) -> dict[tuple[str, int], list[str]]:
+        """Near keys by (first character, length): the fuzzy fallback's blocking."""
+        buckets: dict[tuple[str, int], list[str]] = {}
+        if self.params.fuzzy_threshold >= 100:
+            return buckets
+        for nk in sorted(set(self._pred_near) | set(self._learned_near)):
+            if len(nk) >= self.params.fuzzy_min_chars:
+                buckets.setdefault((nk[0], len(nk)), []).append(nk)
+        return buckets
+
+    def _predicted(self, keys: tuple[str, ...]) -> dict[str, float]:
+        """Entity → predicted score over keys (max when several near-duplicates match)."""
+        out: dict[str, float] = {}
+        ents, scores = self._pred_entities, self._pred_scores
+        for key in keys:
+            span = self._pred_index.get(key)
+            if span is None:
+                continue
+            for i in range(span[0], span[1]):
+                e = ents[i]
+                if scores[i] > out.get(e, -1.0):
+                    out[e] = scores[i]
+        return out
+
+    def scores(self, text: str, k: int | None = None
+               ) -> tuple[list[tuple[str, float, float]], float, int]:
+        """The entities remembered for a query, best first (the top ``k`` when given).
+
+        Returns ``([(entity_id, score, predicted), ...], evidence, match)``: ``evidence``
+        is g·S summed over the matched key(s), ``match`` is 0 (exact key), 1
+        (near-duplicate), 2 (fuzzy; scores multiplied by the similarity) or -1 (unknown).
+        """
+        key = query_key(text)
+        if not key:
+            return [], 0.0, -1
+        match, sim = 0, 1.0
+        lkeys: tuple[str, ...] = (key,) if key in self._learned else ()
+        pkeys: tuple[str, ...] = (key,) if key in self._pred_index else ()
+        if not lkeys and not pkeys:                     # exact key unknown: near-duplicates
+            nk = near_key(key, self._stop)
+            lkeys = self._near(self._learned_near, nk)
+            pkeys = self._near(self._pred_near, nk)
+            match = 1
+            if not lkeys and not pkeys:                 # then the fuzzy fallback
+                found = self._fuzzy(nk)
+                if found is None:
+                    return [], 0.0, -1
+                nk, sim = found
+                lkeys = self._near(self._learned_near, nk)
+                pkeys = self._near(self._pred_near, nk)
+                match = 2
+        floor = self.params.min_score
+        if not lkeys:                                   # predictions only
+            if len(pkeys) == 1:                         # already sorted: slice
+                s, e = self._pred_index[pkeys[0]]
+                if k is not None:
+                    e = min(e, s + k)
+                ents, sc = self._pred_entities, self._pred_scores
+                return ([(ents[i], sc[i] * sim, sc[i]) for i in range(s, e)
+                         if sc[i] * sim > floor], 0.0, match)
+            ranked = sorted(self._predicted(pkeys).items(), key=lambda x: -x[1])[:k]
+            return [(e, p * sim, p) for e, p in ranked if p * sim > floor], 0.0, match
+        pred = self._predicted(pkeys) if pkeys else {}
+        t_now, lam = self._t_now, self._lam
+        evidence = 0.0
+        w_sum: dict[str, float] = {}
+        for lk in lkeys:
+            entry = self._learned.get(lk)
+            if entry is None:
+                continue
+            g = math.exp((entry[_T] - t_now) * lam)
+            evidence += g * entry[_S]
+            for e, w in zip(entry[_ENTITIES], entry[_W]):
+                w_sum[e] = w_sum.get(e, 0.0) + g * w
+        denom = evidence + self._k
+        prior = self._k / denom
+        out = {e: prior * p for e, p in pred.items()}
+        for e, w in w_sum.items():
+            out[e] = out.get(e, 0.0) + w / denom
+        ranked = sorted(out.items(), key=lambda x: -x[1])[:k]
+        return ([(e, s * sim, pred.get(e, 0.0)) for e, s in ranked if s * sim > floor],
+                evidence, match)
+
+    def _fuzzy(self, nk: str) -> tuple[str, float] | None:
+        if self.params.fuzzy_threshold >= 100 or len(nk) < self.params.fuzzy_min_chars:
+            return None
+        cache = self._fuzzy_cache
+        if nk in cache:
+            return cache[nk]
+        # ratio = 2·matches / (len(a) + len(b)) >= t bounds the other key's length:
+        # it lies within [n·t / (2 - t), n·(2 - t) / t]; only those buckets are searched.
+        t = max(self.params.fuzzy_threshold / 100.0, 0.01)
+        n, first, buckets = len(nk), nk[0], self._buckets
+        lo, hi = math.ceil(n * t / (2 - t) - 1e-9), math.floor(n * (2 - t) / t + 1e-9)
+        choices: list[str] = []
+        for length in range(lo, hi + 1):
+            choices += buckets.get((first, length), ())
+        found = None
+        if choices:
+            from rapidfuzz import fuzz, process
+
+            best = process.extractOne(nk, choices, scorer=fuzz.ratio,
+                                      score_cutoff=self.params.fuzzy_threshold)
+            if best is not None:
+                found = (best[0], best[1] / 100.0)
+        if len(cache) >= _FUZZY_CACHE:
+            cache.clear()
+        cache[nk] = found
+        return found
+
+    def retrieve_batch(self, requests: list[ArmRequest]) -> list[list[Candidate]]:
+        arm = self.ctx.node_id
+        feats = self.params.features
+        out = []
+        for r in requests:
+            ranked, evidence, match = self.scores(r.query.text, r.k)
+            if feats:
+                out.append([Candidate(e, arm, i, s, {"memory_prior": p,
+                                                     "memory_evidence": evidence,
+                                                     "memory_match": float(match)})
+                            for i, (e, s, p) in enumerate(ranked, 1)])
+            else:
+                out.append([Candidate(e, arm, i, s)
+                            for i, (e, s, _) in enumerate(ranked, 1)])
+        return out
+
+@hookimpl
+def ltrr_components():
+    return [MemoryArm]
