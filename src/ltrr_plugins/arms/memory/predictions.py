@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ltrr.errors import StateError
 from ltrr.text import normalize
+from ltrr_plugins.arms.memory.keys import _separator_regex, name_keys
 
 if TYPE_CHECKING:
     import polars as pl
-
-from ltrr_plugins.arms.memory.keys import _separator_regex, name_keys
 
 
 PREDICTIONS = "predictions.parquet"
