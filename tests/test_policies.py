@@ -173,7 +173,7 @@ def test_action_key_is_canonical_for_both_forms():
 def test_an_arm_drawing_nothing_is_not_part_of_the_action():
     """One key for policies, action spaces and OPE: OPE dropped zero counts, the action
     space kept them, so a logged {x: 10, y: 0} was outside the space but inside OPE's."""
-    from ltrr.ope import action_key as ope_key
+    from ltrr.ope.log import action_key as ope_key
 
     assert action_key({"x": 10, "y": 0}) == action_key({"x": 10}) == ope_key({"x": 10, "y": 0})
     space = ActionSpace(["x", "y"], budget=10, step=5)
