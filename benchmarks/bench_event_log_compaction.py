@@ -59,7 +59,7 @@ class Variant:
 
     def __init__(self, name: str, root: Path, compact: bool):
         from ltrr.feedback.ingest import CURSOR, event_log
-        from ltrr.serve.feedback import FeedbackIntake
+        from ltrr.serve.intake import FeedbackIntake
 
         self.name, self.compact_on = name, compact
         state = root / name

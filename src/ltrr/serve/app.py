@@ -38,9 +38,10 @@ from ltrr.serve.config import ServeConfig
 from ltrr.serve.decisions import DecisionWriter
 from ltrr.serve.docs import add_docs
 from ltrr.serve.errors import ApiError, error_body, from_ltrr, from_validation
-from ltrr.serve.feedback import BackgroundLearner, FeedbackIntake
+from ltrr.serve.intake import FeedbackIntake
 from ltrr.serve.guard import RequestGuard
 from ltrr.serve.holder import PipelineHolder, Served
+from ltrr.serve.learner import BackgroundLearner
 from ltrr.serve.metrics import Metrics
 from ltrr.serve.middleware import ANNOUNCED, ServeMiddleware
 from ltrr.serve.models import (ErrorResponse, Event, FeedbackRequest, FeedbackResponse,

@@ -1,0 +1,158 @@
+"""Feedback intake: events logged durably before they are acknowledged.
+
+:class:`FeedbackIntake` validates each /feedback body with the event model
+(``ltrr.feedback.schema.Event``) and appends the events of all requests waiting at that
+moment as one Parquet part of the pipeline's event log (group commit: one fsync for
+many requests) through ``EventLog.append_unlogged``, which drops ids already logged;
+the server keeps the logged ids in memory (``LoggedIds``) instead of re-reading every
+part on every append. Only then are the requests answered, and the learner
+(``ltrr.serve.learner``) is woken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+from ltrr.errors import Location
+from ltrr.feedback.events import LoggedIds
+from ltrr.serve.batching import deliver
+from ltrr.serve.errors import ApiError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from ltrr.serve.decisions import DecisionWriter
+    from ltrr.serve.holder import PipelineHolder, Served
+    from ltrr.serve.learner import BackgroundLearner
+    from ltrr.serve.metrics import Metrics
+
+
+log = logging.getLogger("ltrr.serve")
+
+MAX_COMMIT_BYTES = 16 * 2 ** 20    # most request bytes committed as one part
+
+
+def _where(i: int) -> Location:
+    return Location(f"request field events[{i}]")
+
+
+class _Request:
+    __slots__ = ("body", "future")
+
+    def __init__(self, body: bytes, future: asyncio.Future):
+        self.body, self.future = body, future
+
+
+class FeedbackIntake:
+    """Validates, deduplicates and durably appends events; wakes the learner."""
+
+    def __init__(self, holder: "PipelineHolder", metrics: "Metrics",
+                 decisions: "DecisionWriter", learner: "BackgroundLearner",
+                 parse: Callable[[bytes, "Served"], list[Any]]):
+        self.holder, self.metrics, self.parse = holder, metrics, parse
+        self.decisions, self.learner = decisions, learner
+        self._queue: deque[_Request] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, name="ltrr-feedback", daemon=True)
+        self._known = LoggedIds()       # ids already in the event log
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread.start()
+
+    def submit(self, body: bytes) -> asyncio.Future:
+        """Queue one request's body; resolves to ``(received, new)`` once its events are
+        durable, or to the error that makes it invalid."""
+        assert self._loop is not None, "FeedbackIntake.start was not called"
+        req = _Request(body, self._loop.create_future())
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the server is shutting down")
+            self._queue.append(req)
+            self._cond.notify()
+        return req.future
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Commit what is queued, then end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # --- writer thread ----------------------------------------------------------------
+
+    def _take(self) -> list[_Request] | None:
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            taken, size = [], 0
+            while self._queue and (not taken or size + len(self._queue[0].body)
+                                   <= MAX_COMMIT_BYTES):
+                req = self._queue.popleft()
+                taken.append(req)
+                size += len(req.body)
+            return taken
+
+    def _run(self) -> None:
+        while True:
+            reqs = self._take()
+            if reqs is None:
+                return
+            try:
+                outcomes = self._commit(reqs)
+            except BaseException as exc:          # never let the writer die
+                log.exception("committing %d feedback requests failed", len(reqs))
+                outcomes = [exc] * len(reqs)
+            assert self._loop is not None
+            deliver(self._loop, [r.future for r in reqs], outcomes)
+
+    def _commit(self, reqs: list[_Request]) -> list[Any]:
+        from ltrr.errors import LtrrError
+        from ltrr.feedback.events import events_from_rows
+
+        outcomes: list[Any] = [None] * len(reqs)
+        frames: list[tuple[int, "pl.DataFrame"]] = []
+        with self.holder.lease() as served:
+            for i, req in enumerate(reqs):
+                try:
+                    events = self.parse(req.body, served)     # validated: rules and all
+                    frames.append((i, events_from_rows(events, where=_where)))
+                except (LtrrError, ApiError) as exc:
+                    outcomes[i] = exc
+            if frames:
+                # the decisions these events answer become durable first
+                self.decisions.flush()
+                new_counts = self._append(served, frames)
+                total_new = 0
+                for i, frame in frames:
+                    outcomes[i] = (frame.height, new_counts.get(i, 0))
+                    total_new += new_counts.get(i, 0)
+                    self.metrics.events_received.inc(frame.height)
+                self.metrics.events_new.inc(total_new)
+                if total_new:
+                    self.learner.wake()
+        return outcomes
+
+    def _append(self, served: "Served", frames: list[tuple[int, "pl.DataFrame"]]
+                ) -> dict[int, int]:
+        """Append the events not logged yet as one part; new events per request."""
+        import polars as pl
+
+        from ltrr.feedback.ingest import event_log
+
+        merged = pl.concat([f.with_columns(pl.lit(i, pl.Int32).alias("_req"))
+                            for i, f in frames], how="vertical_relaxed")
+        fresh, path = event_log(served.plan).append_unlogged(merged, self._known)
+        if path is None:
+            return {}
+        self.learner.logged(path.name, fresh.height)
+        return dict(fresh.group_by("_req").len().iter_rows())
