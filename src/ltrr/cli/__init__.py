@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ltrr import __version__
+from ltrr.cli import commands
 from ltrr.errors import LtrrError
 
 
@@ -49,23 +50,26 @@ def _parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
-    cmd("validate", _validate, "Check a spec without loading anything heavy (exit 0 or 1).")
+    cmd("validate", commands.validate,
+        "Check a spec without loading anything heavy (exit 0 or 1).")
 
-    sp = cmd("schema", _schema, "Print the JSON Schema of pipeline specs (for editors).",
+    sp = cmd("schema", commands.schema, "Print the JSON Schema of pipeline specs (for editors).",
              spec=False)
     sp.add_argument("--components", action="store_true",
                     help="also print the params schema of every registered component")
 
-    cmd("plugins", _plugins, "List registered components and the packages providing them.",
-        spec=False)
+    cmd("plugins", commands.plugins,
+        "List registered components and the packages providing them.", spec=False)
 
-    sp = cmd("graph", _graph, "Print the compiled plan as a Mermaid flowchart; optionally a PNG.")
+    sp = cmd("graph", commands.graph,
+             "Print the compiled plan as a Mermaid flowchart; optionally a PNG.")
     sp.add_argument("--png", type=Path, help="also draw the plan into this PNG file")
 
-    sp = cmd("index", _index, "Build the state (indexes) of every arm that needs one.")
+    sp = cmd("index", commands.index, "Build the state (indexes) of every arm that needs one.")
     sp.add_argument("--force", action="store_true", help="rebuild even if up to date")
 
-    sp = cmd("run", _run, "Answer queries with the pipeline and print the ranked results.")
+    sp = cmd("run", commands.run,
+             "Answer queries with the pipeline and print the ranked results.")
     src = sp.add_mutually_exclusive_group(required=True)
     src.add_argument("--query", "-q", action="append", help="a query (repeatable)")
     src.add_argument("--queries", type=Path,
@@ -78,11 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-size", type=int, default=256)
     _loss_options(sp)
 
-    sp = cmd("feedback", _feedback, "Ingest feedback events (JSONL or Parquet) and learn from "
+    sp = cmd("feedback", commands.feedback,
+             "Ingest feedback events (JSONL or Parquet) and learn from "
              "them; replaying a file adds nothing twice.")
     sp.add_argument("events", type=Path, help="events file")
 
-    sp = cmd("train", _train, "Replay a decision + event log into the pipeline's learners "
+    sp = cmd("train", commands.train, "Replay a decision + event log into the pipeline's learners "
              "(offline learning); replaying the same log twice adds nothing.")
     sp.add_argument("--log", type=Path, metavar="DIR",
                     help="state folder holding decisions/ and events/ (default: the "
@@ -93,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="first move logged events with invalid timestamps (NaN, infinite, "
                          "before 1970, beyond feedback.max_future_s) to events/quarantine/")
 
-    sp = cmd("evaluate", _evaluate, "Run judged queries and report IR metrics (ir-measures), "
+    sp = cmd("evaluate", commands.evaluate,
+             "Run judged queries and report IR metrics (ir-measures), "
              "or estimate the spec's policy's value on a logged pipeline (--log: IPS, SNIPS, DR).")
     sp.add_argument("--queries", type=Path, help="TSV or JSONL(.gz) queries")
     sp.add_argument("--qrels", type=Path, help="TREC or BEIR TSV(.gz) qrels")
@@ -112,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-size", type=int, default=256)
     _loss_options(sp)
 
-    sp = cmd("serve", _serve, "Serve the pipeline over HTTP: POST /search and /feedback, "
+    sp = cmd("serve", commands.serve, "Serve the pipeline over HTTP: POST /search and /feedback, "
              "GET /health and /metrics, POST /admin/reload (docs/serve.md).")
     sp.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     sp.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 = any free)")
@@ -163,7 +169,8 @@ def _parser() -> argparse.ArgumentParser:
                          "default: $LTRR_ADMIN_TOKEN; without one, /admin/* answers only on "
                          "a loopback address")
 
-    sp = cmd("simulate", _simulate, "Simulate users searching: rounds of serve, engage (click "
+    sp = cmd("simulate", commands.simulate,
+             "Simulate users searching: rounds of serve, engage (click "
              "model), learn, per policy; report recall, regret and plots.")
     sp.add_argument("--user-model", default="lastfm",
                     help="registered user model (default: lastfm)")
@@ -200,252 +207,6 @@ def _loss_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--strict", action="store_true",
                     help="exit 1 when a query lost an arm (deadline or failure) or a "
                          "slotter's slots; each loss is named on stderr either way")
-
-
-# --- commands ---------------------------------------------------------------------------
-
-def _validate(args) -> int:
-    from ltrr.compiler import load_plan
-
-    plan = load_plan(args.spec)
-    m = plan.model
-    print(f"ok: {args.spec}: pipeline '{m.name}' — {len(plan.slotters)} slotter(s), "
-          f"{len(plan.arms)} arm(s) [{', '.join(a.id for a in plan.arms)}], "
-          f"policy {m.policy.use} (budget {m.policy.budget}), merge {m.merge.use}, "
-          f"ranker {m.ranker.use}")
-    return 0
-
-
-def _schema(args) -> int:
-    import json
-
-    from ltrr.spec.models import PipelineSpec
-
-    schema = PipelineSpec.model_json_schema(by_alias=True)
-    if args.components:
-        from ltrr.registry import default_registry
-
-        schema["x-ltrr-components"] = {
-            f"{r.kind.value}:{r.name}": r.cls.Params.model_json_schema()
-            for r in default_registry().all()}
-    print(json.dumps(schema, indent=2))
-    return 0
-
-
-def _plugins(args) -> int:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from ltrr import extras
-    from ltrr.registry import default_registry
-
-    table = Table("kind", "name", "package", "version", "summary", box=None)
-    for r in default_registry().all():
-        absent = extras.missing(r.cls.requires)
-        summary = r.summary + (f" (needs: {extras.install_hint(absent)})" if absent else "")
-        table.add_row(r.kind.value, r.name, r.package, r.version, escape(summary))
-    Console().print(table)
-    return 0
-
-
-def _graph(args) -> int:
-    from ltrr.compiler import load_plan
-    from ltrr.runtime.graphviz import draw_png, mermaid
-
-    plan = load_plan(args.spec)
-    print(mermaid(plan))
-    if args.png:
-        draw_png(plan, args.png)
-        print(f"wrote {args.png}", file=sys.stderr)
-    return 0
-
-
-def _index(args) -> int:
-    from ltrr.cli import output
-    from ltrr.compiler import load_plan
-    from ltrr.runtime.batch import index_plan
-
-    plan = load_plan(args.spec)
-    with output.index_progress() as progress:
-        report = index_plan(plan, force=args.force, progress=progress)
-    output.print_index_report(report)
-    return 0
-
-
-def _run(args) -> int:
-    import json
-
-    from rich.console import Console
-
-    from ltrr.cli import output
-    from ltrr.compiler import load_plan
-    from ltrr.runtime.batch import decision_json, losses, run_queries, trec_lines
-    from ltrr.runtime.pipeline import new_request_id
-    from ltrr.runtime.queries import read_queries
-    from ltrr.types import Query
-
-    plan = load_plan(args.spec)
-    if args.queries:
-        queries = read_queries(args.queries)
-    else:
-        queries = [Query(new_request_id(), q, args.user) for q in args.query]
-    with output.query_progress(args.batch_size) as progress:
-        decisions, titles = run_queries(
-            plan, queries, log=False if args.no_log else None, deadlines=args.deadlines,
-            batch_size=args.batch_size, source=args.queries,
-            with_titles=args.format == "table", progress=progress)
-    k = args.k or plan.model.output.k
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    try:
-        if args.format == "table":
-            output.print_decisions(decisions, titles, k,
-                                   Console(file=out) if args.output else Console())
-        elif args.format == "jsonl":
-            for d in decisions:
-                out.write(json.dumps(decision_json(d, k), ensure_ascii=False) + "\n")
-        else:
-            out.writelines(trec_lines(decisions, plan.model.name, k))
-    finally:
-        if args.output:
-            out.close()
-    lost = losses(decisions)
-    output.warn_losses(lost)
-    output.fail_if_strict(lost.problems, args.strict)
-    return 0
-
-
-def _feedback(args) -> int:
-    from ltrr.compiler import load_plan
-    from ltrr.feedback.ingest import ingest_file
-
-    report = ingest_file(load_plan(args.spec), args.events)
-    print(f"{report['new']} new of {report['received']} events logged")
-    if report.get("learned_by"):
-        from ltrr.feedback.learning_lock import describe
-
-        print(f"learning them is left to the server that learns this pipeline: "
-              f"{describe(report['learned_by'])}")
-    for node, stats in report["learners"].items():
-        print(f"{node}: " + ", ".join(f"{k}={v}" for k, v in (stats or {}).items()))
-    return 0
-
-
-def _train(args) -> int:
-    from ltrr.compiler import load_plan
-    from ltrr.feedback.train import train
-
-    report = train(load_plan(args.spec), args.log, nodes=args.node,
-                   quarantine_invalid=args.quarantine_invalid)
-    moved = report.get("quarantined")
-    if moved is not None:
-        print(f"moved {sum(moved.values())} events with invalid timestamps out of "
-              f"{len(moved)} event-log parts to events/quarantine/")
-    print(f"replayed {report['log']}")
-    from ltrr.cli.output import print_learners
-
-    print_learners(report["learners"], idle="nothing new to learn")
-    return 0
-
-
-def _evaluate(args) -> int:
-    from ltrr.compiler import load_plan
-    from ltrr.errors import RunError
-
-    plan = load_plan(args.spec)
-    if args.log is not None:
-        if args.queries or args.qrels:
-            raise RunError("--log (off-policy evaluation) and --queries/--qrels (judged "
-                           "queries) are two different evaluations", hint="use one of them")
-        return _evaluate_log(plan, args)
-    if not (args.queries and args.qrels):
-        raise RunError("evaluate needs --queries and --qrels, or --log",
-                       hint="e.g. ltrr evaluate spec.yaml --queries q.jsonl --qrels qrels.tsv")
-    from ltrr.cli import output
-    from ltrr.runtime.batch import evaluate_plan
-
-    with output.query_progress(args.batch_size) as progress:
-        result, lost = evaluate_plan(
-            plan, args.queries, args.qrels, measures=args.measures, by=args.by,
-            per_arm=args.per_arm, deadlines=args.deadlines, batch_size=args.batch_size,
-            run_path=args.run, progress=progress)
-    output.warn_losses(lost)
-    if args.json:
-        output.print_json({k: v for k, v in result.items() if k != "per_query"})
-    else:
-        output.print_evaluation(result, plan.model.name)
-    output.fail_if_strict(lost.problems, args.strict)
-    return 0
-
-
-def _evaluate_log(plan, args) -> int:
-    from ltrr.cli import output
-    from ltrr.ope import ope_report
-    from ltrr.runtime.workspace import Workspace
-
-    workspace = Workspace(plan)
-    try:
-        report = ope_report(plan, args.log, workspace.opened(plan.policy.id))
-    finally:
-        workspace.close()
-    if args.json:
-        output.print_json(report)
-    else:
-        output.print_ope_table(report)
-    return 0
-
-
-def _serve(args) -> int:
-    from ltrr import extras
-    from ltrr.errors import RunError
-
-    extras.require(extras.SERVE, "`ltrr serve`", RunError)
-    from ltrr.serve.config import ServeConfig, admin_token
-    from ltrr.serve.server import serve
-
-    return serve(ServeConfig(
-        spec=args.spec, host=args.host, port=args.port, max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms, max_query_chars=args.max_query_chars,
-        max_search_bytes=args.max_search_bytes, max_feedback_bytes=args.max_feedback_bytes,
-        max_events=args.max_events, learn_interval_ms=args.learn_interval_ms,
-        log_level=args.log_level, access_log=args.access_log, workers=args.workers,
-        max_connections=args.max_connections, header_timeout_s=args.header_timeout,
-        body_timeout_s=args.body_timeout, keepalive_timeout_s=args.keepalive_timeout,
-        max_header_bytes=args.max_header_bytes, allowed_hosts=tuple(args.allowed_host),
-        allowed_origins=tuple(args.allow_origin),
-        admin_token=admin_token(args.admin_token_file)))
-
-
-def _simulate(args) -> int:
-    from ltrr.cli import output
-    from ltrr.compiler import load_plan
-    from ltrr.registry import default_registry
-    from ltrr.simulate.engine import SimConfig, simulate
-    from ltrr.simulate.options import (default_out, losses, parse_with, policy_choices,
-                                       ranker_choices, with_rankers)
-    from ltrr.simulate.report import write_report
-
-    plan = load_plan(args.spec)
-    registry = default_registry()
-    out = Path(args.out) if args.out else default_out(plan, args)
-    config = SimConfig(sessions=args.sessions, seed=args.seed, round_size=args.round_size,
-                       step=args.step, max_arms=args.max_arms,
-                       keep_state=out / "state" if args.keep_state else None)
-    choices = with_rankers(policy_choices(plan, args.policies, registry),
-                           ranker_choices(plan, args.rankers, registry))
-    with output.simulation_progress() as progress:
-        result = simulate(plan, args.user_model, parse_with(args.with_), choices, config,
-                          registry=registry, progress=progress)
-    summary = write_report(result, out)
-    lost = losses(result)
-    for line, _ in lost:
-        print(f"warning: {line}", file=sys.stderr)
-    if args.json:
-        output.print_json(summary)
-    else:
-        output.print_simulation(summary, out)
-    output.fail_if_strict([problem for _, problem in lost], args.strict)
-    return 0
 
 
 if __name__ == "__main__":
