@@ -47,3 +47,18 @@ def test_the_core_never_imports_the_built_in_plugins():
             if any(n.split(".")[0] == "ltrr_plugins" for n in names):
                 found.setdefault(path.relative_to(SRC).as_posix(), []).append(node.lineno)
     assert found == {}
+
+
+MAX_LINES = 450
+
+
+def test_big_modules_say_why_they_are_kept_whole():
+    """A module over ~450 lines is split into a folder whose file names say their jobs,
+    or its docstring says why it is kept whole ("Kept whole: ...")."""
+    found = {}
+    for path in sorted(SRC.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        n = text.count("\n")
+        if n > MAX_LINES and "Kept whole:" not in (ast.get_docstring(ast.parse(text)) or ""):
+            found[path.relative_to(SRC).as_posix()] = n
+    assert found == {}

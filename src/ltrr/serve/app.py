@@ -37,7 +37,7 @@ from ltrr.serve.batching import Batcher, Job
 from ltrr.serve.config import ServeConfig
 from ltrr.serve.decisions import DecisionWriter
 from ltrr.serve.docs import add_docs
-from ltrr.serve.errors import ApiError, error_body, from_ltrr, from_validation
+from ltrr.serve.errors import ApiError, error_body, from_ltrr, request_error
 from ltrr.serve.intake import FeedbackIntake
 from ltrr.serve.guard import RequestGuard
 from ltrr.serve.holder import PipelineHolder, Served
@@ -59,7 +59,6 @@ JSON = "application/json"
 SEARCH_EXAMPLE = '{"query": "britney spears"}'
 FEEDBACK_EXAMPLE = ('{"events": [{"request_id": "<from /search>", "entity_id": "289", '
                     '"type": "click", "position": 1}]}')
-_EVENT_FIELDS = frozenset(Event.model_fields)
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text} for code, text in (
         (400, "The body is not valid JSON, or the Host is not this server's."),
@@ -153,7 +152,7 @@ class Server:
         try:
             req = FeedbackRequest.model_validate_json(body, context=rules)
         except ValidationError as exc:
-            raise _validation_error(exc, FeedbackRequest, FEEDBACK_EXAMPLE) from None
+            raise request_error(exc, FeedbackRequest, FEEDBACK_EXAMPLE) from None
         if len(req.events) > self.config.max_events:
             raise ApiError(413, f"{len(req.events)} events in one request, more than the "
                            f"limit of {self.config.max_events}", field="events",
@@ -210,18 +209,6 @@ class Server:
                 "decision_log": {
                     "parts_written": self.decisions.parts, "error": self.decisions.error},
                 "last_reload": self.last_reload, "version": __version__}
-
-
-def _validation_error(exc: ValidationError, model: type, example: str) -> ApiError:
-    """A request body's validation error, with the allowed fields or an example as hint."""
-    known = frozenset(model.model_fields) | _EVENT_FIELDS
-    err = from_validation(exc, known, example)
-    if "unknown field" in err.error:
-        inner = Event if err.field and "]" in err.field else model
-        err.hint = "allowed fields: " + ", ".join(inner.model_fields)
-    elif "missing required field" in err.error:
-        err.hint = f"e.g. {example}"
-    return err
 
 
 def _error_response(err: ApiError) -> Response:
@@ -320,7 +307,7 @@ def create_app(config: ServeConfig, holder: PipelineHolder, role: Role = Role()
         try:
             req = SearchRequest.model_validate_json(body)
         except ValidationError as exc:
-            raise _validation_error(exc, SearchRequest, SEARCH_EXAMPLE) from None
+            raise request_error(exc, SearchRequest, SEARCH_EXAMPLE) from None
         _check_search(req, config, holder.current)
         if server.stopping:
             raise ApiError(503, "the server is shutting down", hint="retry on another "

@@ -116,3 +116,18 @@ def from_validation(exc, known: frozenset[str], example: str) -> ApiError:
     if others:
         message += f" (and errors in {len(others)} more field{'s' if len(others) > 1 else ''})"
     return ApiError(422, message, field=field, hint=hint)
+
+
+def request_error(exc, model: type, example: str) -> ApiError:
+    """A request body's validation error (``model``: the body's pydantic model), with the
+    allowed fields or an example as hint."""
+    from ltrr.feedback.schema import Event
+
+    known = frozenset(model.model_fields) | frozenset(Event.model_fields)
+    err = from_validation(exc, known, example)
+    if "unknown field" in err.error:
+        inner = Event if err.field and "]" in err.field else model
+        err.hint = "allowed fields: " + ", ".join(inner.model_fields)
+    elif "missing required field" in err.error:
+        err.hint = f"e.g. {example}"
+    return err

@@ -24,6 +24,11 @@ Users and targets come from ``plays.parquet``: :meth:`QueryModel.sample_target` 
 artist in proportion to the user's play counts. Everything random goes through the
 generator passed in, and nothing depends on hash order, so a seed fixes the output.
 Per-artist work (candidate spans, tags, co-listened neighbours) is computed once and cached.
+
+Kept whole: one class, :class:`QueryModel`, whose six query-type generators share its
+indexes (names, tags, co-listening, typo neighbours) and one discipline for random draws
+(every draw from the generator passed in, so a seed fixes a run); split apart they would
+pass those indexes around.
 """
 
 from __future__ import annotations

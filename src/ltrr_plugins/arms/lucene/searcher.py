@@ -1,5 +1,10 @@
 """``FieldedSearcher``: BM25 search of an index built by ``indexer.build_index``, with
-phrase clauses, a doc-values prior and slot filters, safe from several threads."""
+phrase clauses, a doc-values prior and slot filters, safe from several threads.
+
+Kept whole: one class, :class:`FieldedSearcher`, whose every call into Java follows the
+same discipline (the pyjnius lock of ``jvm``, or the searcher's own proxy class for the
+search itself); it is audited in one place.
+"""
 
 
 from __future__ import annotations
