@@ -233,3 +233,34 @@ def test_reload_under_load_never_fails_a_request(serve_spec, start_server):
     assert 'ltrr_reloads_total{result="refused"} 1.0' in metrics
     assert "reload refused" in server.stderr
     assert server.stop() == 0
+
+
+def test_health_reports_a_reload_together_with_the_generation_it_made_current(serve_spec):
+    """/health read between the swap of the pipeline and the record of the reload showed
+    the new generation beside the previous reload's record (a fresh-clone run read it
+    there, issue 11). Each /health answer is one consistent view now."""
+    from ltrr.serve.app import Server
+    from ltrr.serve.config import ServeConfig
+    from ltrr.serve.holder import PipelineHolder
+
+    holder = PipelineHolder.open(serve_spec)
+    server = Server(ServeConfig(spec=serve_spec), holder)
+    seen = []
+    swap = holder.reload
+
+    def swap_then_look():
+        served = swap()
+        seen.append(server.health())      # after the swap, before reload() records it
+        return served
+
+    holder.reload = swap_then_look
+    try:
+        server.reload()
+        during, after = seen[0], server.health()
+    finally:
+        server.decisions.stop()
+        holder.close()
+    last = during["last_reload"] or {"generation": 1}    # none yet: generation 1 serves
+    assert last["generation"] == during["generation"], during
+    assert after["generation"] == 2 and after["last_reload"]["ok"]
+    assert after["last_reload"]["generation"] == 2

@@ -90,7 +90,9 @@ class Server:
                                max_wait_ms=config.max_wait_ms, after_batch=self.log_decisions)
         self.intake = FeedbackIntake(holder, self.metrics, self.decisions, self.learner,
                                      parse=self.parse_feedback)
-        self.last_reload: dict[str, Any] | None = None
+        # (the generation reloads made current, the last reload's record), replaced as one
+        # value: /health never shows a generation beside another reload's record
+        self._reloads: tuple[int, dict[str, Any] | None] = (holder.generation, None)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -169,26 +171,29 @@ class Server:
             served = self.holder.reload()
         except LtrrError as exc:
             self.metrics.reloads.labels("refused").inc()
-            self.last_reload = {"at": time.time(), "ok": False, "error": str(exc)}
+            self._reloads = (self._reloads[0], {"at": time.time(), "ok": False,
+                                                "error": str(exc)})
             log.error("reload refused, generation %d keeps serving: %s",
                       self.holder.generation, exc)
             raise
         except Exception as exc:
             self.metrics.reloads.labels("refused").inc()
-            self.last_reload = {"at": time.time(), "ok": False,
-                                "error": f"{type(exc).__name__}: {exc}"}
+            self._reloads = (self._reloads[0], {"at": time.time(), "ok": False,
+                                                "error": f"{type(exc).__name__}: {exc}"})
             log.exception("reload failed, generation %d keeps serving", self.holder.generation)
             raise
         self.metrics.reloads.labels("ok").inc()
         self.metrics.generation.set(served.generation)
-        self.last_reload = {"at": time.time(), "ok": True, "generation": served.generation,
-                            "seconds": round(perf_counter() - started, 3)}
+        self._reloads = (served.generation, {
+            "at": time.time(), "ok": True, "generation": served.generation,
+            "seconds": round(perf_counter() - started, 3)})
         self.learner.wake()
         if propagate:
             self.role.tell_supervisor("reload")
         return served
 
     def health(self) -> dict[str, Any]:
+        generation, last_reload = self._reloads
         served = self.holder.current
         spec = served.plan.spec
         problems = self.learner.problems()
@@ -196,7 +201,7 @@ class Server:
         return {"status": status, "problems": problems, "spec": served.plan.model.name,
                 "spec_path": str(spec.path), "spec_hash": spec.hash,
                 "uptime_s": round(time.time() - self.started, 3),
-                "generation": served.generation, "pending_events": self.learner.pending,
+                "generation": generation, "pending_events": self.learner.pending,
                 "learning": self.refresher.stats() if self.refresher is not None else {
                     "role": self.role.name, "runs": self.learner.runs,
                     "errors": self.learner.errors, "last": self.learner.last,
@@ -208,7 +213,7 @@ class Server:
                            served.pipeline.caches.items()},
                 "decision_log": {
                     "parts_written": self.decisions.parts, "error": self.decisions.error},
-                "last_reload": self.last_reload, "version": __version__}
+                "last_reload": last_reload, "version": __version__}
 
 
 def _error_response(err: ApiError) -> Response:
