@@ -101,26 +101,19 @@ class ComponentContext:
         return self.state_dir.with_name(self.state_dir.name + ".learned")
 
 
-class Component:
-    """Common base: construction, lifecycle, compile-time checks.
+class Pluggable:
+    """What every class a plugin registers has (components and simulated-user models):
+    a registered ``name``, a ``Params`` model, the modules it ``requires``, and
+    construction from validated params and a context."""
 
-    ``references`` maps params fields that name other nodes to the kind they must
-    be (``{"encoder": Kind.ENCODER}``); the compiler checks them and draws the edge.
-    """
-
-    kind: ClassVar[Kind]
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = Params
-    references: ClassVar[dict[str, Kind]] = {}
-    #: False when results never depend on the query's ``user_id`` or ``context``: a
-    #: ``cache:`` on the node then shares its entries across users.
-    reads_user: ClassVar[bool] = True
-    #: Modules imported when the component opens → the requirement that installs them
+    #: Modules imported when it opens → the requirement that installs them
     #: (``{"faiss": "ltrr[dense]"}``). The compiler refuses a node whose modules are
     #: missing, naming the install command (``ltrr.extras``).
     requires: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, params: BaseModel, ctx: ComponentContext):
+    def __init__(self, params: BaseModel, ctx: Any):
         self.params = params
         self.ctx = ctx
 
@@ -128,6 +121,21 @@ class Component:
     def summary(cls) -> str:
         """First line of the class docstring (shown by ``ltrr plugins``)."""
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+class Component(Pluggable):
+    """Common base: construction, lifecycle, compile-time checks.
+
+    ``references`` maps params fields that name other nodes to the kind they must
+    be (``{"encoder": Kind.ENCODER}``); the compiler checks them and draws the edge.
+    """
+
+    kind: ClassVar[Kind]
+    references: ClassVar[dict[str, Kind]] = {}
+    #: False when results never depend on the query's ``user_id`` or ``context``: a
+    #: ``cache:`` on the node then shares its entries across users.
+    reads_user: ClassVar[bool] = True
+    ctx: ComponentContext
 
     @classmethod
     def check(cls, params: BaseModel, plan: PlanView) -> list[Problem]:

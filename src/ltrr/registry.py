@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from ltrr import hookspecs
-from ltrr.components import KIND_BASES, Component, Kind
+from ltrr.components import KIND_BASES, Component, Kind, Pluggable
 from ltrr.errors import PluginError
 from ltrr.simulate.model import UserModel
 
@@ -37,7 +37,7 @@ class Registration:
 
     kind: Kind | str
     name: str
-    cls: type[Component] | type[UserModel]
+    cls: type[Pluggable]
     plugin: str          # entry-point name (or plugin object name)
     package: str         # distribution providing it
     version: str

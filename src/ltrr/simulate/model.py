@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, ClassVar
 
-from pydantic import BaseModel
-
-from ltrr.components import Params
+from ltrr.components import Pluggable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,7 +64,7 @@ class UserModelContext:
         return resolve_path(self.spec_dir, path)
 
 
-class UserModel:
+class UserModel(Pluggable):
     """Base of simulated users: sample sessions, react to rankings.
 
     Subclasses set ``name`` (what ``ltrr simulate --user-model`` names), ``Params``
@@ -76,20 +74,8 @@ class UserModel:
     through the generator passed in, so a seed fixes the simulation.
     """
 
-    name: ClassVar[str]
-    Params: ClassVar[type[BaseModel]] = Params
     event_types: ClassVar[tuple[str, ...]] = ()
-    #: Modules it imports → the requirement that installs them (as for components).
-    requires: ClassVar[dict[str, str]] = {}
-
-    def __init__(self, params: BaseModel, ctx: UserModelContext):
-        self.params = params
-        self.ctx = ctx
-
-    @classmethod
-    def summary(cls) -> str:
-        """First line of the class docstring."""
-        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+    ctx: UserModelContext
 
     def open(self) -> None:
         """Load data (called once before the first session)."""
