@@ -62,3 +62,39 @@ def test_big_modules_say_why_they_are_kept_whole():
         if n > MAX_LINES and "Kept whole:" not in (ast.get_docstring(ast.parse(text)) or ""):
             found[path.relative_to(SRC).as_posix()] = n
     assert found == {}
+
+
+def test_no_import_cycles_even_through_imports_inside_functions():
+    """Dependencies point one way (server and supervisor imported each other's private
+    helpers inside functions). Imports under ``if TYPE_CHECKING`` do not count."""
+    import networkx as nx
+
+    modules = {}
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC).with_suffix("")
+        parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+        modules[".".join(parts)] = path
+
+    def owner(name: str) -> str:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name
+
+    def imports(tree: ast.AST):
+        for node in ast.iter_child_nodes(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, ast.Import):
+                yield from (a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                yield node.module
+                yield from (f"{node.module}.{a.name}" for a in node.names)
+            yield from imports(node)
+
+    graph = nx.DiGraph()
+    for name, path in modules.items():
+        for target in imports(ast.parse(path.read_text(encoding="utf-8"))):
+            dep = owner(target)
+            if dep and dep != name and not name.startswith(dep + "."):
+                graph.add_edge(name, dep)
+    assert sorted(nx.simple_cycles(graph)) == []

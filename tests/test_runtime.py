@@ -347,3 +347,26 @@ def test_an_unthreaded_arm_runs_on_the_batch_thread_and_still_answers_to_its_dea
     assert [c.entity_id for c in d.candidates["inline"]] == [f"a{i}" for i in range(5, 10)]
     assert "pooled" in d.candidates and "late" not in d.candidates
     assert any("'late' exceeded its deadline" in t for t in d.trace)
+
+
+def test_a_pipeline_that_does_not_own_the_gc_leaves_it_alone(tmp_path, monkeypatch):
+    """A server holds several generations of a pipeline and owns the garbage collector
+    (ltrr.serve.gc_policy): closing one of them unfroze every frozen object of the
+    process, the server's too (Pipeline.close called gc.unfreeze)."""
+    import gc
+
+    from conftest import tiny_spec
+
+    from ltrr.compiler import load_plan
+    from ltrr.runtime.pipeline import Pipeline
+
+    calls = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(gc, "unfreeze", lambda: calls.append("unfreeze"))
+    plan = load_plan(tiny_spec(tmp_path))
+    with Pipeline(plan, log_decisions=False, own_gc=False):
+        pass
+    assert calls == []
+    with Pipeline(plan, log_decisions=False):         # a batch job's pipeline owns it
+        pass
+    assert calls == ["freeze", "unfreeze"]

@@ -49,8 +49,9 @@ class Pipeline:
 
     def __init__(self, plan: Plan, *, registry: Registry | None = None,
                  log_decisions: bool | None = None, check: bool = True,
-                 deadlines: bool = True):
+                 deadlines: bool = True, own_gc: bool = True):
         self.plan = plan
+        self.own_gc = own_gc
         self.deadlines = deadlines
         self.registry = registry or default_registry()
         spec = plan.spec
@@ -77,8 +78,10 @@ class Pipeline:
         for node_id, comp in self.components.items():
             _warm(comp)
         # indexes and models loaded above live as long as the pipeline: keep them out of
-        # the cyclic GC's scans, which otherwise cost large batches 2-4x
-        gc.freeze()
+        # the cyclic GC's scans, which otherwise cost large batches 2-4x. A process that
+        # holds several pipelines (a server) passes own_gc=False and decides itself.
+        if own_gc:
+            gc.freeze()
 
     @property
     def catalog(self) -> Catalog:
@@ -101,7 +104,8 @@ class Pipeline:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.workspace.close()
-        gc.unfreeze()      # let what this pipeline loaded be collected again
+        if self.own_gc:
+            gc.unfreeze()      # let what this pipeline loaded be collected again
 
     def __enter__(self) -> "Pipeline":
         return self

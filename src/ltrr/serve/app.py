@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import math
@@ -37,6 +36,7 @@ from ltrr.serve.batching import Batcher, Job
 from ltrr.serve.config import ServeConfig
 from ltrr.serve.decisions import DecisionWriter
 from ltrr.serve.docs import add_docs
+from ltrr.serve import gc_policy
 from ltrr.serve.errors import ApiError, error_body, from_ltrr, request_error
 from ltrr.serve.intake import FeedbackIntake
 from ltrr.serve.guard import RequestGuard
@@ -53,7 +53,6 @@ log = logging.getLogger("ltrr.serve")
 
 POLL_S = 0.5      # with several workers: the leader looks for the others' events this often
 SETTLE_S = 1.0    # ... and learns a part once this old (their decision logs flush in 0.2 s)
-GC_YOUNG_THRESHOLD = 10_000    # allocations between young collections (Python's default: 700)
 
 JSON = "application/json"
 SEARCH_EXAMPLE = '{"query": "britney spears"}'
@@ -97,14 +96,7 @@ class Server:
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        # everything loaded so far (the web framework's modules too, imported after the
-        # pipeline froze its own objects) lives as long as the server: keep it out of the
-        # cyclic GC's full collections, which otherwise scan it all about once a second
-        gc.collect()
-        gc.freeze()
-        # a search allocates thousands of short-lived objects: collect the young ones
-        # less often (each full collection then scans fewer in-flight requests' objects)
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+        gc_policy.settle()          # what is loaded now lives as long as the server
         self.batcher.start(loop)
         self.intake.start(loop)
         self.learner.start()

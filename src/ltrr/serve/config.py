@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+TOKEN_ENV = "LTRR_ADMIN_TOKEN"     # where the admin token can come from
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,6 @@ def admin_token(path: Path | None, environ: dict[str, str] | None = None) -> str
     import os
 
     from ltrr.errors import RunError
-    from ltrr.serve.guard import TOKEN_ENV
 
     if path is None:
         token = (os.environ if environ is None else environ).get(TOKEN_ENV, "").strip()

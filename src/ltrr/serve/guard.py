@@ -24,10 +24,9 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from ltrr.serve.config import LOOPBACK_NAMES, ServeConfig
+from ltrr.serve.config import LOOPBACK_NAMES, TOKEN_ENV, ServeConfig
 from ltrr.serve.errors import ApiError
 
-TOKEN_ENV = "LTRR_ADMIN_TOKEN"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "content-type, authorization"

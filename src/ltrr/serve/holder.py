@@ -10,13 +10,14 @@ serving.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ltrr.serve import gc_policy
 
 if TYPE_CHECKING:
     from ltrr.compiler import Plan
@@ -64,7 +65,8 @@ def open_served(spec: Path, generation: int) -> Served:
 
     started = time.perf_counter()
     plan = load_plan(spec)
-    pipeline = Pipeline(plan, log_decisions=False)   # the server logs decisions itself
+    # the server logs decisions itself, and owns the garbage collector (gc_policy)
+    pipeline = Pipeline(plan, log_decisions=False, own_gc=False)
     try:
         served = Served(plan, pipeline, generation, 0.0)
         warm_up(served)
@@ -150,11 +152,8 @@ class PipelineHolder:
                 served.close()
             except Exception:
                 log.exception("closing pipeline generation %d failed", served.generation)
-            # Pipeline.close unfroze the GC's permanent generation: collect the old
-            # pipeline, then freeze what lives on (the current pipeline) again
             del served.pipeline
-            gc.collect()
-            gc.freeze()
+            gc_policy.retired()
 
         t = threading.Thread(target=close, name="ltrr-close", daemon=True)
         self._closers = [c for c in self._closers if c.is_alive()] + [t]

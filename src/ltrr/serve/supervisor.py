@@ -54,13 +54,13 @@ class _Worker:
 def supervise(config: ServeConfig) -> int:
     """Run ``config.workers`` workers until SIGTERM/SIGINT; returns the exit status."""
     from ltrr.compiler import load_plan
-    from ltrr.serve.server import _listen, _logging
+    from ltrr.serve.process import listen, setup_logging
 
-    _logging(config.log_level)
+    setup_logging(config.log_level)
     plan = load_plan(config.spec)                  # LtrrError → error line, exit 1
-    first = _listen(config.host, config.port, reuse_port=True)
+    first = listen(config.host, config.port, reuse_port=True)
     host, port = first.getsockname()[:2]
-    socks = [first] + [_listen(host, port, reuse_port=True)
+    socks = [first] + [listen(host, port, reuse_port=True)
                        for _ in range(config.workers - 1)]
     read_fd, write_fd = os.pipe()
     os.set_inheritable(write_fd, True)

@@ -29,7 +29,8 @@ def main() -> int:
     from ltrr.errors import LtrrError
     from ltrr.serve.config import ServeConfig
     from ltrr.serve.holder import PipelineHolder
-    from ltrr.serve.server import _logging, run_worker
+    from ltrr.serve.process import setup_logging
+    from ltrr.serve.server import run_worker
     from ltrr.serve.supervisor import ENV_CONFIG, ENV_WORKER
     from ltrr.serve.workers import Role
 
@@ -38,7 +39,7 @@ def main() -> int:
     index, workers, sock_fd, control_fd = (int(x) for x in os.environ[ENV_WORKER].split())
     role = Role(index=index, workers=workers, control_fd=control_fd)
     _watch_parent(os.getppid())
-    _logging(config.log_level, name=f"ltrr serve [worker {index}]")
+    setup_logging(config.log_level, name=f"ltrr serve [worker {index}]")
     sock = socket.socket(fileno=sock_fd)
     try:
         holder = PipelineHolder.open(config.spec)
