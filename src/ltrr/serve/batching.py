@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections import deque
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable
+
+from ltrr.serve.queue_worker import QueueWorker
 
 if TYPE_CHECKING:
     from ltrr.serve.holder import PipelineHolder, Served
@@ -36,27 +37,7 @@ class Job:
         self.started = 0.0          # when its batch started
 
 
-def deliver(loop: asyncio.AbstractEventLoop, futures: list[asyncio.Future],
-            outcomes: list[Any]) -> None:
-    """Resolve ``futures`` on their event loop, from any thread: an exception outcome
-    becomes the future's exception. A closed loop (shutdown) is ignored."""
-
-    def settle() -> None:
-        for fut, out in zip(futures, outcomes):
-            if fut.done():           # the client went away
-                continue
-            if isinstance(out, BaseException):
-                fut.set_exception(out)
-            else:
-                fut.set_result(out)
-
-    try:
-        loop.call_soon_threadsafe(settle)
-    except RuntimeError:
-        pass
-
-
-class Batcher:
+class Batcher(QueueWorker[Job]):
     """Gathers queries into batches run on one dedicated worker thread.
 
     ``respond(served, decision, job)`` turns each decision into the handler's result
@@ -64,79 +45,45 @@ class Batcher:
     are not submitted yet; only the event loop changes it.
     """
 
+    thread_name = "ltrr-batcher"
+
     def __init__(self, holder: "PipelineHolder", metrics: "Metrics",
                  respond: Callable[["Served", "Decision", Job], Any], *,
                  max_batch: int, max_wait_ms: float,
                  after_batch: Callable[["Served", list["Decision"]], None] | None = None):
+        super().__init__()
         self.holder, self.metrics, self.respond = holder, metrics, respond
         self.after_batch = after_batch
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.announced = 0
         self.batches = 0
-        self._jobs: deque[Job] = deque()
-        self._cond = threading.Condition(threading.Lock())
-        self._stopping = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._run, name="ltrr-batcher", daemon=True)
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._thread.start()
 
     def submit(self, query: "Query", k: int | None, arrived: float) -> asyncio.Future:
         """Queue a query (from the event loop); the future resolves to its response."""
         assert self._loop is not None, "Batcher.start was not called"
         job = Job(query, k, arrived, self._loop.create_future())
-        with self._cond:
-            if self._stopping:
-                raise RuntimeError("the server is shutting down")
-            self._jobs.append(job)
-            self._cond.notify()
+        self._put(job)
         return job.future
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Answer what is queued, then end the worker thread."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     # --- worker thread ----------------------------------------------------------------
 
-    def _take(self) -> list[Job] | None:
-        with self._cond:
-            while not self._jobs:
-                if self._stopping:
-                    return None
-                self._cond.wait()
-            jobs = self._jobs
-            batch = [jobs.popleft() for _ in range(min(self.max_batch, len(jobs)))]
-            if len(batch) < self.max_batch and self.max_wait > 0 and self.announced > 0:
-                deadline = perf_counter() + self.max_wait
-                while len(batch) < self.max_batch:
-                    if jobs:
-                        batch.append(jobs.popleft())
-                        continue
-                    remaining = deadline - perf_counter()
-                    if remaining <= 0 or self.announced <= 0 or self._stopping:
-                        break
-                    self._cond.wait(remaining)
-            return batch
+    def _gather(self, jobs: deque[Job]) -> list[Job]:
+        batch = [jobs.popleft() for _ in range(min(self.max_batch, len(jobs)))]
+        if len(batch) < self.max_batch and self.max_wait > 0 and self.announced > 0:
+            deadline = perf_counter() + self.max_wait
+            while len(batch) < self.max_batch:
+                if jobs:
+                    batch.append(jobs.popleft())
+                    continue
+                remaining = deadline - perf_counter()
+                if remaining <= 0 or self.announced <= 0 or self._stopping:
+                    break
+                self._cond.wait(remaining)
+        return batch
 
-    def _run(self) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            try:
-                outcomes = self._answer(batch)
-            except BaseException as exc:      # never let the worker die
-                log.exception("batch of %d failed", len(batch))
-                outcomes = [exc] * len(batch)
-            assert self._loop is not None
-            deliver(self._loop, [j.future for j in batch], outcomes)
+    def _handle(self, batch: list[Job]) -> list[Any]:
+        return self._answer(batch)
 
     def _answer(self, batch: list[Job]) -> list[Any]:
         started = perf_counter()

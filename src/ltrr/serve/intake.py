@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from ltrr.errors import Location
 from ltrr.feedback.events import LoggedIds
-from ltrr.serve.batching import deliver
 from ltrr.serve.errors import ApiError
+from ltrr.serve.queue_worker import QueueWorker
 
 if TYPE_CHECKING:
     import polars as pl
@@ -47,73 +46,40 @@ class _Request:
         self.body, self.future = body, future
 
 
-class FeedbackIntake:
+class FeedbackIntake(QueueWorker[_Request]):
     """Validates, deduplicates and durably appends events; wakes the learner."""
+
+    thread_name = "ltrr-feedback"
 
     def __init__(self, holder: "PipelineHolder", metrics: "Metrics",
                  decisions: "DecisionWriter", learner: "BackgroundLearner",
                  parse: Callable[[bytes, "Served"], list[Any]]):
+        super().__init__()
         self.holder, self.metrics, self.parse = holder, metrics, parse
         self.decisions, self.learner = decisions, learner
-        self._queue: deque[_Request] = deque()
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._run, name="ltrr-feedback", daemon=True)
         self._known = LoggedIds()       # ids already in the event log
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._thread.start()
 
     def submit(self, body: bytes) -> asyncio.Future:
         """Queue one request's body; resolves to ``(received, new)`` once its events are
         durable, or to the error that makes it invalid."""
         assert self._loop is not None, "FeedbackIntake.start was not called"
         req = _Request(body, self._loop.create_future())
-        with self._cond:
-            if self._stopping:
-                raise RuntimeError("the server is shutting down")
-            self._queue.append(req)
-            self._cond.notify()
+        self._put(req)
         return req.future
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Commit what is queued, then end the thread."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     # --- writer thread ----------------------------------------------------------------
 
-    def _take(self) -> list[_Request] | None:
-        with self._cond:
-            while not self._queue:
-                if self._stopping:
-                    return None
-                self._cond.wait()
-            taken, size = [], 0
-            while self._queue and (not taken or size + len(self._queue[0].body)
-                                   <= MAX_COMMIT_BYTES):
-                req = self._queue.popleft()
-                taken.append(req)
-                size += len(req.body)
-            return taken
+    def _gather(self, queue: deque[_Request]) -> list[_Request]:
+        """The waiting requests, up to MAX_COMMIT_BYTES of bodies (at least one)."""
+        taken, size = [], 0
+        while queue and (not taken or size + len(queue[0].body) <= MAX_COMMIT_BYTES):
+            req = queue.popleft()
+            taken.append(req)
+            size += len(req.body)
+        return taken
 
-    def _run(self) -> None:
-        while True:
-            reqs = self._take()
-            if reqs is None:
-                return
-            try:
-                outcomes = self._commit(reqs)
-            except BaseException as exc:          # never let the writer die
-                log.exception("committing %d feedback requests failed", len(reqs))
-                outcomes = [exc] * len(reqs)
-            assert self._loop is not None
-            deliver(self._loop, [r.future for r in reqs], outcomes)
+    def _handle(self, reqs: list[_Request]) -> list[Any]:
+        return self._commit(reqs)
 
     def _commit(self, reqs: list[_Request]) -> list[Any]:
         from ltrr.errors import LtrrError
