@@ -43,7 +43,7 @@ from ltrr.serve.guard import RequestGuard
 from ltrr.serve.holder import PipelineHolder, Served
 from ltrr.serve.learner import BackgroundLearner
 from ltrr.serve.metrics import Metrics
-from ltrr.serve.middleware import ANNOUNCED, ServeMiddleware
+from ltrr.serve.middleware import ServeMiddleware
 from ltrr.serve.models import (ErrorResponse, Event, FeedbackRequest, FeedbackResponse,
                                HealthResponse, ReloadResponse, SearchRequest, SearchResponse)
 from ltrr.serve.workers import Refresher, Role, publish_learned
@@ -333,8 +333,7 @@ def create_app(config: ServeConfig, holder: PipelineHolder, role: Role = Role()
             try:
                 future = submit_search(body, arrived)
             finally:
-                if scope.pop(ANNOUNCED, False):
-                    server.batcher.announced -= 1
+                server.batcher.unannounce(scope)
             return 200, await future, None
         except ApiError as err:
             return err.status, err.body(), err.headers

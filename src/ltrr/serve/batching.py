@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ltrr.serve")
 
+ANNOUNCED = "ltrr.announced"      # scope key: this request is counted in Batcher.announced
+
 
 class Job:
     """One query waiting for its batch."""
@@ -42,7 +44,8 @@ class Batcher(QueueWorker[Job]):
 
     ``respond(served, decision, job)`` turns each decision into the handler's result
     (on the worker thread). ``announced`` counts requests that reached /search but
-    are not submitted yet; only the event loop changes it.
+    are not submitted yet; only the event loop changes it, through :meth:`announce` and
+    :meth:`unannounce`.
     """
 
     thread_name = "ltrr-batcher"
@@ -58,6 +61,17 @@ class Batcher(QueueWorker[Job]):
         self.max_wait = max_wait_ms / 1000.0
         self.announced = 0
         self.batches = 0
+
+    def announce(self, scope: dict) -> None:
+        """A /search request arrived (its body is still to read): batches forming now may
+        wait for it. Counted once per request, in the request's ASGI ``scope``."""
+        scope[ANNOUNCED] = True
+        self.announced += 1
+
+    def unannounce(self, scope: dict) -> None:
+        """The request was submitted, refused or gone: stop waiting for it (idempotent)."""
+        if scope.pop(ANNOUNCED, False):
+            self.announced -= 1
 
     def submit(self, query: "Query", k: int | None, arrived: float) -> asyncio.Future:
         """Queue a query (from the event loop); the future resolves to its response."""

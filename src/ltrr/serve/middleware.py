@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ltrr.serve")
 
-ANNOUNCED = "ltrr.announced"      # scope key: this request is counted in Batcher.announced
 DRAIN_FACTOR = 4                  # an oversized body is read (and dropped) up to 4x the limit
 CLIENT_GONE = 499                 # status counted for a request whose client left (nginx's)
 
@@ -93,8 +92,7 @@ class ServeMiddleware:
 
         announced = scope["method"] == "POST" and path == "/search"
         if announced:
-            scope[ANNOUNCED] = True
-            self.batcher.announced += 1
+            self.batcher.announce(scope)
             self.metrics.inflight.inc()
         try:
             if self.guard is not None:
@@ -140,8 +138,7 @@ class ServeMiddleware:
         finally:
             if announced:
                 self.metrics.inflight.dec()
-                if scope.pop(ANNOUNCED, False):
-                    self.batcher.announced -= 1
+                self.batcher.unannounce(scope)
             self.metrics.observe_request(_endpoint(path), status, perf_counter() - started)
 
     def _hint(self, path: str) -> str:
