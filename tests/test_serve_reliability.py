@@ -264,3 +264,54 @@ def test_health_reports_a_reload_together_with_the_generation_it_made_current(se
     assert last["generation"] == during["generation"], during
     assert after["generation"] == 2 and after["last_reload"]["ok"]
     assert after["last_reload"]["generation"] == 2
+
+
+def test_pending_events_forget_a_part_learned_by_a_run_that_began_before_it(
+        serve_spec, monkeypatch):
+    """A part logged while a learning run was under way is learned by that run (a lone
+    server learns all that is on disk), yet /health's pending_events kept counting it
+    until some later run: only the parts counted when the run began were forgotten."""
+    import polars as pl
+
+    from ltrr.feedback import ingest
+    from ltrr.feedback.events import EVENT_SCHEMA, LoggedIds
+    from ltrr.serve.app import Server
+    from ltrr.serve.config import ServeConfig
+    from ltrr.serve.holder import PipelineHolder
+
+    holder = PipelineHolder.open(serve_spec)
+    server = Server(ServeConfig(spec=serve_spec), holder)
+    learner, known = server.learner, LoggedIds()
+    elog = ingest.event_log(holder.current.plan)
+    entities = holder.current.pipeline.catalog.ids[:5]
+
+    def log_part(tag: str) -> None:         # what the feedback intake does per commit
+        frame = pl.DataFrame([{"event_id": f"{tag}-{i}", "request_id": None, "user_id": "u",
+                               "entity_id": e, "type": "click", "position": None,
+                               "timestamp": 1.7e9 + i, "query": f"{tag} query"}
+                              for i, e in enumerate(entities)], schema=EVENT_SCHEMA)
+        fresh, path = elog.append_unlogged(frame, known)
+        learner.logged(path.name, fresh.height)
+
+    real = ingest.catch_up
+    late = []
+
+    def catch_up_while_a_part_is_logged(*args, **kwargs):
+        if not late:
+            late.append(log_part("late"))
+        return real(*args, **kwargs)
+
+    log_part("early")
+    monkeypatch.setattr(ingest, "catch_up", catch_up_while_a_part_is_logged)
+    try:
+        assert learner.pending == 5
+        learner.run_once()
+        assert learner.last_error is None
+        learned = learner.last["learners"]["memory"]
+        assert learned["interactions"] == 10, learned      # both parts were learned
+        assert learner.pending == 0
+        assert server.health()["pending_events"] == 0
+    finally:
+        learner.stop()
+        server.decisions.stop()
+        holder.close()

@@ -227,29 +227,48 @@ class BackgroundLearner:
         """Parts some learner has not learned from yet (left by a crash or a stop)."""
         import polars as pl
 
-        from ltrr.feedback.ingest import cursor_of, event_log, pending_pieces
-
         with self.holder.lease() as served:
-            elog = event_log(served.plan)
-            pieces = elog.pieces()
-            self._known.update(p.path.name for p in pieces)
-            if not pieces or not served.learners:
-                return
-            pending = {}                   # original append → its piece
-            for node in served.learners:
-                learned = served.pipeline.workspace.opened(node).ctx.learned_dir
-                cursor = cursor_of(learned, elog, repair=False)   # repaired when learning
-                pending.update((p.name, p) for p in pending_pieces(elog, cursor, pieces=pieces))
-        for piece in pending.values():
+            listed, pending = self._on_disk(served)
+        self._known.update(listed)
+        for name, piece in pending.items():
             rows = piece.rows
             if rows is None:
                 try:
                     rows = pl.scan_parquet(piece.path).select(pl.len()).collect().item()
                 except Exception:
                     rows = 0
-            name = piece.path.name
             self._unlearned[name] = self._unlearned.get(name, 0) + rows
         self.metrics.learner_lag.set(self.pending)
+
+    @staticmethod
+    def _on_disk(served: "Served") -> tuple[set[str], dict[str, Any]]:
+        """The event log's part files now, and those some learner has not fully learned
+        (file name → a piece of it)."""
+        from ltrr.feedback.ingest import cursor_of, event_log, pending_pieces
+
+        elog = event_log(served.plan)
+        pieces = elog.pieces()
+        pending: dict[str, Any] = {}
+        for node in served.learners if pieces else []:
+            learned = served.pipeline.workspace.opened(node).ctx.learned_dir
+            cursor = cursor_of(learned, elog, repair=False)   # repaired when learning
+            pending.update((p.path.name, p) for p in pending_pieces(elog, cursor,
+                                                                    pieces=pieces))
+        return {p.path.name for p in pieces}, pending
+
+    def _settle_unlearned(self, served: "Served") -> None:
+        """After a run: forget the counted parts every learner has learned, or that are
+        gone (compacted, quarantined). Only parts counted before the log is listed are
+        judged: a part logged meanwhile is on disk but may be missing from the listing."""
+        with self._lock:
+            counted = set(self._unlearned)
+        listed, pending = self._on_disk(served)
+        with self._lock:
+            for part in counted:
+                if part not in listed or part not in pending:
+                    self._unlearned.pop(part, None)
+            # learned: a late `logged` call must not count them (unlearned ones it counts)
+            self._known.update(listed - pending.keys())
 
     def _run(self) -> None:
         _lower_priority()
@@ -315,14 +334,10 @@ class BackgroundLearner:
             self._learning = False
 
     def _catch_up(self) -> float:
-        from ltrr.feedback.ingest import catch_up
-
-        from ltrr.parquet_log import part_time_ns
+        from ltrr.feedback.ingest import Joined, catch_up
 
         started = time.perf_counter()
         until = time.time_ns() - int(self.settle_s * 1e9) if self.settle_s else None
-        with self._lock:
-            snapshot = {p for p in self._unlearned if until is None or part_time_ns(p) <= until}
         stats: dict[str, Any] = {}
         errors: list[str] = []
         with self.holder.learn_lock, self.holder.lease() as served:
@@ -338,10 +353,11 @@ class BackgroundLearner:
                 self.decisions.flush()      # the decisions the events answer are on disk
             except Exception as exc:
                 errors.append(f"decision log: {exc}")
+            joined = Joined(served.plan)    # learners with the same parts share one join
             for node in served.learners if not errors else []:
                 try:
                     out = catch_up(served.plan, served.pipeline.workspace.opened(node),
-                                   until_ns=until)
+                                   joined, until_ns=until)
                 except Exception as exc:   # learning must never take the server down
                     log.exception("learner '%s' failed to catch up", node)
                     errors.append(f"{node}: {type(exc).__name__}: {exc}")
@@ -350,6 +366,11 @@ class BackgroundLearner:
                     stats[node] = out
             if owner and not errors:
                 self._compact(served)
+            if owner:
+                try:
+                    self._settle_unlearned(served)
+                except Exception:
+                    log.exception("counting the unlearned events failed")
         seconds = time.perf_counter() - started
         self.runs += 1
         self.metrics.learner_seconds.observe(seconds)
@@ -360,9 +381,6 @@ class BackgroundLearner:
         else:
             self.last_error = None
             self.metrics.learner_runs.labels("ok").inc()
-            with self._lock:
-                for part in snapshot:
-                    self._unlearned.pop(part, None)
         self.last = {"at": time.time(), "seconds": round(seconds, 3), "learners": stats}
         self.metrics.learner_lag.set(self.pending)
         if stats and self.on_learned is not None:
