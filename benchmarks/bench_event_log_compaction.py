@@ -67,7 +67,8 @@ class Variant:
         self.served = SimpleNamespace(plan=SimpleNamespace(spec=SimpleNamespace(
             state_dir=state)))
         self.elog = event_log(self.served.plan)
-        self.intake = FeedbackIntake(None, None, None, _Learner(), None)
+        self.intake = FeedbackIntake(SimpleNamespace(max_events=0), None, None, None,
+                                     _Learner())
         self.cursor_path = state / "learner.learned" / CURSOR
         self.append_ms: list[float] = []
         self.cycle_ms: list[float] = []     # catch-up + compaction, per learning

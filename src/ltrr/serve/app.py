@@ -12,42 +12,35 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import time
 from functools import partial
 from time import perf_counter
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ltrr import __version__
 from ltrr.errors import LtrrError
-from ltrr.feedback.schema import context
-from ltrr.runtime.pipeline import new_request_id
-from ltrr.runtime.request_ids import ServedRequestIds, reused_message
-from ltrr.serve.batching import Batcher, Job
+from ltrr.serve import gc_policy
 from ltrr.serve.config import ServeConfig
 from ltrr.serve.decisions import DecisionWriter
 from ltrr.serve.docs import add_docs
-from ltrr.serve import gc_policy
-from ltrr.serve.errors import ApiError, error_body, from_ltrr, request_error
-from ltrr.serve.intake import FeedbackIntake
+from ltrr.serve.errors import ApiError, error_body, from_ltrr
 from ltrr.serve.guard import RequestGuard
 from ltrr.serve.holder import PipelineHolder, Served
+from ltrr.serve.intake import FeedbackIntake
 from ltrr.serve.learner import BackgroundLearner
 from ltrr.serve.metrics import Metrics
 from ltrr.serve.middleware import ServeMiddleware
-from ltrr.serve.models import (ErrorResponse, Event, FeedbackRequest, FeedbackResponse,
+from ltrr.serve.models import (ErrorResponse, FeedbackRequest, FeedbackResponse,
                                HealthResponse, ReloadResponse, SearchRequest, SearchResponse)
+from ltrr.serve.search import SearchEndpoint
 from ltrr.serve.workers import Refresher, Role, publish_learned
-from ltrr.types import Query
 
 log = logging.getLogger("ltrr.serve")
 
@@ -55,9 +48,6 @@ POLL_S = 0.5      # with several workers: the leader looks for the others' event
 SETTLE_S = 1.0    # ... and learns a part once this old (their decision logs flush in 0.2 s)
 
 JSON = "application/json"
-SEARCH_EXAMPLE = '{"query": "britney spears"}'
-FEEDBACK_EXAMPLE = ('{"events": [{"request_id": "<from /search>", "entity_id": "289", '
-                    '"type": "click", "position": 1}]}')
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text} for code, text in (
         (400, "The body is not valid JSON, or the Host is not this server's."),
@@ -68,7 +58,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class Server:
-    """The server's parts: pipeline holder, batcher, decision writer, feedback, learner."""
+    """The server's parts: pipeline holder, the /search and /feedback endpoints, decision
+    writer, learner."""
 
     def __init__(self, config: ServeConfig, holder: PipelineHolder, role: Role = Role()):
         self.config, self.holder, self.role = config, holder, role
@@ -85,10 +76,9 @@ class Server:
             on_learned=(lambda nodes: publish_learned(holder.current.plan.spec.state_dir,
                                                       nodes)) if several else None)
         self.refresher = None if role.leader else Refresher(holder)
-        self.batcher = Batcher(holder, self.metrics, self.respond, max_batch=config.max_batch,
-                               max_wait_ms=config.max_wait_ms, after_batch=self.log_decisions)
-        self.intake = FeedbackIntake(holder, self.metrics, self.decisions, self.learner,
-                                     parse=self.parse_feedback)
+        self.search = SearchEndpoint(config, holder, self.metrics, self.decisions)
+        self.intake = FeedbackIntake(config, holder, self.metrics, self.decisions,
+                                     self.learner)
         # (the generation reloads made current, the last reload's record), replaced as one
         # value: /health never shows a generation beside another reload's record
         self._reloads: tuple[int, dict[str, Any] | None] = (holder.generation, None)
@@ -97,7 +87,7 @@ class Server:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         gc_policy.settle()          # what is loaded now lives as long as the server
-        self.batcher.start(loop)
+        self.search.start(loop)
         self.intake.start(loop)
         self.learner.start()
         if self.refresher is not None:
@@ -107,51 +97,13 @@ class Server:
     def stop(self) -> None:
         """Finish queued work, write the decision log, close the pipeline (blocking)."""
         self.stopping = True
-        self.batcher.stop()
+        self.search.stop()
         self.intake.stop()
         self.learner.stop()
         if self.refresher is not None:
             self.refresher.stop()
         self.decisions.stop()
         self.holder.close()
-
-    # --- worker-thread callbacks --------------------------------------------------------
-
-    def log_decisions(self, served: Served, decisions: list) -> None:
-        if served.decision_log is not None:
-            self.decisions.add(served.decision_log, decisions)
-
-    def respond(self, served: Served, d, job: Job) -> bytes:
-        """A decision as the /search response body (built on the batch worker)."""
-        if d.dropped:
-            self.metrics.searches_degraded.inc()
-            for arm, reason in d.dropped.items():
-                self.metrics.arms_dropped.labels(arm, reason).inc()
-        titles = served.titles
-        results = [{"rank": r.rank, "entity_id": r.entity_id, "title": titles.get(r.entity_id),
-                    "score": r.score if math.isfinite(r.score) else None,
-                    "arms": {c.arm: c.rank for c in r.sources}}
-                   for r in d.ranking[:job.k or served.k_max]]
-        timings = {key: round(v, 3) for key, v in d.timings_ms.items()}
-        now = perf_counter()
-        timings["queue"] = round((job.started - job.queued) * 1000.0, 3)
-        timings["server"] = round((now - job.arrived) * 1000.0, 3)
-        return orjson.dumps({"request_id": d.request_id, "results": results,
-                             "timings_ms": timings, "trace": d.trace})
-
-    def parse_feedback(self, body: bytes, served: Served) -> list[Event]:
-        """A /feedback body's events, validated with the served pipeline's rules (on the
-        feedback thread); ApiError if invalid."""
-        rules = context(served.weights, served.plan.model.feedback.max_future_s)
-        try:
-            req = FeedbackRequest.model_validate_json(body, context=rules)
-        except ValidationError as exc:
-            raise request_error(exc, FeedbackRequest, FEEDBACK_EXAMPLE) from None
-        if len(req.events) > self.config.max_events:
-            raise ApiError(413, f"{len(req.events)} events in one request, more than the "
-                           f"limit of {self.config.max_events}", field="events",
-                           hint="split them over several requests, or raise --max-events")
-        return req.events
 
     # --- reload ---------------------------------------------------------------------------
 
@@ -200,7 +152,7 @@ class Server:
                     "last_error": self.learner.last_error},
                 "worker": {"index": self.role.index, "workers": self.role.workers,
                            "role": self.role.name, "pid": os.getpid()},
-                "batches": self.batcher.batches,
+                "batches": self.search.batches,
                 "caches": {node: cache.stats() for node, cache in
                            served.pipeline.caches.items()},
                 "decision_log": {
@@ -291,55 +243,12 @@ def create_app(config: ServeConfig, holder: PipelineHolder, role: Role = Role()
                   "`request_id` already used by a logged decision is refused (409): "
                   "feedback names one decision by it."))
     async def search(request: Request) -> Response:
-        # POST /search is answered by ServeMiddleware's fast path (answer_search); this
-        # route documents it, and answers when the app is mounted without the middleware
-        status, payload, headers = await answer_search(await request.body(), perf_counter(),
-                                                       request.scope)
+        # POST /search is answered by ServeMiddleware's fast path (SearchEndpoint.answer);
+        # this route documents it, and answers when the app is mounted without the
+        # middleware
+        status, payload, headers = await server.search.answer(
+            await request.body(), perf_counter(), request.scope)
         return Response(payload, status_code=status, media_type=JSON, headers=headers)
-
-    request_ids = ServedRequestIds()        # a client's request_id names one decision
-
-    def submit_search(body: bytes, arrived: float) -> asyncio.Future:
-        """Validate a /search body and queue its query; ApiError if it is refused."""
-        try:
-            req = SearchRequest.model_validate_json(body)
-        except ValidationError as exc:
-            raise request_error(exc, SearchRequest, SEARCH_EXAMPLE) from None
-        _check_search(req, config, holder.current)
-        if server.stopping:
-            raise ApiError(503, "the server is shutting down", hint="retry on another "
-                           "instance or after the restart", headers={"Retry-After": "1"})
-        rid = req.request_id
-        used = request_ids.of(holder.current.decision_log) if rid is not None else None
-        if used is not None and not used.claim(rid):
-            error, hint = reused_message(rid)
-            raise ApiError(409, error, field="request_id", hint=hint)
-        query = Query(rid or new_request_id(), req.query, req.user_id, req.context or {})
-        try:
-            future = server.batcher.submit(query, req.k, arrived)
-        except RuntimeError as exc:
-            if used is not None:
-                used.release(rid)
-            raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
-        if used is not None:        # no decision was made: the id stays free
-            future.add_done_callback(lambda f: used.release(rid) if f.cancelled()
-                                     or f.exception() is not None else None)
-        return future
-
-    async def answer_search(body: bytes, arrived: float, scope: dict
-                            ) -> tuple[int, bytes, dict[str, str] | None]:
-        """Status, JSON body and extra headers of a /search request (errors included)."""
-        try:
-            try:
-                future = submit_search(body, arrived)
-            finally:
-                server.batcher.unannounce(scope)
-            return 200, await future, None
-        except ApiError as err:
-            return err.status, err.body(), err.headers
-        except LtrrError as exc:
-            err = from_ltrr(exc)
-            return err.status, err.body(), err.headers
 
     @app.post("/feedback", response_model=FeedbackResponse, responses=_ERRORS,
               openapi_extra=_body("FeedbackRequest"), summary="Log feedback events",
@@ -352,18 +261,8 @@ def create_app(config: ServeConfig, holder: PipelineHolder, role: Role = Role()
         body = await request.body()
         if server.stopping:
             raise ApiError(503, "the server is shutting down", headers={"Retry-After": "1"})
-        try:
-            future = server.intake.submit(body)
-        except RuntimeError as exc:
-            raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
-        try:
-            received, new = await future
-        except (TimeoutError, OSError) as exc:
-            raise ApiError(503, f"the events were not logged: {exc}", hint="retry later; "
-                           "nothing of this request was acknowledged",
-                           headers={"Retry-After": "5"}) from None
-        return Response(json.dumps({"received": received, "new": new}).encode(),
-                        media_type=JSON)
+        status, payload, headers = await server.intake.answer(body)
+        return Response(payload, status_code=status, media_type=JSON, headers=headers)
 
     @app.get("/health", response_model=HealthResponse, summary="Liveness and state",
              description="Spec, generation (reloads), uptime and the learner's progress.")
@@ -415,7 +314,7 @@ def create_app(config: ServeConfig, holder: PipelineHolder, role: Role = Role()
     wrapped = ServeMiddleware(app, limits={"/search": config.max_search_bytes,
                                            "/feedback": config.max_feedback_bytes},
                               default_limit=config.max_search_bytes, metrics=server.metrics,
-                              batcher=server.batcher, search=answer_search,
+                              search=server.search,
                               worker=role.index if role.workers > 1 else None,
                               guard=RequestGuard(config))
     return wrapped, server
@@ -425,19 +324,3 @@ def _body(model: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {JSON: {"schema": {
         "$ref": f"#/components/schemas/{model}"}}}}}
 
-
-def _check_search(req: SearchRequest, config: ServeConfig, served: Served) -> None:
-    """The checks that depend on the server's options and the spec."""
-    text = req.query
-    if len(text) > config.max_query_chars:
-        raise ApiError(422, f"query: {len(text):,} characters, more than the limit of "
-                       f"{config.max_query_chars:,}", field="query", hint=(
-                           "shorten the query, or start the server with a larger "
-                           "--max-query-chars"))
-    if not text.strip():
-        raise ApiError(422, "query: empty or blank", field="query",
-                       hint=f"send the words to search for, e.g. {SEARCH_EXAMPLE}")
-    if req.k is not None and req.k > served.k_max:
-        raise ApiError(422, f"k: {req.k} is more than the {served.k_max} results this "
-                       "pipeline returns", field="k", hint=(
-                           f"ask for at most {served.k_max} (the spec's output.k)"))

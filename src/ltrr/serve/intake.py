@@ -1,4 +1,4 @@
-"""Feedback intake: events logged durably before they are acknowledged.
+"""POST /feedback, start to end: events logged durably before they are acknowledged.
 
 :class:`FeedbackIntake` validates each /feedback body with the event model
 (``ltrr.feedback.schema.Event``) and appends the events of all requests waiting at that
@@ -14,16 +14,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from pydantic import ValidationError
 
 from ltrr.errors import Location
 from ltrr.feedback.events import LoggedIds
-from ltrr.serve.errors import ApiError
+from ltrr.feedback.schema import context
+from ltrr.serve.errors import ApiError, request_error
+from ltrr.serve.models import FeedbackRequest
 from ltrr.serve.queue_worker import QueueWorker
 
 if TYPE_CHECKING:
     import polars as pl
 
+    from ltrr.serve.config import ServeConfig
     from ltrr.serve.decisions import DecisionWriter
     from ltrr.serve.holder import PipelineHolder, Served
     from ltrr.serve.learner import BackgroundLearner
@@ -33,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ltrr.serve")
 
 MAX_COMMIT_BYTES = 16 * 2 ** 20    # most request bytes committed as one part
+FEEDBACK_EXAMPLE = ('{"events": [{"request_id": "<from /search>", "entity_id": "289", '
+                    '"type": "click", "position": 1}]}')
 
 
 def _where(i: int) -> Location:
@@ -51,13 +59,28 @@ class FeedbackIntake(QueueWorker[_Request]):
 
     thread_name = "ltrr-feedback"
 
-    def __init__(self, holder: "PipelineHolder", metrics: "Metrics",
-                 decisions: "DecisionWriter", learner: "BackgroundLearner",
-                 parse: Callable[[bytes, "Served"], list[Any]]):
+    def __init__(self, config: "ServeConfig", holder: "PipelineHolder", metrics: "Metrics",
+                 decisions: "DecisionWriter", learner: "BackgroundLearner"):
         super().__init__()
-        self.holder, self.metrics, self.parse = holder, metrics, parse
+        self.max_events = config.max_events
+        self.holder, self.metrics = holder, metrics
         self.decisions, self.learner = decisions, learner
         self._known = LoggedIds()       # ids already in the event log
+
+    async def answer(self, body: bytes) -> tuple[int, bytes, dict[str, str] | None]:
+        """Status, JSON body and extra headers of a /feedback request: ``{"received",
+        "new"}`` once its events are durable; ApiError if they are invalid."""
+        try:
+            future = self.submit(body)
+        except RuntimeError as exc:
+            raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from None
+        try:
+            received, new = await future
+        except (TimeoutError, OSError) as exc:
+            raise ApiError(503, f"the events were not logged: {exc}", hint="retry later; "
+                           "nothing of this request was acknowledged",
+                           headers={"Retry-After": "5"}) from None
+        return 200, orjson.dumps({"received": received, "new": new}), None
 
     def submit(self, body: bytes) -> asyncio.Future:
         """Queue one request's body; resolves to ``(received, new)`` once its events are
@@ -66,6 +89,20 @@ class FeedbackIntake(QueueWorker[_Request]):
         req = _Request(body, self._loop.create_future())
         self._put(req)
         return req.future
+
+    def parse(self, body: bytes, served: "Served") -> list[Any]:
+        """A body's events, validated with the served pipeline's rules; ApiError if
+        invalid."""
+        rules = context(served.weights, served.plan.model.feedback.max_future_s)
+        try:
+            req = FeedbackRequest.model_validate_json(body, context=rules)
+        except ValidationError as exc:
+            raise request_error(exc, FeedbackRequest, FEEDBACK_EXAMPLE) from None
+        if len(req.events) > self.max_events:
+            raise ApiError(413, f"{len(req.events)} events in one request, more than the "
+                           f"limit of {self.max_events}", field="events",
+                           hint="split them over several requests, or raise --max-events")
+        return req.events
 
     # --- writer thread ----------------------------------------------------------------
 

@@ -8,9 +8,9 @@ announcements.
   format before the app sees it (from ``Content-Length`` when given, else while
   reading). Bodies are read whole here and replayed to the app.
 * Every request is counted and timed by endpoint and status (``/metrics``).
-* A POST to /search is *announced* to the batcher while its body is read, so a
-  batch being gathered knows more queries are coming (see :mod:`ltrr.serve.batching`).
-* POST /search is answered here (the ``search`` callable), past the web framework.
+* A POST to /search is *announced* to the search endpoint while its body is read, so a
+  batch being gathered knows more queries are coming (see :mod:`ltrr.serve.search`).
+* POST /search is answered here (``SearchEndpoint.answer``), past the web framework.
 * An exception that escaped everything else becomes a JSON 500 (and is logged).
 """
 
@@ -24,9 +24,9 @@ from ltrr.serve.errors import error_body
 from ltrr.serve.metrics import ENDPOINTS
 
 if TYPE_CHECKING:
-    from ltrr.serve.batching import Batcher
     from ltrr.serve.guard import RequestGuard
     from ltrr.serve.metrics import Metrics
+    from ltrr.serve.search import SearchEndpoint
 
 log = logging.getLogger("ltrr.serve")
 
@@ -55,13 +55,13 @@ class ServeMiddleware:
     """Wraps the FastAPI app; see the module docstring."""
 
     def __init__(self, app, *, limits: dict[str, int], default_limit: int,
-                 metrics: "Metrics", batcher: "Batcher", search: Callable | None = None,
-                 worker: int | None = None, guard: "RequestGuard | None" = None):
-        """``search(body, arrived, scope)`` → ``(status, body, headers)`` answers POST
-        /search directly: the hot path skips the web framework's routing, dependency
-        solving and response classes (a fifth of a worker's GIL time)."""
+                 metrics: "Metrics", search: "SearchEndpoint", worker: int | None = None,
+                 guard: "RequestGuard | None" = None):
+        """``search.answer`` answers POST /search directly: the hot path skips the web
+        framework's routing, dependency solving and response classes (a fifth of a
+        worker's GIL time)."""
         self.app, self.limits, self.default_limit = app, limits, default_limit
-        self.metrics, self.batcher, self.search = metrics, batcher, search
+        self.metrics, self.search = metrics, search
         self.guard = guard
         # with several workers, each response names the one that answered
         self.worker_header = None if worker is None else (b"x-ltrr-worker",
@@ -92,7 +92,7 @@ class ServeMiddleware:
 
         announced = scope["method"] == "POST" and path == "/search"
         if announced:
-            self.batcher.announce(scope)
+            self.search.announce(scope)
             self.metrics.inflight.inc()
         try:
             if self.guard is not None:
@@ -121,8 +121,8 @@ class ServeMiddleware:
                         f"request body is larger than the {_size(limit)} this endpoint "
                         f"accepts ({_size(body)}{more})", hint=self._hint(path)), extra)
                     return
-                if announced and self.search is not None:
-                    status, payload, headers = await self.search(body, started, scope)
+                if announced:
+                    status, payload, headers = await self.search.answer(body, started, scope)
                     sent = True
                     await _respond(send, status, payload, _encode(headers) + extra)
                     return
@@ -138,7 +138,7 @@ class ServeMiddleware:
         finally:
             if announced:
                 self.metrics.inflight.dec()
-                self.batcher.unannounce(scope)
+                self.search.unannounce(scope)
             self.metrics.observe_request(_endpoint(path), status, perf_counter() - started)
 
     def _hint(self, path: str) -> str:
