@@ -360,7 +360,7 @@ def test_state_key_covers_what_is_indexed_only(folder):
     ({"prior": {"column": "nosuch"}}, "with.prior.column", "no column 'nosuch'"),
     ({"prior": {"column": "name"}}, "with.prior.column", "not numeric"),
     ({"prior": {"column": "signed"}}, "with.prior.column", ">= 0"),
-    ({"slots": {"tag": {"field": "genres"}}}, "with.slots", "genres"),
+    ({"slots": {"tag": {"field": "genres"}}}, "with.slots.tag.field", "genres"),
 ])
 def test_bad_columns_are_state_errors(folder, params, field, message):
     plan = plan_for(folder, {"fields": FIELDS, **params})

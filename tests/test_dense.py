@@ -236,7 +236,7 @@ def test_a_missing_catalog_field_is_a_state_error(folder):
     plan = compile_spec(load_spec_text(text, folder / "spec.yaml"), default_registry())
     with pytest.raises(StateError) as err:
         index_plan(plan, force=True)
-    assert err.value.field == "with.fields" and "abstract" in err.value.message
+    assert err.value.field == "with.fields.1" and "abstract" in err.value.message
 
 
 # --- the encoder ------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from conftest import tiny_spec
 from ltrr.cli import main
 from ltrr.compiler import compile_spec
 from ltrr.components import Arm, Params, PlanView
-from ltrr.errors import CompileError, RunError, StateError
+from ltrr.errors import CompileError, DataError, RunError, StateError
 from ltrr.feedback.events import EVENT_SCHEMA
 from ltrr.feedback.ingest import ingest
 from ltrr.feedback.interactions import INTERACTION_COLUMNS
@@ -551,7 +551,7 @@ def test_unknown_user_tags_column_names_the_field(make_plan):
     try:
         policy = ws.opened("policy")
         c = [ctx("plain", 1, user="u1")]
-        with pytest.raises(RunError) as err:
+        with pytest.raises(DataError) as err:
             policy.learn(interaction_rows(policy.choose_batch(c), c))
         assert "field 'with.user_tags'" in str(err.value) and "no column 'genre'" in str(err.value)
     finally:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 from functools import cached_property
 from pathlib import Path
 
 import polars as pl
 
 from ltrr.errors import Location, StateError
-from ltrr.files import check_file, first_line, shown_names
+from ltrr.files import check_file, content_digest, shown_names
+from ltrr.tables import infer_format, read_table
 
 
 class Catalog:
@@ -27,8 +25,8 @@ class Catalog:
                  where: Location | None = None):
         self.path = Path(path)
         self.id_column = id_column
-        self.format = fmt or _infer_format(self.path)
         self.where = where
+        self.format = fmt or infer_format(self.path)
 
     def _check(self) -> None:
         check_file(self.path, "catalog file", where=self.where,
@@ -37,11 +35,7 @@ class Catalog:
     @cached_property
     def frame(self) -> pl.DataFrame:
         self._check()
-        try:
-            df = _read(self.path, self.format)
-        except Exception as exc:
-            raise StateError(f"cannot read catalog {self.path} as {self.format}: "
-                             f"{first_line(exc)}", where=self.where) from exc
+        df = read_table(self.path, self.format, what="catalog file", where=self.where)
         if self.id_column not in df.columns:
             raise StateError(f"catalog {self.path.name} has no id column '{self.id_column}'",
                              hint=f"set catalog.id to one of: {shown_names(df.columns)}")
@@ -65,31 +59,5 @@ class Catalog:
     def fingerprint(self) -> str:
         """Content hash of the catalog file (versions every index built from it)."""
         self._check()
-        h = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()[:16]
+        return content_digest(self.path)
 
-
-def _infer_format(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(".parquet"):
-        return "parquet"
-    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".json.gz")):
-        return "jsonl"
-    if name.endswith((".csv", ".csv.gz", ".tsv")):
-        return "csv"
-    return "parquet"
-
-
-def _read(path: Path, fmt: str) -> pl.DataFrame:
-    if fmt == "parquet":
-        return pl.read_parquet(path)
-    raw = path.read_bytes()
-    if path.name.endswith(".gz"):
-        raw = gzip.decompress(raw)
-    if fmt == "jsonl":
-        return pl.read_ndjson(io.BytesIO(raw))
-    sep = "\t" if path.name.endswith((".tsv", ".tsv.gz")) else ","
-    return pl.read_csv(io.BytesIO(raw), separator=sep)

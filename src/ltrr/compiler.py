@@ -114,6 +114,7 @@ def compile_spec(spec: Spec, registry: Registry | None = None) -> Plan:
         _connect(graph, spec, "policy", arms[a.id])
         for j, up in enumerate(a.from_):
             _connect_seed(graph, spec, up, arms[a.id], ("arms", i, "from", j))
+        _check_seeded(spec, arms[a.id], a.from_, ("arms", i), slotters)
         _connect(graph, spec, a.id, merge)
     _check_acyclic(graph, spec)
     _connect(graph, spec, "merge", ranker)
@@ -261,6 +262,22 @@ def _connect_seed(graph: nx.DiGraph, spec: Spec, up: str, arm: PlanNode, path: t
     graph.add_edge(up, arm.id, type=src_type, port="seeds")
 
 
+def _check_seeded(spec: Spec, arm: PlanNode, sources: list[str], path: tuple,
+                  slotters: tuple[PlanNode, ...]) -> None:
+    cls = arm.registration.cls
+    if sources or not getattr(cls, "needs_seeds", False):
+        return
+    kinds = " or ".join(sorted(cls.seed_types))
+    named = ", ".join(s.id for s in slotters) if "slots" in cls.seed_types else ""
+    hint = (f"add `from: [{slotters[0].id}]`" if named else "add `from:` naming its sources") \
+        + (f" (slotters: {named})" if named and len(slotters) > 1 else "") \
+        + ("" if named or "slots" not in cls.seed_types else
+           "; declare a slotter (e.g. `dictionary`) that finds entities in the query")
+    raise spec.error(CompileError, f"{arm.registration.name} arm '{arm.id}' returns only "
+                     f"what its `from:` nodes hand it ({kinds}), and has no `from:`", path,
+                     hint=hint)
+
+
 def _connect_references(graph: nx.DiGraph, spec: Spec, node: PlanNode) -> None:
     """Params that name other nodes (``encoder: minilm``) must name one of the right kind."""
     for field, kind in node.registration.cls.references.items():
@@ -325,8 +342,15 @@ def _run_component_checks(spec: Spec, node: PlanNode, view: PlanView) -> None:
     raise errors[0]
 
 
-def load_plan(path: Any, registry: Registry | None = None) -> Plan:
-    """Load, validate and compile a spec file in one step."""
+def load_plan(path: Any, registry: Registry | None = None, *, check_data: bool = True
+              ) -> Plan:
+    """Load, validate and compile a spec file in one step; with ``check_data``, also
+    check the data files it names (``ltrr.data_checks``: schemas only)."""
     from ltrr.spec import load_spec
 
-    return compile_spec(load_spec(path), registry)
+    plan = compile_spec(load_spec(path), registry)
+    if check_data:
+        from ltrr.data_checks import check_data as check
+
+        check(plan)
+    return plan

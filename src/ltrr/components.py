@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -56,6 +56,36 @@ class Problem:
     path: tuple[str | int, ...] = ()
     hint: str | None = None
     node_level: bool = False
+
+
+#: What a column must hold: ``scalar`` (not a list or struct: ids, groups), ``text``
+#: (a scalar or a list of scalars: words to index or match), ``number`` (integers,
+#: floats or booleans), ``any``.
+ColumnKind = Literal["scalar", "text", "number", "any"]
+
+
+@dataclass(frozen=True)
+class ColumnUse:
+    """A column a component reads, named at ``path`` of its ``with:`` block (by the key
+    there, when ``key``: ``fields: {title: 2.0}``)."""
+
+    name: str
+    path: tuple[str | int, ...]
+    kind: ColumnKind = "any"
+    key: bool = False
+
+
+@dataclass(frozen=True)
+class TableUse:
+    """A table a component reads: the catalog (``file`` None) or a file named at
+    ``path`` of its ``with:`` block, relative to the spec's folder; ``what`` names it in
+    messages ("relation file")."""
+
+    columns: tuple[ColumnUse, ...]
+    file: str | None = None
+    path: tuple[str | int, ...] = ()
+    what: str = "file"
+    format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +170,12 @@ class Component(Pluggable):
     @classmethod
     def check(cls, params: BaseModel, plan: PlanView) -> list[Problem]:
         """Compile-time checks that need the rest of the plan. Must be cheap."""
+        return []
+
+    @classmethod
+    def tables(cls, params: BaseModel) -> list[TableUse]:
+        """The catalog columns and data files this node reads, checked against the
+        files' schemas before anything opens (``ltrr validate`` and every command)."""
         return []
 
     def open(self) -> None:
@@ -236,6 +272,8 @@ class Arm(Component):
 
     kind = Kind.ARM
     seed_types: ClassVar[frozenset[str]] = frozenset()
+    #: True when the arm finds nothing without seeds: a node of it needs ``from:``.
+    needs_seeds: ClassVar[bool] = False
     #: True: runs on the pipeline's thread pool beside the other arms of its wave, and is
     #: abandoned at its deadline. False, for cheap pure-Python arms whose thread hand-off
     #: would cost more than their work: runs on the batch's own thread while the pool

@@ -78,5 +78,11 @@ class StateError(LtrrError):
     """Pipeline state (an index, a model, a log) is missing, stale or corrupt."""
 
 
+class DataError(StateError):
+    """A data file the spec names (catalog, relations, interactions) is missing,
+    unreadable, or lacks a column the spec reads (a StateError: what state is built
+    from)."""
+
+
 class RunError(LtrrError):
     """Executing a plan failed in a way the user can act on (bad query file, ...)."""

@@ -10,8 +10,10 @@ usefully empty.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -92,3 +94,27 @@ def first_line(exc: BaseException, width: int = 160) -> str:
     quote the file's content, which a message must not echo at length."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return shown(text, width)
+
+
+_DIGESTS: dict[tuple, str] = {}
+_DIGESTS_LOCK = threading.Lock()
+
+
+def content_digest(path: Path) -> str:
+    """A hash of the file's bytes (16 hex digits), the identity of what an index was
+    built from: the same content anywhere has the same digest. Hashed once per process
+    for a given (file, size, modification time); ``path`` must be a regular file."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    with _DIGESTS_LOCK:
+        known = _DIGESTS.get(key)
+    if known is not None:
+        return known
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()[:16]
+    with _DIGESTS_LOCK:
+        _DIGESTS[key] = digest
+    return digest

@@ -21,12 +21,12 @@ class Model(BaseModel):
 
 
 class CatalogSpec(Model):
-    """The entities to retrieve: a Parquet, JSONL (optionally .gz) or CSV file."""
+    """The entities to retrieve: a Parquet, CSV, TSV or JSONL file (text ones may be gzipped)."""
 
     path: str = Field(description="Catalog file, relative to the spec file.")
     id: str = Field("id", description="Column holding the entity id.")
     title: str | None = Field(None, description="Column shown as the result title in tables.")
-    format: Literal["parquet", "jsonl", "csv"] | None = Field(
+    format: Literal["parquet", "csv", "tsv", "jsonl"] | None = Field(
         None, description="File format; inferred from the extension when omitted.")
 
 

@@ -26,8 +26,9 @@ from typing import Any, Callable, Literal
 from pydantic import Field
 
 from ltrr import extras
-from ltrr.components import Arm, Indexed, Params, PlanView, Problem
+from ltrr.components import Arm, ColumnUse, Indexed, Params, PlanView, Problem, TableUse
 from ltrr.errors import StateError
+from ltrr.tables import column as catalog_column
 from ltrr.hookspecs import hookimpl
 from ltrr.types import ArmRequest, Candidate
 
@@ -114,6 +115,15 @@ class Bm25Arm(Arm, Indexed):
                                         hint="rename the column in the catalog"))
         return problems
 
+    @classmethod
+    def tables(cls, params: Bm25Params) -> list[TableUse]:
+        columns = [ColumnUse(f, ("fields", f), "text", key=True) for f in params.fields]
+        columns += [ColumnUse(r.field, ("slots", s, "field"), "text")
+                    for s, r in params.slots.items() if r.field not in params.fields]
+        if params.prior is not None:
+            columns.append(ColumnUse(params.prior.column, ("prior", "column"), "number"))
+        return [TableUse(tuple(columns))]
+
     # -- indexing
 
     def _columns(self) -> list[str]:
@@ -126,13 +136,10 @@ class Bm25Arm(Arm, Indexed):
 
     def _docs(self, columns: list[str], prior: list[float | None] | None = None):
         frame = self.ctx.catalog.frame
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            slot_only = [c for c in missing if c not in self.params.fields]
-            raise StateError(f"catalog has no column(s) {', '.join(missing)}",
-                             node=self.ctx.node_id,
-                             field="with.slots" if slot_only == missing else "with.fields",
-                             hint=f"columns: {', '.join(frame.columns)}")
+        slots = {r.field: s for s, r in self.params.slots.items()}
+        for c in columns:
+            catalog_column(frame, c, node=self.ctx.node_id, field=f"with.fields.{c}"
+                           if c in self.params.fields else f"with.slots.{slots.get(c)}.field")
         ids = self.ctx.catalog.ids
         values = [frame[c].to_list() for c in columns]
         for i, entity in enumerate(ids):
@@ -154,10 +161,7 @@ class Bm25Arm(Arm, Indexed):
         column = self.params.prior.column
         frame = self.ctx.catalog.frame
         where = dict(node=self.ctx.node_id, field="with.prior.column")
-        if column not in frame.columns:
-            raise StateError(f"catalog has no column '{column}'", **where,
-                             hint=f"columns: {', '.join(frame.columns)}")
-        series = frame[column]
+        series = catalog_column(frame, column, **where)
         if not series.dtype.is_numeric():
             numeric = [c for c in frame.columns if frame[c].dtype.is_numeric()]
             raise StateError(f"prior column '{column}' is {series.dtype}, not numeric", **where,

@@ -27,10 +27,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Union
 from pydantic import Field
 
 from ltrr import extras
-from ltrr.components import Arm, Encoder, Indexed, Kind, Learner, Params
+from ltrr.components import (Arm, ColumnUse, Encoder, Indexed, Kind, Learner, Params,
+                             TableUse)
 from ltrr.errors import StateError
 from ltrr.hookspecs import hookimpl
 from ltrr.state import atomic_write, atomic_write_json
+from ltrr.tables import column
 from ltrr.timestamps import valid_expr
 from ltrr.types import ArmRequest, Candidate
 
@@ -108,6 +110,11 @@ class DenseArm(Arm, Indexed, Learner):
     Params = DenseParams
     references = {"encoder": Kind.ENCODER}
 
+    @classmethod
+    def tables(cls, params: DenseParams) -> list[TableUse]:
+        return [TableUse(tuple(ColumnUse(f, ("fields", i), "text")
+                               for i, f in enumerate(params.fields)))]
+
     # --- helpers ------------------------------------------------------------------------
 
     def _encoder(self) -> Encoder:
@@ -120,13 +127,8 @@ class DenseArm(Arm, Indexed, Learner):
 
     def _texts(self) -> list[str]:
         frame = self.ctx.catalog.frame
-        columns = list(self.params.fields)
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise StateError(f"catalog has no column(s) {', '.join(missing)}",
-                             node=self.ctx.node_id, field="with.fields",
-                             hint=f"columns: {', '.join(frame.columns)}")
-        values = [frame[c].to_list() for c in columns]
+        values = [column(frame, c, node=self.ctx.node_id, field=f"with.fields.{i}").to_list()
+                  for i, c in enumerate(self.params.fields)]
         sep = self.params.separator
         out = []
         for row in zip(*values):

@@ -19,6 +19,7 @@ class EntityLookupArm(Arm):
     reads_user = False
     threaded = False          # microseconds of Python per query: no thread hand-off
     seed_types = frozenset({"slots"})
+    needs_seeds = True
 
     def retrieve_batch(self, requests: list[ArmRequest]) -> list[list[Candidate]]:
         arm = self.ctx.node_id

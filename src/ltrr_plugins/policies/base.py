@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from ltrr.components import Learner, PlanView, Policy, Problem
-from ltrr.errors import RunError, StateError
+from ltrr.components import ColumnUse, Learner, PlanView, Policy, Problem, TableUse
+from ltrr.errors import StateError
 from ltrr.state import atomic_write_bytes
+from ltrr.tables import column
 from ltrr.types import Action, PolicyContext, action_key
 from ltrr_plugins.policies.features import ArmYield, ContextFeaturizer, FeatureParams, Namespaces
 from ltrr_plugins.policies.reward import Outcome, RewardParams, outcomes
@@ -76,6 +77,12 @@ class BanditPolicy(Policy, Learner):
     @classmethod
     def check(cls, params: BanditParams, plan: PlanView) -> list[Problem]:
         return check_space(params, plan)
+
+    @classmethod
+    def tables(cls, params: BanditParams) -> list[TableUse]:
+        if not params.user_tags:
+            return []
+        return [TableUse((ColumnUse(params.user_tags, ("user_tags",), "text"),))]
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -240,12 +247,8 @@ class BanditPolicy(Policy, Learner):
         if not col:
             return None
         if self._entity_tags is None:
-            frame = self.ctx.catalog.frame
-            if col not in frame.columns:
-                raise RunError(f"the catalog has no column '{col}'", node=self.ctx.node_id,
-                               field="with.user_tags",
-                               hint=f"columns: {', '.join(frame.columns)}")
-            values = frame[col].to_list()
+            values = column(self.ctx.catalog.frame, col, node=self.ctx.node_id,
+                            field="with.user_tags").to_list()
             self._entity_tags = {e: (v if isinstance(v, list) else [v] if v else [])
                                  for e, v in zip(self.ctx.catalog.ids, values)}
         return self._entity_tags

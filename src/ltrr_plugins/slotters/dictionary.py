@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
-from ltrr.components import Params, Slotter
-from ltrr.errors import StateError
+from ltrr.components import ColumnUse, Params, Slotter, TableUse
+from ltrr.tables import column
 from ltrr.hookspecs import hookimpl
 from ltrr.text import WORD, normalize
 from ltrr.types import Query, Slot
@@ -61,6 +61,11 @@ class DictionarySlotter(Slotter):
     reads_user = False
     Params = DictionaryParams
 
+    @classmethod
+    def tables(cls, params: DictionaryParams) -> list[TableUse]:
+        return [TableUse(tuple(ColumnUse(src.column, ("slots", slot, "column"), "text")
+                               for slot, src in params.slots.items()))]
+
     def open(self) -> None:
         from rapidfuzz import fuzz, process
 
@@ -69,13 +74,11 @@ class DictionarySlotter(Slotter):
         ids = self.ctx.catalog.ids
         self._vocab: dict[str, list[_Entry]] = {}
         for slot, src in self.params.slots.items():
-            if src.column not in frame.columns:
-                raise StateError(f"catalog has no column '{src.column}'", node=self.ctx.node_id,
-                                 field=f"with.slots.{slot}.column",
-                                 hint=f"columns: {', '.join(frame.columns)}")
+            cells = column(frame, src.column, node=self.ctx.node_id,
+                           field=f"with.slots.{slot}.column").to_list()
             counts: dict[str, int] = {}
             canonical: dict[str, tuple[str, str | None]] = {}
-            for entity, cell in zip(ids, frame[src.column].to_list()):
+            for entity, cell in zip(ids, cells):
                 values = cell if isinstance(cell, list) else [cell]
                 for v in values:
                     if not v:

@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ltrr.components import Params, Ranker
+from ltrr.components import ColumnUse, Params, Ranker, TableUse
 from ltrr.errors import StateError
 from ltrr.types import Merged, Query, Ranked
 
@@ -43,6 +43,11 @@ class PopularityRanker(Ranker):
 
     name = "popularity"
     Params = PopularityParams
+
+    @classmethod
+    def tables(cls, params: PopularityParams) -> list[TableUse]:
+        """The catalog column it reads: `ltrr validate` checks it is there, and numeric."""
+        return [TableUse((ColumnUse(params.column, ("column",), "number"),))]
 
     def open(self) -> None:
         """Load entity id → popularity from the catalog column ``with.column``."""

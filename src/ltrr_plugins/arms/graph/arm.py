@@ -11,15 +11,16 @@ from typing import Any, Callable, Literal
 from pydantic import Field
 
 from ltrr import extras
-from ltrr.components import Arm, Indexed, Params, PlanView, Problem
+from ltrr.components import Arm, Indexed, Params, PlanView, Problem, TableUse
 from ltrr.errors import StateError
 from ltrr.hookspecs import hookimpl
 from ltrr.text import normalize
 from ltrr.types import ArmRequest, Candidate
 from ltrr_plugins.arms.graph.deepwalk import DeepWalk
 from ltrr_plugins.arms.graph.ppr import PersonalizedPageRank
+from ltrr.files import content_digest
 from ltrr_plugins.arms.graph.relations import (BipartiteRelation, Relation, RelationReader,
-                                               _file_digest, _namespace)
+                                               _namespace, relation_table)
 
 FORMAT = 1          # bump when the files written by build() change shape
 
@@ -76,6 +77,10 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
     # ---- compile time
 
     @classmethod
+    def tables(cls, params: GraphParams) -> list[TableUse]:
+        return [relation_table(rel, ("relations", i)) for i, rel in enumerate(params.relations)]
+
+    @classmethod
     def check(cls, params: GraphParams, plan: PlanView) -> list[Problem]:
         problems = []
         spaces: dict[str, int] = {}
@@ -100,9 +105,11 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
         p = self.params
         key: dict[str, Any] = {
             "format": FORMAT, "mode": p.mode,
-            "relations": [r.model_dump(mode="json") for r in p.relations],
-            # the relation files' content: the index is stale when they change
-            "files": [_file_digest(self._relation_path(i, r))
+            # what the relations say, and their files' content — not where the files
+            # are: a copied spec and its data keep their index
+            "relations": [r.model_dump(mode="json", exclude={"path", "format"})
+                          for r in p.relations],
+            "files": [content_digest(self._relation_file(i, r))
                       for i, r in enumerate(p.relations)],
         }
         if p.mode == "embedding":

@@ -1,28 +1,34 @@
-"""The relations a graph is built from (Parquet files: bipartite entity–attribute
-pairs, co-occurrence of entities in groups), read into weighted edges."""
+"""The relations a graph is built from (tables in any format ``ltrr.tables`` reads:
+bipartite entity–attribute pairs, co-occurrence of entities in groups), read into
+weighted edges."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import Field
 
-from ltrr.components import Params
-from ltrr.errors import StateError
-from ltrr.files import check_file, first_line, shown_names
+from ltrr.components import ColumnUse, Params, TableUse
+from ltrr.errors import DataError, StateError
+from ltrr.files import check_file
+from ltrr.tables import column, read_table
 
 if TYPE_CHECKING:
     import numpy as np
     import polars as pl
 
 Transform = Literal["log1p", "raw", "binary"]
+TableFormat = Literal["parquet", "csv", "tsv", "jsonl"]
 
 
 class BipartiteRelation(Params):
     kind: Literal["bipartite"] = Field(description="Entity – attribute pairs.")
-    path: str = Field(description="Parquet file, relative to the spec's folder.")
+    path: str = Field(description=(
+        "Table file (Parquet, CSV, TSV or JSONL; text ones may be gzipped), relative to "
+        "the spec's folder."))
+    format: TableFormat | None = Field(None, description=(
+        "The file's format; inferred from its name when omitted."))
     entity: str = Field(description="Column holding catalog entity ids.")
     attribute: str = Field(description="Column holding attribute values (e.g. tags).")
     namespace: str | None = Field(None, pattern=r"^[^:]+$", description=(
@@ -38,7 +44,11 @@ class BipartiteRelation(Params):
 
 class CoOccurrenceRelation(Params):
     kind: Literal["co_occurrence"] = Field(description="Entities co-occurring in groups.")
-    path: str = Field(description="Parquet file, relative to the spec's folder.")
+    path: str = Field(description=(
+        "Table file (Parquet, CSV, TSV or JSONL; text ones may be gzipped), relative to "
+        "the spec's folder."))
+    format: TableFormat | None = Field(None, description=(
+        "The file's format; inferred from its name when omitted."))
     group: str = Field(description="Column holding the group (e.g. user_id).")
     entity: str = Field(description="Column holding catalog entity ids.")
     value: str | None = Field(None, description=(
@@ -60,12 +70,19 @@ def _namespace(rel: BipartiteRelation) -> str:
     return rel.namespace or rel.attribute
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+def relation_table(rel: "BipartiteRelation | CoOccurrenceRelation", at: tuple
+                   ) -> TableUse:
+    """The file and columns a relation reads (``at``: where it sits in the params)."""
+    if isinstance(rel, BipartiteRelation):
+        columns = [ColumnUse(rel.entity, at + ("entity",), "scalar"),
+                   ColumnUse(rel.attribute, at + ("attribute",), "text")]
+    else:
+        columns = [ColumnUse(rel.group, at + ("group",), "scalar"),
+                   ColumnUse(rel.entity, at + ("entity",), "scalar")]
+        if rel.value:
+            columns.append(ColumnUse(rel.value, at + ("value",), "number"))
+    return TableUse(tuple(columns), file=rel.path, path=at + ("path",),
+                    what="relation file", format=rel.format)
 
 
 def _weights(values: "np.ndarray", how: Transform) -> "np.ndarray":
@@ -83,30 +100,22 @@ class RelationReader:
     """Reads the arm's relation files into edges (a mixin of :class:`GraphArm`: uses its
     ``params`` and ``ctx``)."""
 
-    def _relation_path(self, i: int, rel: BipartiteRelation | CoOccurrenceRelation) -> Path:
+    def _relation_file(self, i: int, rel: BipartiteRelation | CoOccurrenceRelation) -> Path:
+        """The relation's file, checked (a DataError naming the field)."""
         path = self.ctx.resolve(rel.path)
-        check_file(path, "relation file", where=None, node=self.ctx.node_id,
-                   field=f"with.relations.{i}.path", hint="paths are relative to the spec's "
-                                                          "folder; relations are Parquet files")
+        check_file(path, "relation file", error=DataError, where=None, node=self.ctx.node_id,
+                   field=f"with.relations.{i}.path",
+                   hint="paths are relative to the spec's folder")
         return path
 
     def _read(self, i: int, rel, columns: list[tuple[str, str]]) -> "pl.DataFrame":
-        """The relation's columns (param name, column), or a StateError naming the field."""
-        import polars as pl
-
-        path = self._relation_path(i, rel)
-        try:
-            schema = pl.read_parquet_schema(path)
-        except Exception as exc:
-            raise StateError(f"cannot read relation file {path} as Parquet: {first_line(exc)}",
-                             node=self.ctx.node_id, field=f"with.relations.{i}.path",
-                             hint="relations must be Parquet files") from exc
+        """The relation's columns (param name, column), or an error naming the field."""
+        frame = read_table(self._relation_file(i, rel), rel.format, what="relation file",
+                           where=f"node '{self.ctx.node_id}' field 'with.relations.{i}.path'")
         for param, col in columns:
-            if col not in schema:
-                raise StateError(f"relation file {path.name} has no column '{col}'",
-                                 node=self.ctx.node_id, field=f"with.relations.{i}.{param}",
-                                 hint=f"columns: {shown_names(schema)}")
-        return pl.read_parquet(path, columns=list(dict.fromkeys(c for _, c in columns)))
+            column(frame, col, node=self.ctx.node_id, field=f"with.relations.{i}.{param}",
+                   what=f"relation file {Path(rel.path).name}")
+        return frame.select(list(dict.fromkeys(c for _, c in columns)))
 
     def _bipartite(self, i: int, rel: BipartiteRelation, entities: "pl.DataFrame"):
         """(entity rows, attribute values, weights, rows dropped) of one bipartite relation."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from ltrr.components import Arm, Indexed, Learner, Params
+from ltrr.components import Arm, ColumnUse, Indexed, Learner, Params, TableUse
 from ltrr.errors import StateError
 from ltrr.hookspecs import hookimpl
 from ltrr.text import normalize
@@ -101,6 +101,16 @@ class MemoryArm(Predictions, LearnedStore, Arm, Indexed, Learner):
     name = "memory"
     threaded = False          # microseconds of Python per query: no thread hand-off
     Params = MemoryParams
+
+    @classmethod
+    def tables(cls, params: MemoryParams) -> list[TableUse]:
+        columns = [ColumnUse(params.name.column, ("name", "column"), "text")] \
+            if params.name else []
+        columns += [ColumnUse(a.column, ("attributes", i, "column"), "text")
+                    for i, a in enumerate(params.attributes)]
+        if params.popularity:
+            columns.append(ColumnUse(params.popularity, ("popularity",), "number"))
+        return [TableUse(tuple(columns))]
 
     # --- cold start -------------------------------------------------------------------
 

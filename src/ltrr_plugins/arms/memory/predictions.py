@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 
 from ltrr.errors import StateError
+from ltrr.tables import column
 from ltrr.text import normalize
 from ltrr_plugins.arms.memory.keys import _separator_regex, name_keys
 
@@ -23,11 +24,8 @@ class Predictions:
     """Builds ``predictions.parquet`` (a mixin of :class:`MemoryArm`: uses its params,
     context and key functions)."""
 
-    def _column(self, frame: "pl.DataFrame", column: str, field: str) -> "pl.Series":
-        if column not in frame.columns:
-            raise StateError(f"catalog has no column '{column}'", node=self.ctx.node_id,
-                             field=field, hint=f"columns: {', '.join(frame.columns)}")
-        return frame[column]
+    def _column(self, frame: "pl.DataFrame", name: str, field: str) -> "pl.Series":
+        return column(frame, name, node=self.ctx.node_id, field=field)
 
     def _popularity(self, frame: "pl.DataFrame") -> list[float]:
         import polars as pl
