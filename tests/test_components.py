@@ -96,6 +96,41 @@ def test_dictionary_min_count_drops_rare_values(catalog):
     assert found(s, "heavy metal thrash metal") == [("tag", "heavy metal", None)]
 
 
+@pytest.fixture()
+def movies(tmp_path) -> Catalog:
+    pl.DataFrame({
+        "id": ["1", "2", "3", "4"],
+        "title": ["Heat", "Matrix, The", "The Godfather", "Movies of the Year"],
+        "tags": [["movies", "heist"], ["movies", "cyberpunk"], ["movies", "mafia"],
+                 ["documentary"]],
+    }).write_parquet(tmp_path / "m.parquet")
+    return Catalog(tmp_path / "m.parquet")
+
+
+def test_dictionary_excluded_values_and_stopword_spans_are_never_slotted(movies):
+    """In "movies like heat", "movies" matched a tag every movie carries (issue 13)."""
+    slots = {"tag": {"column": "tags"}, "title": {"column": "title", "entity": True}}
+    plain = slotter(movies, slots=slots)
+    assert ("tag", "movies", None) in found(plain, "movies like heat")
+    tidy = slotter(movies, slots={"tag": {"column": "tags", "exclude": ["Movies"]},
+                                  "title": slots["title"]}, stopwords=["of", "the", "movie"])
+    assert found(tidy, "movies like heat") == [("title", "Heat", "1")]
+    assert found(tidy, "the movie") == []                 # only stopwords: no fuzzy "movies"
+    assert found(tidy, "movies of the year") == [("title", "Movies of the Year", "4")]
+
+
+def test_dictionary_articles_find_titles_without_them(movies):
+    slots = {"title": {"column": "title", "entity": True}}
+    plain = slotter(movies, slots=slots)
+    assert found(plain, "matrix") == [] and found(plain, "godfather") == []
+    s = slotter(movies, slots=slots, articles=["the", "a", "an"])
+    assert found(s, "matrix") == [("title", "Matrix, The", "2")]
+    assert found(s, "the matrix") == [("title", "Matrix, The", "2")]
+    assert found(s, "godfather") == [("title", "The Godfather", "3")]
+    assert found(s, "godfater") == [("title", "The Godfather", "3")]      # fuzzy, too
+    assert found(s, "heat") == [("title", "Heat", "1")]
+
+
 def test_dictionary_unknown_column_names_node_and_field(catalog):
     with pytest.raises(Exception) as err:
         slotter(catalog, slots={"genre": {"column": "genres"}})

@@ -37,8 +37,10 @@ CATALOG = {
     "pop": [0.9, 0.2, 0.8, 0.95, 0.7, 0.6, 0.5, 0.6, 0.85, 0.05, 0.4, 0.3],
 }
 
+# a music catalog: music's own stopwords, as pipelines/music.yaml lists them
 MEMORY = ("{name: {column: name}, attributes: [{column: tags, weight: 0.6, top_n: 50}], "
-          "popularity: pop, prior_strength: 3, half_life_days: 30}")
+          "popularity: pop, prior_strength: 3, half_life_days: 30, stopwords: [the, a, an, "
+          "and, of, by, feat, ft, featuring, music, songs, song, band, bands, artist, artists]}")
 
 
 def write_spec(tmp_path: Path, memory: str = MEMORY) -> Path:

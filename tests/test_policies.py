@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from conftest import tiny_spec
 
 from ltrr.cli import main
@@ -217,8 +219,17 @@ def test_vw_rejects_unknown_interaction_letters(make_plan):
 
 # --- features and rewards --------------------------------------------------------------
 
+MUSIC_CUE = yaml.safe_load((Path(__file__).resolve().parent.parent / "pipelines" / "music-bandit.yaml").read_text())[
+    "policy"]["with"]["like_cue"]
+
+
 def test_query_and_slot_features():
-    f = ContextFeaturizer(FeatureParams(features=["query", "slots", "time"]))
+    neutral = ContextFeaturizer(FeatureParams(features=["query"]))
+    assert neutral.query_features("like heat")["like"] == 1.0
+    assert neutral.query_features("Similar to The Matrix")["like"] == 1.0
+    assert "like" not in neutral.query_features("artists like radiohead")   # a domain's words
+    f = ContextFeaturizer(FeatureParams(features=["query", "slots", "time"],
+                                        like_cue=MUSIC_CUE))
     like = f.query_features("artists like radiohead")
     assert like["like"] == 1.0 and like["len"] == "3"
     assert "like" not in f.query_features("i like it loud 2")       # 'like' mid-query

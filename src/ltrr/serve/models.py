@@ -57,7 +57,7 @@ class SearchRequest(_Model):
     query: Text = Field(description=(
         "The query text, as the user typed it: plain text, never parsed as query syntax. "
         "Must not be empty or blank; at most `--max-query-chars` characters (default "
-        "1,000)."), examples=["britney spears"])
+        "1,000)."), examples=["<what the user typed>"])
     user_id: Text | None = Field(None, max_length=256, description=(
         "The user asking (for personalisation and for learning from their feedback)."))
     k: int | None = Field(None, ge=1, description=(

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ltrr.serve")
 
-SEARCH_EXAMPLE = '{"query": "britney spears"}'
+SEARCH_EXAMPLE = '{"query": "<what the user typed>"}'
 ANNOUNCED = "ltrr.announced"      # scope key: this request is counted in `announced`
 RETRY = {"Retry-After": "1"}
 

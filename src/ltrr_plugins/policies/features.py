@@ -20,7 +20,7 @@ import unicodedata
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ltrr.components import Params
 from ltrr.timestamps import parse_timestamp, problem
@@ -34,8 +34,9 @@ VW_NAMESPACE = {"query": "Q", "slots": "S", "time": "T", "user": "U", "action": 
                 "yield": "Y"}
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-_LIKE = re.compile(r"^(?:(?:artists|bands|music|songs|stuff|something)\s+)?(?:like|similar to|"
-                   r"sounds like)\s+\S|\s(?:radio|similar artists|and similar)$", re.I)
+#: The default "like X" cue: the query starts by asking for things like something else.
+#: Domain words ("artists like", "movies similar to") belong in the spec's `like_cue`.
+LIKE_CUE = r"^(?:like|similar to)\s+\S"
 _VW_BAD = re.compile(r"[\s:|]+")
 
 
@@ -55,9 +56,22 @@ class FeatureParams(Params):
     holidays: str | None = Field(None, description=(
         "Country code for the time group's holiday flag (needs the `holidays` package; "
         "without it, or unset, holiday is not a feature)."))
+    like_cue: str = Field(LIKE_CUE, min_length=1, description=(
+        "Regular expression (case-insensitive, searched in the trimmed query) that marks a "
+        "'like X' query in the query group; the default knows only a leading 'like' or "
+        "'similar to': name your domain's wordings (e.g. `^(?:movies|films)\\s+like\\s`)."))
     yield_alpha: float = Field(0.05, gt=0, le=1, description=(
         "EWMA rate of each arm's recent yield (share of its engaged decisions where it "
         "proposed the engaged entity)."))
+
+    @field_validator("like_cue")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
 
 
 def _bucket(n: int, edges: tuple[int, ...]) -> str:
@@ -160,6 +174,7 @@ class ContextFeaturizer:
 
     def __init__(self, params: FeatureParams):
         self.groups = list(dict.fromkeys(params.features))
+        self._like = re.compile(params.like_cue, re.I)
         self.user = UserHistory(params.top_tags)
         self._holidays = None
         if "time" in self.groups and params.holidays:
@@ -195,13 +210,12 @@ class ContextFeaturizer:
             out["user"] = self.user.features(user)
         return out
 
-    @staticmethod
-    def query_features(text: str) -> dict[str, Any]:
+    def query_features(self, text: str) -> dict[str, Any]:
         words = _WORD.findall(text)
         f: dict[str, Any] = {"len": _bucket(len(words), (0, 1, 2, 3, 4, 6))}
         if any(c.isdigit() for c in text):
             f["digits"] = 1.0
-        if _LIKE.search(text.strip()):
+        if self._like.search(text.strip()):
             f["like"] = 1.0
         script = _script(text)
         if script != "ascii":

@@ -30,6 +30,9 @@ class SlotSource(Params):
     entity: bool = Field(False, description="Values name single entities (e.g. artist names).")
     min_count: int = Field(1, ge=1, description="Ignore values seen on fewer entities.")
     min_chars: int = Field(2, ge=1, description="Ignore values shorter than this.")
+    exclude: list[str] = Field(default_factory=list, description=(
+        "Values of this column never slotted (compared normalised): e.g. a tag that names "
+        "the domain itself ('movies', 'music'), which would seed everything."))
 
 
 class DictionaryParams(Params):
@@ -38,6 +41,13 @@ class DictionaryParams(Params):
         "Minimum rapidfuzz ratio (0-100) for a fuzzy match; 100 disables fuzzy matching."))
     fuzzy_min_chars: int = Field(5, ge=1, description="Only spans this long are matched fuzzily.")
     max_ngram: int = Field(4, ge=1, le=10, description="Longest span, in words.")
+    stopwords: list[str] = Field(default_factory=list, description=(
+        "Words that never make a slot on their own: a span of the query made only of them "
+        "is not slotted, exactly or fuzzily (e.g. the, of, movies, film). Default: none."))
+    articles: list[str] = Field(default_factory=list, description=(
+        "Leading articles a value is also found without ('The Matrix' by 'matrix'); a "
+        "trailing one after a comma is read as leading ('Godfather, The' by 'the "
+        "godfather' and 'godfather'). E.g. [the, a, an]. Default: none."))
     max_words: int = Field(32, ge=1, le=1000, description=(
         "Only the first this many words of a query are slotted; the rest are ignored "
         "(bounds the exact lookups to max_words × max_ngram)."))
@@ -73,7 +83,10 @@ class DictionarySlotter(Slotter):
         frame = self.ctx.catalog.frame
         ids = self.ctx.catalog.ids
         self._vocab: dict[str, list[_Entry]] = {}
+        self._stop = frozenset(normalize(w) for w in self.params.stopwords)
+        articles = [a for a in (normalize(w) for w in self.params.articles) if a]
         for slot, src in self.params.slots.items():
+            excluded = {normalize(str(v)) for v in src.exclude}
             cells = column(frame, src.column, node=self.ctx.node_id,
                            field=f"with.slots.{slot}.column").to_list()
             counts: dict[str, int] = {}
@@ -83,11 +96,11 @@ class DictionarySlotter(Slotter):
                 for v in values:
                     if not v:
                         continue
-                    key = normalize(str(v))
-                    if len(key) < src.min_chars:
-                        continue
-                    counts[key] = counts.get(key, 0) + 1
-                    canonical.setdefault(key, (str(v), entity if src.entity else None))
+                    for key in _keys(str(v), articles):
+                        if len(key) < src.min_chars or key in excluded or self._stopped(key):
+                            continue
+                        counts[key] = counts.get(key, 0) + 1
+                        canonical.setdefault(key, (str(v), entity if src.entity else None))
             for key, (value, entity) in canonical.items():
                 if counts[key] >= src.min_count:
                     self._vocab.setdefault(key, []).append(_Entry(slot, value, entity))
@@ -100,6 +113,10 @@ class DictionarySlotter(Slotter):
         self._by_len = [self._keys[k] for k in order]
         self._by_len_index = np.asarray(order, dtype=np.int64)
         self._lengths = np.asarray([len(k) for k in self._by_len], dtype=np.int64)
+
+    def _stopped(self, key: str) -> bool:
+        """Whether ``key`` is made only of stopwords."""
+        return bool(self._stop) and all(w in self._stop for w in key.split())
 
     def _fuzzy_best(self, key: str) -> tuple[str, float] | None:
         """The vocabulary key most similar to ``key`` (rapidfuzz ratio ≥ the threshold;
@@ -140,6 +157,8 @@ class DictionarySlotter(Slotter):
         for i in range(len(words)):
             for j in range(i + 1, min(len(words), i + self.params.max_ngram) + 1):
                 key = " ".join(w[2] for w in words[i:j])
+                if self._stopped(key):
+                    continue
                 if key in self._vocab:
                     exact.append((j - i, i, j, key))
                 elif fuzzy_ok and len(key) >= self.params.fuzzy_min_chars:
@@ -182,6 +201,23 @@ class DictionarySlotter(Slotter):
                 slots.append(Slot(e.slot, e.value, start, end, score, e.entity_id))
         slots.sort(key=lambda s: s.start)
         return slots
+
+
+def _keys(value: str, articles: list[str]) -> list[str]:
+    """The normalised keys a value is found by: itself; with ``articles``, also without a
+    leading article, and a trailing one after a comma moved to the front."""
+    key = normalize(value)
+    keys = [key]
+    if not articles or not key:
+        return keys
+    head, comma, tail = value.rpartition(",")
+    if comma and normalize(tail) in articles and normalize(head):
+        key = f"{normalize(tail)} {normalize(head)}"      # "Godfather, The" → "the godfather"
+        keys = [key]
+    first, _, rest = key.partition(" ")
+    if rest and first in articles:
+        keys.append(rest)
+    return keys
 
 
 @hookimpl

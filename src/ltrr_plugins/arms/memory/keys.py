@@ -25,8 +25,8 @@ DEFAULT_SEPARATORS = [" feat. ", " feat ", " ft. ", " ft ", " featuring ", " (fe
                       " & ", " and ", " vs. ", " vs ", " x ", " with ", ", ", " + ", " / "]
 
 
-DEFAULT_STOPWORDS = ["the", "a", "an", "and", "of", "by", "feat", "ft", "featuring", "music",
-                     "songs", "song", "band", "bands", "artist", "artists"]
+#: Function words only: a domain's own ("feat", "band"; "movie", "film") go in the spec.
+DEFAULT_STOPWORDS = ["the", "a", "an", "and", "of", "by"]
 
 
 def near_key(key: str, stopwords: frozenset[str]) -> str:
