@@ -212,3 +212,19 @@ def test_the_graph_reads_csv_relations_as_it_reads_parquet_and_a_copy_stays_fres
 def _ranking(jsonl: str) -> list[tuple[str, dict]]:
     (decision,) = [json.loads(line) for line in jsonl.splitlines()]
     return [(r["id"], r["arms"]) for r in decision["results"]]
+
+
+def test_catalog_lists_are_checked_and_seen_split(data):
+    """`catalog.lists` splits text columns of joined values; nodes see lists."""
+    flat = CATALOG.with_columns(pl.col("genres").list.join("|"))
+    flat.write_csv(data / "flat.csv")
+    spec = _spec(data, catalog="flat.csv")
+    text = spec.read_text().replace("title: title}", "title: title, lists: {genres: '|'}}")
+    spec.write_text(text)
+    assert load_plan(spec).model.catalog.lists == {"genres": "|"}
+    spec.write_text(text.replace("lists: {genres:", "lists: {genre:"))
+    (message,) = _problems(spec)
+    assert "field 'lists.genre': catalog flat.csv has no column 'genre'" in message
+    spec.write_text(text.replace("lists: {genres:", "lists: {votes:"))
+    (message,) = _problems(spec)          # reported once, not again by every reader
+    assert "column 'votes' of catalog flat.csv holds Float64, not text" in message

@@ -22,9 +22,10 @@ class Catalog:
     """
 
     def __init__(self, path: Path, id_column: str = "id", fmt: str | None = None,
-                 where: Location | None = None):
+                 where: Location | None = None, lists: dict[str, str] | None = None):
         self.path = Path(path)
         self.id_column = id_column
+        self.lists = dict(lists or {})
         self.where = where
         self.format = fmt or infer_format(self.path)
 
@@ -39,7 +40,10 @@ class Catalog:
         if self.id_column not in df.columns:
             raise StateError(f"catalog {self.path.name} has no id column '{self.id_column}'",
                              hint=f"set catalog.id to one of: {shown_names(df.columns)}")
-        return df.with_columns(pl.col(self.id_column).cast(pl.String))
+        return df.with_columns(pl.col(self.id_column).cast(pl.String), *(
+            pl.col(c).cast(pl.String).str.split(sep).list.eval(
+                pl.element().str.strip_chars().filter(pl.element() != ""))
+            for c, sep in self.lists.items() if c in df.columns))
 
     @cached_property
     def ids(self) -> list[str]:

@@ -58,10 +58,11 @@ class Problem:
     node_level: bool = False
 
 
-#: What a column must hold: ``scalar`` (not a list or struct: ids, groups), ``text``
+#: What a column must hold: ``scalar`` (not a list or struct: ids, groups), ``string``
+#: (text, not lists), ``text``
 #: (a scalar or a list of scalars: words to index or match), ``number`` (integers,
 #: floats or booleans), ``any``.
-ColumnKind = Literal["scalar", "text", "number", "any"]
+ColumnKind = Literal["scalar", "string", "text", "number", "any"]
 
 
 @dataclass(frozen=True)

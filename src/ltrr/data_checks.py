@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ltrr.spec import Spec
 
 _KIND_WORDS = {"scalar": "single values (not lists)", "text": "text or lists of text",
-               "number": "numeric values", "any": "values"}
+               "number": "numeric values", "string": "text", "any": "values"}
 
 
 def check_data(plan: "Plan") -> None:
@@ -48,7 +48,9 @@ def data_problems(plan: "Plan") -> list[LtrrError]:
     else:
         problems += _columns(spec, catalog, "catalog", Path(cat.path).name, (
             ColumnUse(cat.id, ("catalog", "id"), "scalar"),
-            *((ColumnUse(cat.title, ("catalog", "title"), "text"),) if cat.title else ())))
+            *((ColumnUse(cat.title, ("catalog", "title"), "text"),) if cat.title else ()),
+            *(ColumnUse(c, ("catalog", "lists", c), "string", key=True) for c in cat.lists)))
+        catalog = _split_lists(catalog, cat.lists)
     for node in plan.nodes:
         base = node.path + ("with",)
         for use in node.registration.cls.tables(node.params):
@@ -110,9 +112,22 @@ def _columns(spec: "Spec", schema: "pl.Schema", what: str, file: str,
     return out
 
 
+def _split_lists(schema: "pl.Schema", lists: dict[str, str]) -> "pl.Schema":
+    """The catalog's schema once its ``lists`` columns are split, as nodes see it."""
+    import polars as pl
+
+    if not lists:
+        return schema
+    return pl.Schema({c: pl.List(pl.String) if c in lists and _fits(t, "string") else t
+                      for c, t in schema.items()})     # a wrong one is reported once
+
+
 def _fits(dtype: "pl.DataType", kind: str) -> bool:
     if kind == "any":
         return True
+    if kind == "string":
+        return str(dtype) in ("String", "Categorical", "Enum") or str(dtype).startswith(
+            ("Categorical", "Enum"))
     if dtype.is_nested():
         inner = getattr(dtype, "inner", None)
         return kind == "text" and inner is not None and not inner.is_nested()

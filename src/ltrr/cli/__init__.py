@@ -50,8 +50,21 @@ def _parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
+    sp = cmd("init", commands.init, "Write a commented, working spec from a catalog's columns.",
+             spec=False)
+    sp.add_argument("catalog", type=Path,
+                    help="the entities: a Parquet, CSV, TSV or JSONL file (text ones may be .gz)")
+    sp.add_argument("--interactions", type=Path, help=(
+        "a file of who engaged with what (user, entity, optional value): co-occurrence "
+        "relations for the graph arm"))
+    sp.add_argument("--out", type=Path, help="the spec to write (default: <catalog>.yaml "
+                                             "beside the catalog)")
+    sp.add_argument("--id", dest="id_column", help="the id column (default: guessed)")
+    sp.add_argument("--name", help="the pipeline's name (default: from the file name)")
+    sp.add_argument("--force", action="store_true", help="overwrite an existing --out")
+
     cmd("validate", commands.validate,
-        "Check a spec without loading anything heavy (exit 0 or 1).")
+        "Check a spec and the columns of its data files (exit 0 or 1).")
 
     sp = cmd("schema", commands.schema, "Print the JSON Schema of pipeline specs (for editors).",
              spec=False)

@@ -8,6 +8,30 @@ import sys
 from pathlib import Path
 
 
+def init(args) -> int:
+    from ltrr.compiler import load_plan
+    from ltrr.errors import RunError
+    from ltrr.init_spec import write_spec
+    from ltrr.state import atomic_write_bytes
+
+    catalog = args.catalog
+    name = catalog.name.split(".")[0] or "spec"
+    out = args.out or catalog.with_name(f"{name}.yaml")
+    if out.exists() and not args.force:
+        raise RunError(f"{out} already exists", hint="choose another --out, or --force to "
+                       "overwrite it")
+    text = write_spec(catalog, out, interactions=args.interactions,
+                      id_column=args.id_column, name=args.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, text.encode())
+    plan = load_plan(out)                          # what init writes validates
+    arms = ", ".join(a.id for a in plan.arms)
+    print(f"wrote {out}: pipeline '{plan.model.name}', arms {arms}")
+    print(f"next:  ltrr index {out}")
+    print(f"       ltrr run {out} -q \"<a query>\"")
+    return 0
+
+
 def validate(args) -> int:
     from ltrr.compiler import load_plan
 

@@ -25,13 +25,18 @@ FORMAT = 1
 
 def fingerprint(component: Component) -> str:
     """Hash of what the node's state depends on: catalog bytes, component, its state key."""
-    blob = json.dumps({
+    catalog = component.ctx.catalog
+    key = {
         "format": FORMAT,
-        "catalog": component.ctx.catalog.fingerprint,
-        "catalog_id": component.ctx.catalog.id_column,
+        "catalog": catalog.fingerprint,
+        "catalog_id": catalog.id_column,
         "component": f"{type(component).__module__}.{type(component).__qualname__}",
         "state": component.state_key(),
-    }, sort_keys=True)
+    }
+    lists = getattr(catalog, "lists", None)
+    if lists:                            # absent when unused: older indexes stay current
+        key["catalog_lists"] = lists
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -24,7 +24,7 @@ class Workspace:
         if self._catalog is None:
             c = self.plan.model.catalog
             spec = self.plan.spec
-            self._catalog = Catalog(spec.resolve(c.path), c.id, c.format,
+            self._catalog = Catalog(spec.resolve(c.path), c.id, c.format, lists=c.lists,
                                     where=spec.locate(("catalog", "path")))
         return self._catalog
 

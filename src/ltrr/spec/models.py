@@ -28,6 +28,11 @@ class CatalogSpec(Model):
     title: str | None = Field(None, description="Column shown as the result title in tables.")
     format: Literal["parquet", "csv", "tsv", "jsonl"] | None = Field(
         None, description="File format; inferred from the extension when omitted.")
+    lists: dict[str, Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=dict, description=(
+            "Text columns holding lists joined by a separator, split when the catalog is "
+            "read (column → separator, e.g. `{genres: '|'}`): each value then counts alone "
+            "(slots, attributes, indexed text)."))
 
 
 class ComponentSpec(Model):

@@ -27,6 +27,15 @@ FORMAT = 1          # bump when the files written by build() change shape
 Mode = Literal["ppr", "embedding"]
 
 
+def _relation_key(rel: Relation) -> dict[str, Any]:
+    """What a relation says, for the index fingerprint: not where its file is, and no
+    param still at a default that older indexes were built without."""
+    key = rel.model_dump(mode="json", exclude={"path", "format"})
+    if key.get("separator") is None:
+        key.pop("separator", None)
+    return key
+
+
 class GraphParams(Params):
     relations: list[Relation] = Field(min_length=1, description=(
         "Relations the graph is built from; each `kind: bipartite` or `kind: co_occurrence`."))
@@ -107,8 +116,7 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
             "format": FORMAT, "mode": p.mode,
             # what the relations say, and their files' content — not where the files
             # are: a copied spec and its data keep their index
-            "relations": [r.model_dump(mode="json", exclude={"path", "format"})
-                          for r in p.relations],
+            "relations": [_relation_key(r) for r in p.relations],
             "files": [content_digest(self._relation_file(i, r))
                       for i, r in enumerate(p.relations)],
         }

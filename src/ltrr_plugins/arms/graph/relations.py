@@ -30,7 +30,10 @@ class BipartiteRelation(Params):
     format: TableFormat | None = Field(None, description=(
         "The file's format; inferred from its name when omitted."))
     entity: str = Field(description="Column holding catalog entity ids.")
-    attribute: str = Field(description="Column holding attribute values (e.g. tags).")
+    attribute: str = Field(description=(
+        "Column holding attribute values (e.g. tags): one per row, or a list per row."))
+    separator: str | None = Field(None, min_length=1, description=(
+        "The attribute column holds text lists joined by this (e.g. '|'): split it."))
     namespace: str | None = Field(None, pattern=r"^[^:]+$", description=(
         "Prefix of the attribute nodes (`<namespace>:<value>`); default: the attribute "
         "column's name."))
@@ -122,8 +125,16 @@ class RelationReader:
         import polars as pl
 
         df = self._read(i, rel, [("entity", rel.entity), ("attribute", rel.attribute)])
+        values = pl.col(rel.attribute)
+        if rel.separator is not None:
+            values = values.cast(pl.String).str.split(rel.separator)
+        if rel.separator is not None or df.schema[rel.attribute].is_nested():
+            values = values.list.eval(pl.element().cast(pl.String).str.strip_chars())
+            df = df.with_columns(values.alias(rel.attribute)).explode(rel.attribute).filter(
+                pl.col(rel.attribute) != "")          # a list per row: one row per value
+            values = pl.col(rel.attribute)
         df = df.select(pl.col(rel.entity).cast(pl.String).alias("_e"),
-                       pl.col(rel.attribute).cast(pl.String).alias("_a")).drop_nulls()
+                       values.cast(pl.String).alias("_a")).drop_nulls()
         n_rows = df.height
         df = df.join(entities, on="_e", how="inner")
         dropped = n_rows - df.height
