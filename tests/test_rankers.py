@@ -96,13 +96,15 @@ def most_popular(decision) -> str:
 
 
 def serve_and_engage(pipeline, plan, rounds: int, start: int = 0, batch: int = 30,
-                     click_first: bool = False) -> list[float]:
+                     click_first: bool = False, distinct: int | None = None) -> list[float]:
     """Rounds of serve → engage (click at the shown position, or a play when not shown)
-    → ingest; returns the reciprocal rank of the target per request."""
+    → ingest; returns the reciprocal rank of the target per request. ``distinct``: the
+    requests cycle through this many query texts (default: every one its own)."""
     rr = []
     n = start
     for _ in range(rounds):
-        queries = [Query(f"r{n + i}", f"query {n + i}", f"u{(n + i) % 7}") for i in range(batch)]
+        queries = [Query(f"r{n + i}", f"query {(n + i) % (distinct or n + i + 1)}",
+                         f"u{(n + i) % 7}") for i in range(batch)]
         n += batch
         rows = []
         for d in pipeline.run_batch(queries):
@@ -255,6 +257,41 @@ def test_gate_keeps_the_fused_order_when_a_model_does_not_beat_it(make_plan):
         assert r.model is None and r.state["trainings"] == 0
 
 
+def test_many_requests_of_few_queries_do_not_deploy_a_model_and_say_so(make_plan, capsys):
+    """30 judged requests passed the gate on 6 held-out ones and made other queries worse
+    (issue 13): requests of a few queries teach those queries, not ranking."""
+    from ltrr.cli.output import print_training
+
+    plan = make_plan("lightgbm", {"min_requests": 60})
+    with Pipeline(plan) as p:
+        serve_and_engage(p, plan, rounds=4, distinct=5)
+        r = p.components["ranker"]
+        last = r.state["last_training"]
+        assert last["deployed"] is False and r.model is None and r.state["trainings"] == 0
+        assert (last["requests"], last["queries"]) == (120, 5)
+        assert "min_queries 20" in last["reason"] and last["warning"] == last["reason"]
+    print_training("ranker", last)
+    out = capsys.readouterr()
+    assert "not deployed (120 judged requests hold only 5 distinct queries" in out.out
+    assert "warning: ranker: 120 judged requests hold only 5" in out.err
+
+
+def test_the_held_out_gate_splits_by_query(make_plan):
+    """Every request of a held-out query is held out: no query is on both sides."""
+    plan = make_plan("lightgbm", {"min_requests": 60, "min_queries": 10,
+                                  "min_holdout_queries": 2, "gate": False})
+    with Pipeline(plan) as p:
+        serve_and_engage(p, plan, rounds=2, distinct=30)      # each query twice
+        last = p.components["ranker"].state["last_training"]
+    assert (last["requests"], last["queries"]) == (60, 30) and last["deployed"]
+    assert (last["holdout"]["queries"], last["holdout"]["requests"]) == (6, 12)
+    thin = make_plan("lightgbm", {"min_requests": 60, "min_queries": 10}, folder="thin")
+    with Pipeline(thin) as p:
+        serve_and_engage(p, thin, rounds=2, distinct=15)      # 3 held-out queries < 5
+        last = p.components["ranker"].state["last_training"]
+    assert last["deployed"] is False and "only 3 held-out queries" in last["reason"]
+
+
 def test_changed_features_do_not_use_the_old_model(make_plan):
     plan = make_plan("lightgbm")
     with Pipeline(plan) as p:
@@ -289,7 +326,8 @@ def test_train_bootstraps_a_ranker_from_a_score_rankers_log(make_plan, capsys):
     assert stats["judged"] == 120 and stats["training"]["deployed"] is True
     _print_training("ranker", stats["training"])
     out = capsys.readouterr().out
-    assert "trained on 120 judged requests" in out and "held-out 24 newest requests" in out
+    assert "120 judged requests over 120 queries" in out and "deployed" in out
+    assert "held out: the 24 queries judged last (24 requests)" in out
     with Pipeline(plan, log_decisions=False) as p:
         assert p.components["ranker"].model is not None
     assert train(plan, served.spec.state_dir)["learners"]["ranker"] is None   # nothing new

@@ -247,13 +247,17 @@ def print_learners(learners: Mapping[str, Any], idle: str = "") -> None:
 def print_training(node: str, t: Mapping[str, Any]) -> None:
     """A ranker's retraining: its held-out MRR / nDCG@10 against the fused order."""
     held = t.get("holdout")
-    status = "deployed" if t.get("deployed") else "not deployed (no better than fused order)"
-    print(f"{node}: trained on {t.get('requests')} judged requests ({t.get('rows')} rows) in "
-          f"{t.get('seconds')} s, {status}")
+    status = "deployed" if t.get("deployed") else f"not deployed ({t.get('reason')})"
+    print(f"{node}: {t.get('requests')} judged requests over {t.get('queries')} queries "
+          f"({t.get('rows')} rows), {t.get('seconds')} s: {status}")
     if held:
         m, f = held["model"], held["fused"]
-        print(f"  held-out {held['requests']} newest requests:  MRR {m['mrr']:.4f} "
-              f"(fused {f['mrr']:.4f})  nDCG@10 {m['ndcg@10']:.4f} (fused {f['ndcg@10']:.4f})")
+        print(f"  held out: the {held['queries']} queries judged last ({held['requests']} "
+              f"requests):  MRR {m['mrr']:.4f} (fused {f['mrr']:.4f})  nDCG@10 "
+              f"{m['ndcg@10']:.4f} (fused {f['ndcg@10']:.4f})")
+    if t.get("warning"):
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] {node}: {t['warning']}",
+                                   highlight=False)
 
 
 def print_simulation(summary: Mapping[str, Any], out: Path) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,6 +37,7 @@ from ltrr.errors import StateError
 from ltrr.evaluation import graded_metrics
 from ltrr.parquet_log import ParquetLog
 from ltrr.state import atomic_write_bytes, atomic_write_json
+from ltrr.text import normalize
 from ltrr.types import Candidate, Merged, Query, RankRequest, Ranked, Slot
 from ltrr_plugins.rankers.features import FeatureBuilder, RankerFeatureParams, UserProfiles
 
@@ -51,7 +53,10 @@ EXAMPLES = pl.Schema({
     "label": pl.Float32,         # best event weight of the entity in this request, 0 = none
     "weight": pl.Float32,        # position-bias (IPW) weight
     "x": pl.List(pl.Float32),
+    "query_key": pl.String,      # the request's normalised query (held-out split by query)
 })
+log = logging.getLogger("ltrr")
+
 STATE = "ranker.json"
 MODEL = "model.txt"
 NEEDS = ("request_id", "user_id", "entity_id", "type", "weight", "position")
@@ -75,12 +80,19 @@ class LearnedRankerParams(RankerFeatureParams):
         "at least the policy budget, so training sees what serving ranks."))
     min_requests: int = Field(100, ge=2, description=(
         "Judged requests (with a positive event) before the first model is trained."))
+    min_queries: int = Field(20, ge=1, description=(
+        "Distinct queries (normalised text) the training window must hold before a model "
+        "may deploy: many requests for a few queries teach those queries, not ranking."))
+    min_holdout_queries: int = Field(5, ge=1, description=(
+        "Distinct held-out queries the gate needs to judge a model; with fewer, a model "
+        "does not deploy (with `gate: false` it deploys, with a warning)."))
     retrain_every: int = Field(500, ge=1, description=(
         "Newly judged requests between two retrainings."))
     max_requests: int = Field(10000, ge=10, description=(
         "Training window: the most recent judged requests."))
     holdout: float = Field(0.2, ge=0, lt=1, description=(
-        "Share of the newest judged requests held out to evaluate each retraining."))
+        "Share of the distinct queries held out to evaluate each retraining: those judged "
+        "most recently, with all their requests, so no query is on both sides."))
     gate: bool = Field(True, description=(
         "Deploy a retrained model only if it beats the fused order on the held-out "
         "requests (MRR); otherwise keep serving what was served before."))
@@ -248,6 +260,7 @@ class LearnedRanker(Ranker, Learner):
             if not any(merged[i].entity_id in labelled for i in keep):
                 continue      # the engaged entity was never a candidate: nothing to rank
             shown = {r["entity_id"]: r["rank"] for r in ranking or []}
+            key = normalize(text or "") or rid
             req = RankRequest(Query(rid, text or "", user),
                               [Slot(s["name"], s["value"], s["start"], s["end"], s["score"],
                                     s["entity_id"]) for s in slots or []],
@@ -268,6 +281,7 @@ class LearnedRanker(Ranker, Learner):
                 out["label"].append(lab)
                 out["weight"].append(w)
                 out["x"].append(x[row])
+                out["query_key"].append(key)
             n += 1
         if n:
             frame = pl.DataFrame({k: v for k, v in out.items() if k != "x"},
@@ -291,7 +305,11 @@ class LearnedRanker(Ranker, Learner):
             return EXAMPLES.to_frame()
         # a request learned twice (a crash between logging examples and saving the state
         # re-delivers its events) keeps its latest rows only
-        data = (pl.scan_parquet(parts).filter(pl.col("features_id") == self.features_id)
+        # parts written before query_key existed read it as null: each such request counts
+        # as a query of its own
+        data = (pl.scan_parquet(parts, missing_columns="insert")
+                .filter(pl.col("features_id") == self.features_id)
+                .with_columns(pl.col("query_key").fill_null(pl.col("request_id")))
                 .collect().unique(["request_id", "fused_rank"], keep="last",
                                   maintain_order=True))
         keep = (data.group_by("request_id").agg(pl.col("decided_at").first())
@@ -316,14 +334,29 @@ class LearnedRanker(Ranker, Learner):
         requests = data["request_id"].unique(maintain_order=True).to_list()
         if len(requests) < 2:
             return {"skipped": "fewer than 2 judged requests"}
-        cut = int(len(requests) * (1 - self.params.holdout)) if self.params.holdout else \
-            len(requests)
-        cut = min(max(cut, 1), len(requests))
-        report: dict[str, Any] = {"requests": len(requests), "rows": data.height}
-        if cut < len(requests):
-            train_ids = pl.Series(requests[:cut]).implode()
-            tr = data.filter(pl.col("request_id").is_in(train_ids))
-            va = data.filter(~pl.col("request_id").is_in(train_ids))
+        queries = self._queries(data)
+        report: dict[str, Any] = {"requests": len(requests), "queries": len(queries),
+                                  "rows": data.height}
+        p = self.params
+        if len(queries) < p.min_queries:
+            return self._refused(report, started, (
+                f"{len(requests)} judged requests hold only {len(queries)} distinct "
+                f"queries, fewer than min_queries {p.min_queries}: a model would learn "
+                "those queries, not ranking"))
+        held = max(1, round(len(queries) * p.holdout)) if p.holdout else 0
+        if held and held < p.min_holdout_queries:
+            thin = (f"only {held} held-out queries (min_holdout_queries "
+                    f"{p.min_holdout_queries}) to judge a model trained on "
+                    f"{len(queries) - held}")
+            if p.gate:
+                return self._refused(report, started, thin)
+            report["warning"] = thin + "; deployed unjudged (gate: false)"
+            log.warning("ranker '%s': %s", self.ctx.node_id, report["warning"])
+        if held:
+            # the queries judged most recently are held out, with every request of theirs
+            held_keys = pl.Series(queries[-held:]).implode()
+            tr = data.filter(~pl.col("query_key").is_in(held_keys))
+            va = data.filter(pl.col("query_key").is_in(held_keys))
             xt, yt, wt, st, pt, _ = self._arrays(tr)
             xv, yv, wv, sv, pv, fv = self._arrays(va)
             model = self.fit(xt, yt, wt, st, pt, (xv, yv, wv, sv, pv))
@@ -333,15 +366,13 @@ class LearnedRanker(Ranker, Learner):
                 groups_model.append((scores[start:start + n], yv[start:start + n]))
                 groups_fused.append((-fv[start:start + n].astype(float), yv[start:start + n]))
                 start += n
-            held = report["holdout"] = {"requests": len(requests) - cut,
-                                        "model": graded_metrics(groups_model),
-                                        "fused": graded_metrics(groups_fused)}
-            if self.params.gate and held["model"]["mrr"] <= held["fused"]["mrr"]:
-                report["deployed"] = False
-                self.state.update({"judged_since_training": 0,
-                                   "last_training": {**report, "at": time.time()}})
-                report["seconds"] = round(time.perf_counter() - started, 3)
-                return report
+            judged = report["holdout"] = {
+                "requests": va["request_id"].n_unique(), "queries": held,
+                "model": graded_metrics(groups_model), "fused": graded_metrics(groups_fused)}
+            if p.gate and judged["model"]["mrr"] <= judged["fused"]["mrr"]:
+                return self._refused(report, started, (
+                    f"no better than the fused order on {held} held-out queries"),
+                    warn=False)
         self._compact(data)
         x, y, w, sizes, positions, _ = self._arrays(data)
         model = self.fit(x, y, w, sizes, positions, None)
@@ -350,6 +381,29 @@ class LearnedRanker(Ranker, Learner):
         report["deployed"] = True
         self.state.update({"judged_since_training": 0, "trainings": self.state["trainings"] + 1,
                            "features_id": self.features_id,
+                           "last_training": {**report, "at": time.time()}})
+        report["seconds"] = round(time.perf_counter() - started, 3)
+        return report
+
+    @staticmethod
+    def _queries(data: pl.DataFrame) -> list[str]:
+        """The distinct queries of the training window, by when last judged (oldest
+        first)."""
+        last: dict[str, int] = {}
+        for i, key in enumerate(data.group_by("request_id", maintain_order=True)
+                                .agg(pl.col("query_key").first())["query_key"].to_list()):
+            last[key] = i
+        return sorted(last, key=last.__getitem__)
+
+    def _refused(self, report: dict[str, Any], started: float, reason: str,
+                 warn: bool = True) -> dict[str, Any]:
+        """A retraining that does not deploy: why, and a warning when data is thin."""
+        report.update(deployed=False, reason=reason)
+        if warn:
+            report["warning"] = reason
+            log.warning("ranker '%s' keeps serving %s: %s", self.ctx.node_id,
+                        "its model" if self.model is not None else "the fused order", reason)
+        self.state.update({"judged_since_training": 0,
                            "last_training": {**report, "at": time.time()}})
         report["seconds"] = round(time.perf_counter() - started, 3)
         return report
