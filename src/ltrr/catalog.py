@@ -9,7 +9,7 @@ import polars as pl
 
 from ltrr.errors import Location, StateError
 from ltrr.files import check_file, content_digest, shown_names
-from ltrr.tables import infer_format, read_table
+from ltrr.tables import infer_format, list_values, read_table
 
 
 class Catalog:
@@ -41,9 +41,7 @@ class Catalog:
             raise StateError(f"catalog {self.path.name} has no id column '{self.id_column}'",
                              hint=f"set catalog.id to one of: {shown_names(df.columns)}")
         return df.with_columns(pl.col(self.id_column).cast(pl.String), *(
-            pl.col(c).cast(pl.String).str.split(sep).list.eval(
-                pl.element().str.strip_chars().filter(pl.element() != ""))
-            for c, sep in self.lists.items() if c in df.columns))
+            list_values(c, sep) for c, sep in self.lists.items() if c in df.columns))
 
     @cached_property
     def ids(self) -> list[str]:

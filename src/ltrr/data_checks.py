@@ -126,8 +126,7 @@ def _fits(dtype: "pl.DataType", kind: str) -> bool:
     if kind == "any":
         return True
     if kind == "string":
-        return str(dtype) in ("String", "Categorical", "Enum") or str(dtype).startswith(
-            ("Categorical", "Enum"))
+        return str(dtype).startswith(("String", "Categorical", "Enum"))
     if dtype.is_nested():
         inner = getattr(dtype, "inner", None)
         return kind == "text" and inner is not None and not inner.is_nested()

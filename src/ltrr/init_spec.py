@@ -153,25 +153,17 @@ def write_spec(catalog_path: Path, out: Path, *, interactions: Path | None = Non
                id_column: str | None = None, name: str | None = None) -> str:
     """The spec text for ``catalog_path`` (paths relative to ``out``'s folder)."""
     frame = _sample(catalog_path, "catalog file")
-    roles = catalog_roles(_split(frame, {}), id_column)
-    frame = _split(frame, roles.lists)
+    roles = catalog_roles(frame, id_column)
     links = None
     if interactions is not None:
         inter = _sample(interactions, "interactions file")
         links = interactions_roles(inter, _relative(interactions, out), frame, roles)
-    return _render(roles, frame, _relative(catalog_path, out), links,
+    return _render(roles, _relative(catalog_path, out), links,
                    name or NAME.sub("-", catalog_path.name.split(".")[0]).strip("-") or "my")
 
 
 def _sample(path: Path, what: str) -> "pl.DataFrame":
     return read_table(path, what=what).head(SAMPLE_ROWS)
-
-
-def _split(frame: "pl.DataFrame", lists: dict[str, str]) -> "pl.DataFrame":
-    import polars as pl
-
-    return frame.with_columns(pl.col(c).str.split(sep).list.eval(pl.element().str.strip_chars())
-                              for c, sep in lists.items())
 
 
 def _relative(path: Path, out: Path) -> str:
@@ -185,8 +177,7 @@ def _q(value: str) -> str:
     return value if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_./-]*", value) else json.dumps(value)
 
 
-def _render(roles: Roles, frame: "pl.DataFrame", catalog: str, links: Interactions | None,
-            name: str) -> str:
+def _render(roles: Roles, catalog: str, links: Interactions | None, name: str) -> str:
     lines = [f"# Written by `ltrr init` from {catalog} ({roles.rows:,} rows read). Edit freely:",
              "# `ltrr validate` checks every column named here.",
              "version: 1", f"name: {name}", "", "catalog:", f"  path: {_q(catalog)}",

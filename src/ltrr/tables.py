@@ -95,6 +95,18 @@ def column(frame: "pl.DataFrame", name: str, *, node: str, field: str,
     return frame[name]
 
 
+def list_values(column: str, separator: str | None = None) -> "pl.Expr":
+    """``column`` as lists of trimmed, non-empty text: a text column of values joined by
+    ``separator``, split; a list column (``separator`` None), its elements as text."""
+    import polars as pl
+
+    values = pl.col(column)
+    if separator is not None:
+        values = values.cast(pl.String).str.split(separator)
+    item = pl.element().cast(pl.String).str.strip_chars()
+    return values.list.eval(item.filter(item != ""))
+
+
 def _format_hint(path: Path, fmt: str) -> str | None:
     said = infer_format(path)
     if said is not None and said != fmt:

@@ -12,7 +12,7 @@ from pydantic import Field
 from ltrr.components import ColumnUse, Params, TableUse
 from ltrr.errors import DataError, StateError
 from ltrr.files import check_file
-from ltrr.tables import column, read_table
+from ltrr.tables import column, list_values, read_table
 
 if TYPE_CHECKING:
     import numpy as np
@@ -125,16 +125,12 @@ class RelationReader:
         import polars as pl
 
         df = self._read(i, rel, [("entity", rel.entity), ("attribute", rel.attribute)])
-        values = pl.col(rel.attribute)
-        if rel.separator is not None:
-            values = values.cast(pl.String).str.split(rel.separator)
         if rel.separator is not None or df.schema[rel.attribute].is_nested():
-            values = values.list.eval(pl.element().cast(pl.String).str.strip_chars())
-            df = df.with_columns(values.alias(rel.attribute)).explode(rel.attribute).filter(
-                pl.col(rel.attribute) != "")          # a list per row: one row per value
-            values = pl.col(rel.attribute)
+            # a list per row: one row per value
+            df = df.with_columns(list_values(rel.attribute, rel.separator)).explode(
+                rel.attribute)
         df = df.select(pl.col(rel.entity).cast(pl.String).alias("_e"),
-                       values.cast(pl.String).alias("_a")).drop_nulls()
+                       pl.col(rel.attribute).cast(pl.String).alias("_a")).drop_nulls()
         n_rows = df.height
         df = df.join(entities, on="_e", how="inner")
         dropped = n_rows - df.height
