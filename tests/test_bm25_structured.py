@@ -332,6 +332,14 @@ def test_flat_search_is_unchanged(arm, folder):
             assert all(c.features is None for c in got)
 
 
+def test_stemmers_reach_the_index(arm):
+    """`stemmers: {name: none}`: the name field keeps exact words ("bands" no longer finds
+    "Stone Band"), the other fields keep Porter ("rapping" still finds the rap tag)."""
+    assert "r1" in ids(search(arm(), "bands"))
+    assert "r1" not in ids(search(arm(stemmers={"name": "none"}), "bands"))
+    assert "hh2" in ids(search(arm(stemmers={"name": "none"}), "rapping"))
+
+
 def test_state_key_covers_what_is_indexed_only(folder):
     def key(**params):
         plan = plan_for(folder, {"fields": FIELDS, **params})
@@ -352,6 +360,9 @@ def test_state_key_covers_what_is_indexed_only(folder):
     assert slots == key(slots={"tag": {"field": "tags", "mode": "boost", "boost": 4.0}})
     assert slots == {"fields": ["name", "tag_text", "tags"], "value_gap": 1}
     assert key(slots={"tag": {"field": "name"}}) == {**base, "value_gap": 1}
+    # a stemmer other than Porter (the default) is indexed; naming Porter changes nothing
+    assert key(stemmers={"name": "porter"}) == base
+    assert key(stemmers={"name": "none"}) == {**base, "stemmers": {"name": "none"}}
 
 
 # --------------------------------------------------------------------------- errors
@@ -375,6 +386,8 @@ def test_bad_columns_are_state_errors(folder, params, field, message):
     ({"fields": FIELDS, "slots": {"tag": {"field": "contents"}}}, "slots"),
     ({"fields": FIELDS, "slots": {"tag": {"field": "tags", "mode": "must"}}}, "mode"),
     ({"fields": FIELDS, "prior": {"column": "popularity", "weight": -1}}, "weight"),
+    ({"fields": FIELDS, "stemmers": {"name": "snowball"}}, "stemmers"),
+    ({"fields": FIELDS, "stemmers": {"tags": "none"}}, "stemmers.tags"),   # not indexed
 ])
 def test_bad_params_are_compile_errors(folder, params, path):
     with pytest.raises(CompileError) as e:

@@ -360,3 +360,55 @@ def test_fast_hit_reading_checks_the_count(searcher):
         lucene.hits._hits_fast(top_docs(2, []), k=10)
     with pytest.raises(RuntimeError, match="read 3 hits"):
         lucene.hits._hits_fast(top_docs(3, [7, 3, 11], "GREATER_THAN_OR_EQUAL_TO"), k=2)
+
+
+FILMS = [
+    {"id": "farm", "title": "Animal Farm", "genres": ["Animation", "Drama"]},
+    {"id": "house", "title": "Animal House", "genres": ["Comedy"]},
+    {"id": "toons", "title": "Cool World", "genres": ["Animation", "Comedy"]},
+    {"id": "runner", "title": "Running Man", "genres": ["Action"]},
+]
+
+
+@pytest.mark.parametrize("stemmer,expected", [
+    ("porter", {"farm", "house", "toons"}),   # "animated" = "animal" = "anim"
+    ("krovetz", {"farm", "toons"}),            # "animate" vs "animal": genres only
+    ("none", {"farm", "toons"}),
+])
+def test_stemmer_per_field(tmp_path, stemmer, expected):
+    """Titles analysed without Porter: "animated comedy" stops matching "Animal ..." in
+    the title, while the genre field (Porter) still matches "Animation"."""
+    lucene.build_index(FILMS, tmp_path / "i", ["title", "genres"],
+                       stemmers={"title": stemmer})
+    with lucene.FieldedSearcher(tmp_path / "i") as s:
+        assert s.stemmers == ({} if stemmer == "porter" else {"title": stemmer})
+        assert set(ids(s.search("animated", 10, {"title": 3.0, "genres": 1.0}))) == expected
+        # the title field alone: exact words match, stems only where stemmed
+        assert ids(s.search("running", 10, {"title": 1.0})) == ["runner"]
+        assert bool(s.search("run", 10, {"title": 1.0})) is (stemmer == "porter")
+        # phrases are analysed per field too
+        hits = s.search_structured("", 10, None, phrases=[lucene.Phrase("title", ("animals",))])
+        assert bool(hits) is (stemmer != "none")          # Krovetz: animals = animal
+        # the clause-limit fallback analyses per field as well
+        long = "running " + " ".join(f"w{i}" for i in range(2000))
+        assert ids(s.search(long, 10, {"title": 1.0})) == ["runner"]
+
+
+def test_per_field_query_equals_anserini_when_all_porter(tmp_path):
+    """An index with a non-default stemmer on one field scores the other fields exactly as
+    an all-Porter index does (the per-field query has Anserini's shape)."""
+    lucene.build_index(FILMS, tmp_path / "a", ["title", "genres"])
+    lucene.build_index(FILMS, tmp_path / "b", ["title", "genres"], stemmers={"title": "none"})
+    with lucene.FieldedSearcher(tmp_path / "a") as a, lucene.FieldedSearcher(tmp_path / "b") as b:
+        for q in ["comedy", "animation drama", "action comedy"]:
+            assert a.search(q, 10, {"genres": 2.0}) == b.search(q, 10, {"genres": 2.0})
+        for q in ["cool world", "comedy world", "action man"]:   # same terms either way
+            assert a.search(q, 10, {"title": 1.0, "genres": 2.0}) == \
+                b.search(q, 10, {"title": 1.0, "genres": 2.0})
+
+
+def test_bad_stemmers(tmp_path):
+    with pytest.raises(ValueError, match="unknown stemmer 'snowball'"):
+        lucene.build_index(FILMS, tmp_path / "x", ["title"], stemmers={"title": "snowball"})
+    with pytest.raises(ValueError, match="not an indexed field"):
+        lucene.build_index(FILMS, tmp_path / "y", ["title"], stemmers={"plot": "none"})

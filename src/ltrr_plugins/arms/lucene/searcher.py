@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Mapping, NamedTuple, Sequence
 
 
+from ltrr_plugins.arms.lucene.analysis import analyzer, field_analyzers, read_analysis
 from ltrr_plugins.arms.lucene.hits import DocBits, Hit, _hits
 from ltrr_plugins.arms.lucene.jvm import _jstr_safe, _lock, map_threads, start_jvm
 
@@ -120,7 +121,11 @@ class FieldedSearcher:
             self._reader, signature="(Lorg/apache/lucene/index/IndexReader;)V")
         self._searcher.setSimilarity(java.BM25Similarity(float(k1), float(b)))
         self._search_class, self._search = _own_search_method(self._searcher)
-        self._analyzer = java.DefaultEnglishAnalyzer.newDefaultInstance()
+        #: Fields indexed with a stemmer other than Porter (see :mod:`.analysis`).
+        self.stemmers: dict[str, str] = read_analysis(index_dir)
+        self._default = analyzer(java)
+        # per field: phrases go through the wrapper, bags of words through _own
+        self._analyzer, self._own = field_analyzers(java, self.stemmers)
         self._generator = java.BagOfWordsQueryGenerator()
         self._sort = java.Sort(java.SortField.FIELD_SCORE,
                                java.SortField("id", java.SortFieldType.STRING_VAL))
@@ -208,7 +213,7 @@ class FieldedSearcher:
             return (_jstr_safe(text), boosts, k) if text else None
         if text:
             text = _jstr_safe(text)
-            if self._java.AnalyzerUtils.analyze(self._analyzer, text).isEmpty():
+            if self._java.AnalyzerUtils.analyze(self._default, text).isEmpty():
                 text = ""
         if not text and not clauses:
             return None
@@ -463,31 +468,47 @@ class FieldedSearcher:
         return self._search(query, k, self._sort, True)
 
     def _query(self, text: str, boosts):
+        """Anserini's bag-of-words query: per field, the text's terms as analysed for that
+        field, the field's clause boosted, the fields' clauses SHOULD."""
         if boosts is None:
-            return self._generator.buildQuery("contents", self._analyzer, text)
-        return self._generator.buildQuery(boosts, self._analyzer, text)
+            return self._generator.buildQuery("contents", self._default, text)
+        if not self._own:
+            return self._generator.buildQuery(boosts, self._default, text)
+        java = self._java
+        builder = java.BooleanQueryBuilder()
+        for f in boosts.keySet().toArray():
+            clause = self._generator.buildQuery(f, self._own.get(f, self._default), text)
+            builder.add(java.BoostQuery(clause, float(boosts.get(f))), self._occur["should"])
+        return builder.build()
 
     def _truncated_query(self, text: str, boosts):
         """Bag-of-words query on the first distinct terms that fit Lucene's clause limit."""
         java = self._java
-        terms = java.AnalyzerUtils.analyze(self._analyzer, _jstr_safe(text)).toArray()
+        text = _jstr_safe(text)
         fields = {"contents": 1.0} if boosts is None else {
             f: float(boosts.get(f)) for f in boosts.keySet().toArray()}
         limit = max(1, self._max_clauses // len(fields))
-        counts: dict[str, int] = {}
-        for t in terms:
-            if t in counts:
-                counts[t] += 1
-            elif len(counts) < limit:
-                counts[t] = 1
-        weights = java.HashMap()
-        for t, n in counts.items():
-            weights.put(t, java.Float(float(n)))
+        weights_of: dict[int, object] = {}
+
+        def weights(field: str):
+            analyzer = self._own.get(field, self._default)
+            if id(analyzer) not in weights_of:
+                counts: dict[str, int] = {}
+                for t in java.AnalyzerUtils.analyze(analyzer, text).toArray():
+                    if t in counts:
+                        counts[t] += 1
+                    elif len(counts) < limit:
+                        counts[t] = 1
+                jmap = java.HashMap()
+                for t, n in counts.items():
+                    jmap.put(t, java.Float(float(n)))
+                weights_of[id(analyzer)] = jmap
+            return weights_of[id(analyzer)]
+
         if boosts is None:
-            return self._generator.buildQuery("contents", weights)
+            return self._generator.buildQuery("contents", weights("contents"))
         builder = java.BooleanQueryBuilder()
         for f, boost in fields.items():
-            builder.add(java.BoostQuery(self._generator.buildQuery(f, weights), boost),
+            builder.add(java.BoostQuery(self._generator.buildQuery(f, weights(f)), boost),
                         java.Occur.SHOULD)
         return builder.build()
-
