@@ -136,7 +136,8 @@ def make_user_model(plan: Plan, name: str, params: dict[str, Any],
         raise RunError(err["msg"], node=name, field=f"with.{loc}" if loc else "with",
                        hint=f"--with key=value, keys: {fields}") from None
     model = reg.cls(validated, UserModelContext(plan.spec.base_dir,
-                                                lambda ws=Workspace(plan): ws.catalog))
+                                                lambda ws=Workspace(plan): ws.catalog,
+                                                plan.model.catalog.title))
     missing = [t for t in model.event_types if t not in plan.model.feedback.weights]
     if missing:
         raise RunError(f"user model '{name}' emits event type(s) {', '.join(missing)}, which "

@@ -48,10 +48,12 @@ class Engagement:
 
 @dataclass
 class UserModelContext:
-    """What a user model may use: the spec's folder (to resolve paths) and the catalog."""
+    """What a user model may use: the spec's folder (to resolve paths), the catalog and
+    its title column (None if the spec names none)."""
 
     spec_dir: Path
     catalog_loader: Callable[[], "Catalog"]
+    title: str | None = None
 
     @property
     def catalog(self) -> "Catalog":

@@ -1,4 +1,9 @@
-"""A model of how people search the Last.fm artist catalog: typed queries for a target artist.
+"""A model of how people search a catalog: typed queries for a target entity.
+
+Written for the Last.fm artists (:meth:`QueryModel.from_dir`, whose words below are
+Last.fm's); any catalog with an interactions file gets the same six types from its own
+columns (:meth:`QueryModel.from_interactions`: titles for names, attribute values for
+tags, co-occurrence in users' interactions for "like", neutral wordings).
 
 Given a *target* artist (the one the user wants) and a seeded ``numpy.random.Generator``,
 :class:`QueryModel` writes a query of one of six types, each aimed at a different retrieval
@@ -62,7 +67,7 @@ _STOPWORDS = frozenset(
 
 # Tags that say how a user feels about an artist, not what the artist is: no one searches
 # for them to find an artist (Last.fm's "seen live", "favorites", ...).
-_PERSONAL_TAGS = frozenset([
+LASTFM_PERSONAL_TAGS = frozenset([
     "seen live", "love", "loved", "sexy", "beautiful", "amazing", "awesome", "awesome-ness",
     "favorite", "favorites", "favourite", "favourites", "my favorite", "epic", "legend",
     "hot", "<3", "cool", "cute", "perfect", "perfection", "genius", "lol", "icon", "idol",
@@ -72,11 +77,17 @@ _PERSONAL_TAGS = frozenset([
     "good", "great", "fun", "sweet", "wish list", "to check out", "spotify", "lastfm",
 ])
 
-_LIKE_TEMPLATES = ("like {x}", "similar to {x}", "{x} radio", "artists like {x}",
-                   "bands like {x}", "{x} similar artists", "music like {x}", "sounds like {x}")
-_VAGUE_TEMPLATES = ("{t}", "some {t} music", "{t} bands", "{t} artists", "something {t}",
-                    "looking for {t}", "best {t} artists", "{t} stuff", "{t} songs",
-                    "recommend me {t} music")
+LASTFM_LIKE_TEMPLATES = ("like {x}", "similar to {x}", "{x} radio", "artists like {x}",
+                         "bands like {x}", "{x} similar artists", "music like {x}",
+                         "sounds like {x}")
+LASTFM_VAGUE_TEMPLATES = ("{t}", "some {t} music", "{t} bands", "{t} artists",
+                          "something {t}", "looking for {t}", "best {t} artists",
+                          "{t} stuff", "{t} songs", "recommend me {t} music")
+#: Wordings that name no domain (any catalog): ``{x}`` an entity's title, ``{t}`` attributes.
+LIKE_TEMPLATES = ("like {x}", "similar to {x}", "something like {x}", "more like {x}",
+                  "{x} similar")
+VAGUE_TEMPLATES = ("{t}", "some {t}", "something {t}", "looking for {t}", "best {t}",
+                   "good {t}", "{t} recommendations")
 
 # QWERTY key positions (row, column with the rows' stagger) for neighbouring-key typos.
 _ROWS = (("qwertyuiop", 0.0), ("asdfghjkl", 0.3), ("zxcvbnm", 0.8))
@@ -112,14 +123,20 @@ class QueryModel:
     ``max_partial_matches`` names; a ``like`` query names one of the target's
     ``like_neighbours`` most co-listened artists (≥ ``min_co_listeners`` shared listeners),
     for which the target ranks within ``max_like_rank``; a tag equal to the name of an artist
-    with ``name_tag_listeners`` or more listeners is a name, not a description.
+    with ``name_tag_listeners`` or more listeners is a name, not a description; a tag in
+    ``personal_tags`` says how someone feels, not what the entity is, and is never used.
+    ``like_templates`` (``{x}``: the anchor's name) and ``vague_templates`` (``{t}``: the
+    tags) word the ``like`` and ``vague`` queries.
     """
 
     def __init__(self, artists: pl.DataFrame, plays: pl.DataFrame,
                  tag_assignments: pl.DataFrame, *, max_tag_artists: int = 100,
                  min_tag_users: int = 5, max_partial_matches: int = 5,
                  like_neighbours: int = 20, max_like_rank: int = 100,
-                 min_co_listeners: int = 2, name_tag_listeners: int = 25) -> None:
+                 min_co_listeners: int = 2, name_tag_listeners: int = 25,
+                 personal_tags: frozenset[str] = frozenset(),
+                 like_templates: tuple[str, ...] = LIKE_TEMPLATES,
+                 vague_templates: tuple[str, ...] = VAGUE_TEMPLATES) -> None:
         import numpy as np
         import polars as pl
 
@@ -136,6 +153,11 @@ class QueryModel:
         self.like_neighbours = like_neighbours
         self.max_like_rank = max_like_rank
         self.min_co_listeners = min_co_listeners
+        for templates, slot in ((like_templates, "{x}"), (vague_templates, "{t}")):
+            if not templates or any(slot not in t for t in templates):
+                raise ValueError(f"templates {list(templates)} must each contain {slot}")
+        self._like_templates = tuple(like_templates)
+        self._vague_templates = tuple(vague_templates)
 
         self.ids: list[str] = [str(x) for x in artists["artist_id"].to_list()]
         self.index = {a: i for i, a in enumerate(self.ids)}
@@ -169,7 +191,7 @@ class QueryModel:
                        if n >= name_tag_listeners and a in self.index}
         self._descriptive = {
             t for t, n in users_per_tag.iter_rows()
-            if t is not None and n >= min_tag_users and t not in _PERSONAL_TAGS
+            if t is not None and n >= min_tag_users and t not in personal_tags
             and normalize(t) not in known_names and not t.isdigit()
             and len(t) <= 30 and len(t.split()) <= 3}
         strength = (ta.filter(pl.col("artist_id").is_in(known))
@@ -192,8 +214,14 @@ class QueryModel:
 
     @classmethod
     def from_dir(cls, folder: Path | str, **params) -> QueryModel:
-        """Load ``artists.parquet``, ``plays.parquet`` and ``tag_assignments.parquet``."""
+        """The Last.fm model: ``artists.parquet``, ``plays.parquet`` and
+        ``tag_assignments.parquet`` from ``folder``, with Last.fm's wordings and personal
+        tags (``params`` override them)."""
         import polars as pl
+
+        params = {"personal_tags": LASTFM_PERSONAL_TAGS,
+                  "like_templates": LASTFM_LIKE_TEMPLATES,
+                  "vague_templates": LASTFM_VAGUE_TEMPLATES, **params}
 
         folder = Path(folder)
         frames = []
@@ -203,6 +231,26 @@ class QueryModel:
                        hint="point at a folder like examples/data/lastfm/")
             frames.append(pl.read_parquet(path))
         return cls(*frames, **params)
+
+    @classmethod
+    def from_interactions(cls, entities: pl.DataFrame, interactions: pl.DataFrame,
+                          **params) -> QueryModel:
+        """Any catalog: ``entities`` with ``id``, ``name`` and ``tags`` (a list of attribute
+        values, the most telling first), ``interactions`` with ``user``, ``entity`` and
+        ``weight`` (> 0; a target is drawn in proportion to it). Without users' own tags,
+        an attribute value counts as descriptive whatever number of users (``min_tag_users``
+        1) and every value weighs the same."""
+        import polars as pl
+
+        entities = entities.select(pl.col("id").cast(pl.String).alias("artist_id"),
+                                   pl.col("name"), pl.col("tags"))
+        assigned = (entities.select("artist_id", "tags").explode("tags")
+                    .drop_nulls("tags").rename({"tags": "tag"})
+                    .with_columns(user_id=pl.lit("")))
+        plays = interactions.select(pl.col("user").cast(pl.String).alias("user_id"),
+                                    pl.col("entity").cast(pl.String).alias("artist_id"),
+                                    pl.col("weight").cast(pl.Float64).alias("plays"))
+        return cls(entities, plays, assigned, **{"min_tag_users": 1, **params})
 
     # --- sampling ---------------------------------------------------------------------------
 
@@ -321,7 +369,7 @@ class QueryModel:
             return None
         j = anchors[_draw(rng, weights)]
         name = self.names[j].lower() if rng.random() < 0.5 else self.names[j]
-        template = _LIKE_TEMPLATES[int(rng.integers(len(_LIKE_TEMPLATES)))]
+        template = self._like_templates[int(rng.integers(len(self._like_templates)))]
         return SimQuery(template.format(x=name), "like", self.ids[i], anchor=self.ids[j])
 
     def _vague(self, i: int, rng) -> SimQuery | None:
@@ -330,7 +378,7 @@ class QueryModel:
             return None
         tags = list(combos[_draw(rng, weights)])
         rng.shuffle(tags)
-        template = _VAGUE_TEMPLATES[int(rng.integers(len(_VAGUE_TEMPLATES)))]
+        template = self._vague_templates[int(rng.integers(len(self._vague_templates)))]
         return SimQuery(template.format(t=" ".join(tags)), "vague", self.ids[i],
                         tags=tuple(tags))
 
