@@ -39,6 +39,11 @@ def variants(music_spec, tmp_path_factory):
             if build not in folders:
                 folders[build] = tmp_path_factory.mktemp("dense")
                 shutil.copytree(cache, folders[build] / "state" / "semantic.cache")
+                # and the encoder's one-off ONNX export (8 s each in a subprocess)
+                for enc in music["encoders"]:
+                    done = music_spec.parent / "state" / f"{enc['id']}.cache"
+                    if done.is_dir():
+                        shutil.copytree(done, folders[build] / "state" / done.name)
             folder = folders[build]
             data = {"name": "recall", "catalog": music["catalog"],
                     "encoders": music["encoders"],
