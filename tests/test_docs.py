@@ -55,7 +55,8 @@ def test_spec_reference_covers_every_key_and_builtin(generated):
             assert f"`{r.name}`" not in text
 
 
-@pytest.mark.parametrize("spec", sorted(p for p in (REPO / "pipelines").glob("*.yaml")
+@pytest.mark.parametrize("spec", sorted(p for p in [*(REPO / "pipelines").glob("*.yaml"),
+                                                   *(REPO / "examples/movies").glob("movies*.yaml")]
                                         if not p.name.startswith(".")),   # bench temp copies
                          ids=lambda p: p.name)
 def test_every_shipped_pipeline_compiles(spec):

@@ -84,7 +84,8 @@ def test_components_and_user_models_share_one_registration_type():
     lastfm = reg.find(USER_MODEL, "lastfm")
     assert isinstance(lastfm, Registration) and isinstance(reg.find(Kind.ARM, "bm25"),
                                                             Registration)
-    assert reg.user_models == {"lastfm": lastfm}
+    assert reg.user_models == {"lastfm": lastfm,
+                               "interactions": reg.find(USER_MODEL, "interactions")}
     assert all(r.kind in list(Kind) for r in reg.all())     # components only
 
 

@@ -212,8 +212,8 @@ def _render(roles: Roles, catalog: str, links: Interactions | None, name: str) -
     arms += ["  # BM25 over the text columns (the title counts three times)", "  - id: lexical",
              "    use: bm25", "    with:", "      fields: {" + ", ".join(fields) + "}"]
     if roles.title:
-        arms.append(f"      stemmers: {{{_q(roles.title)}: krovetz}}   # light stemming on "
-                    "titles: 'animated' is not 'animal'")
+        arms.append(f"      stemmers: {{{_q(roles.title)}: none}}   # titles keep their "
+                    "words: 'animated' is not 'animal'")
     if roles.prior:
         arms.append(f"      prior: {{column: {_q(roles.prior)}, weight: 1.0, transform: "
                     f"{'log1p' if roles.prior_log else 'none'}}}   # popular entities rise")
