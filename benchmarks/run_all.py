@@ -55,6 +55,7 @@ BENCHES = {
     "event_log_compaction": "bench_event_log_compaction.py",
     "ranker": "bench_ranker.py",
     "scifact_selector": "bench_scifact_selector.py",
+    "movies": "bench_movies.py",
 }
 #: Seconds a benchmark may run before it is killed (``--timeout`` overrides them all).
 DEFAULT_TIMEOUT = 1800.0

@@ -109,7 +109,8 @@ def test_ltrr_run_refuses_query_ids_already_logged(tmp_path):
     assert first.returncode == 0, first.stderr
     again = subprocess.run(run, capture_output=True, text=True)
     assert again.returncode == 1
-    assert "q1" in again.stderr and "request id" in again.stderr and str(queries) in again.stderr
+    assert "q1" in again.stderr and "request id" in again.stderr
+    assert f"{queries}:1" in again.stderr                   # the line of the first one
     assert "--no-log" in again.stderr and "Traceback" not in again.stderr
     assert subprocess.run(run + ["--no-log"], capture_output=True, text=True).returncode == 0
     dup = tmp_path / "dup.tsv"
@@ -117,6 +118,7 @@ def test_ltrr_run_refuses_query_ids_already_logged(tmp_path):
     done = subprocess.run([LTRR, "run", str(spec), "--queries", str(dup)], capture_output=True,
                           text=True)
     assert done.returncode == 1 and "d1" in done.stderr and "twice" in done.stderr
+    assert f"{dup}:2" in done.stderr and "lines 1, 2" in done.stderr
 
 
 def test_used_request_ids_claim_release_and_see_other_writers(tmp_path):

@@ -26,10 +26,10 @@ def _stem_suffix(path: Path) -> str:
     return Path(name).suffix.lower()
 
 
-def read_queries(path: Path | str) -> list[Query]:
+def read_queries(path: Path | str, *, with_lines: bool = False) -> list:
     """TSV: ``id<TAB>query`` per line. JSONL: ``{"id", "query" | "text", "user_id"?}``.
 
-    Errors name the file and line.
+    Errors name the file and line. ``with_lines``: ``(line number, Query)`` pairs.
     """
     path = Path(path)
     try:
@@ -37,7 +37,7 @@ def read_queries(path: Path | str) -> list[Query]:
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise RunError(f"cannot read query file: {exc}", where=Location(str(path))) from None
     jsonl = _stem_suffix(path) in (".jsonl", ".json", ".ndjson")
-    out: list[Query] = []
+    out: list[tuple[int, Query]] = []
     for n, line in enumerate(lines, 1):
         if not line.strip() or line.startswith("#"):
             continue
@@ -52,12 +52,12 @@ def read_queries(path: Path | str) -> list[Query]:
                 raise RunError("each line needs a string field 'query' (or 'text')", where=where)
             qid = str(obj.get("id", obj.get("_id", n)))
             user = obj.get("user_id")
-            out.append(Query(qid, text, str(user) if user is not None else None,
-                             obj.get("context") or {}))
+            out.append((n, Query(qid, text, str(user) if user is not None else None,
+                                 obj.get("context") or {})))
         else:
             qid, sep, text = line.partition("\t")
             if not sep:
                 raise RunError("expected 'id<TAB>query'", where=where,
                                hint="separate the id and the query with a tab, or use JSONL")
-            out.append(Query(qid.strip(), text.strip()))
-    return out
+            out.append((n, Query(qid.strip(), text.strip())))
+    return out if with_lines else [q for _, q in out]

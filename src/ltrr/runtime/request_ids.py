@@ -230,9 +230,11 @@ def check_unused(dlog: "DecisionLog", request_ids: list[str], source: Path) -> N
     seen: set[str] = set()
     for rid in request_ids:
         if rid in seen:
-            raise RunError(f"query id '{rid}' appears twice; each logged decision needs its "
-                           "own request id", where=Location(str(source)), field="id",
-                           hint="give every query its own id, or run with --no-log")
+            lines = _lines_of(source, rid)
+            raise RunError(f"query id '{rid}' appears twice (lines {', '.join(map(str, lines))});"
+                           " each logged decision needs its own request id",
+                           where=Location(str(source), lines[-1] if lines else None),
+                           field="id", hint="give every query its own id, or run with --no-log")
         seen.add(rid)
     if not request_ids:
         return
@@ -246,9 +248,21 @@ def check_unused(dlog: "DecisionLog", request_ids: list[str], source: Path) -> N
     hit = np.isin(_hashes(request_ids), known)
     if hit.any():
         rid = request_ids[int(np.argmax(hit))]
+        lines = _lines_of(source, rid)
         raise RunError(f"query id '{rid}' is already the request id of a logged decision "
                        f"({int(hit.sum())} of {len(request_ids)} are); feedback naming it "
                        "could not say which decision it answers",
-                       where=Location(str(source)), field="id",
+                       where=Location(str(source), lines[0] if lines else None), field="id",
                        hint="give the queries new ids, or run with --no-log (answers "
                             "without logging decisions)")
+
+
+def _lines_of(source: Path, query_id: str) -> list[int]:
+    """Lines of the query file ``source`` whose query has the id ``query_id`` (read again,
+    on the error path only)."""
+    from ltrr.runtime.queries import read_queries
+
+    try:
+        return [n for n, q in read_queries(source, with_lines=True) if q.request_id == query_id]
+    except Exception:  # noqa: BLE001 - the located error is still raised without a line
+        return []
