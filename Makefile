@@ -18,7 +18,7 @@ LOCK   := constraints.txt
 LOCK_VENV ?= .venv-lock
 LOCK_TESTS ?=
 
-.PHONY: demo test bench install lock clean
+.PHONY: demo test bench docs install lock clean
 
 install: $(STAMP)
 
@@ -56,6 +56,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# Regenerate every command output shown in the docs (tests check the fast ones).
+docs: $(STAMP)
+	$(PY) scripts/gen_doc_outputs.py
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) .ltrr pipelines/.ltrr examples/.ltrr

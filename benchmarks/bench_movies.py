@@ -8,7 +8,8 @@ policy at a tight budget.
    user rated 4 or more) serves ``--sessions`` sessions with the spec's static policy and
    keeps its decision and event logs; every session whose query equals a judged query
    (normalised) is dropped, then ``ltrr train`` replays the rest into a fresh copy of the
-   pipeline and the judged set is scored again. The difference is paired over the judged
+   pipeline — as shipped (its learner is the memory arm), and with a LightGBM ranker —
+   and the judged set is scored again. The difference is paired over the judged
    queries, per seed (± paired SE); the seeds' mean is the headline.
 3. **A learned policy at budget 10** (``movies-bandit.yaml``, ``vw``): recall over the run
    and in its last quarter, against the static policy, the best fixed allocation in
@@ -32,7 +33,7 @@ from time import perf_counter
 import _common as c
 
 FOLDER = c.ROOT / "examples" / "movies"
-USERS = ["--user-model", "interactions", "--with", "path=raw/ratings.csv.gz",
+USERS = ["--user-model", "interactions", "--with", f"path={FOLDER / 'raw/ratings.csv.gz'}",
          "--with", "user=userId", "--with", "entity=movieId", "--with", "weight=rating",
          "--with", "min_weight=4"]
 
@@ -44,7 +45,13 @@ def ltrr(*args: str) -> str:
     return done.stdout
 
 
-def copy_spec(name: str, work: Path, state: Path, built: Path) -> Path:
+#: A learned ranker for the movies catalog (its features read these columns).
+LIGHTGBM = {"use": "lightgbm", "with": {"popularity": "ratings", "title": "title",
+                                         "entity_tags": "tags",
+                                         "slot_columns": {"genre": "genres", "tag": "tags"}}}
+
+
+def copy_spec(name: str, work: Path, state: Path, built: Path, **extra) -> Path:
     """examples/movies/<name>.yaml in ``work`` (data paths absolute), a fresh state folder
     with the built indexes of ``built`` linked in."""
     import yaml
@@ -59,6 +66,7 @@ def copy_spec(name: str, work: Path, state: Path, built: Path) -> Path:
         if (node / "manifest.json").exists() or node.name.endswith(".cache"):
             (state / node.name).symlink_to(node.resolve(), target_is_directory=True)
     data["state_dir"] = str(state)
+    data.update(extra)
     path = work / f"{name}-{state.name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -130,7 +138,7 @@ def main() -> None:
             by_type.setdefault(types[q], []).append(v)
         details["static_by_type"] = {t: round(sum(v) / len(v), 4) for t, v in by_type.items()}
 
-        diffs = []
+        diffs: dict[str, list[float]] = {}
         for seed in range(args.seeds):
             c.log(f"seed {seed}: {args.sessions} simulated sessions (static policy)")
             spec = copy_spec("movies", work, work / f"sim-{seed}", built)
@@ -138,21 +146,25 @@ def main() -> None:
                  "--seed", str(seed), "--keep-state", "--out", str(work / f"out-{seed}"))
             log = work / f"log-{seed}"
             kept, dropped = drop_judged(work / f"out-{seed}" / "state" / "static", log, judged)
-            trained = copy_spec("movies", work, work / f"trained-{seed}", built)
-            ltrr("train", str(trained), "--log", str(log))
-            after = judged_ndcg(trained)
-            mean, se = paired(after, base)
-            diffs.append(mean)
-            details["feedback"].append({"seed": seed, "sessions_used": kept,
-                                        "sessions_dropped_judged": dropped,
-                                        "ndcg10_after": round(sum(after.values()) / len(after), 4),
-                                        "diff": round(mean, 4), "paired_se": round(se, 4)})
-            metrics.append(c.metric(f"judged nDCG@10 after feedback − before, seed {seed}", mean,
-                                    note=f"paired SE {se:.4f} over {len(base)} queries; "
-                                         f"{kept} sessions learned, {dropped} dropped "
-                                         "(query = a judged query)"))
-        metrics.append(c.metric("judged nDCG@10 after feedback − before, mean over seeds",
-                                sum(diffs) / len(diffs)))
+            row = {"seed": seed, "sessions_used": kept, "sessions_dropped_judged": dropped}
+            for label, extra in (("spec", {}), ("lightgbm ranker", {"ranker": LIGHTGBM})):
+                trained = copy_spec("movies", work, work / f"trained-{seed}-{len(row)}",
+                                    built, **extra)
+                report = ltrr("train", str(trained), "--log", str(log))
+                after = judged_ndcg(trained)
+                mean, se = paired(after, base)
+                diffs.setdefault(label, []).append(mean)
+                row[label] = {"ndcg10_after": round(sum(after.values()) / len(after), 4),
+                              "diff": round(mean, 4), "paired_se": round(se, 4),
+                              "train": report.strip().splitlines()[-3:]}
+                metrics.append(c.metric(
+                    f"judged nDCG@10 after feedback − before, {label}, seed {seed}", mean,
+                    note=f"paired SE {se:.4f} over {len(base)} queries; {kept} sessions "
+                         f"learned, {dropped} dropped (query = a judged query)"))
+            details["feedback"].append(row)
+        for label, values in diffs.items():
+            metrics.append(c.metric(f"judged nDCG@10 after feedback − before, {label}, "
+                                    "mean over seeds", sum(values) / len(values)))
 
         c.log("indexing movies-bandit.yaml (links movies.yaml's indexes)")
         for seed in range(args.seeds):
@@ -175,6 +187,9 @@ def main() -> None:
                    "best_fixed_allocation": vw["best_fixed"]["allocation"],
                    "type_oracle": vw["oracle_per_type"]["recall"],
                    "vw_by_type": vw["recall_by_type"],
+                   "best_fixed_by_type": vw["best_fixed"]["recall_by_type"],
+                   "static_by_type": st["recall_by_type"],
+                   "vw_arm_share": vw.get("arm_share_by_type"),
                    "vw_minus_best_fixed": round(float(d.mean()), 4), "paired_se": round(se, 4)}
             details["bandit"].append(row)
             metrics.append(c.metric(
