@@ -44,7 +44,7 @@ MARKER = re.compile(r"^<!-- (output: fast|output: slow|setup|file: [^ ]+) -->\n"
 VOLATILE = [
     (re.compile(r"\d+(?:\.\d+)? ?ms\b"), "<ms>"),
     (re.compile(r"\b\d+:\d\d:\d\d\b"), "<clock>"),
-    (re.compile(r"(seconds|_s|ms_per_[a-z]+)=\d+(?:\.\d+)?"), r"\1=<s>"),
+    (re.compile(r"(seconds|_s|ms_per_[a-z]+|per_second)=\d+(?:\.\d+)?"), r"\1=<s>"),
     (re.compile(r"\b\d+(?:\.\d+)? ?s\b"), "<s>"),
     (re.compile(r"\b[0-9a-f]{32}\b"), "<id>"),
     (re.compile(r"\d+(?:\.\d+)? (?:docs|queries|sessions)/s"), "<rate>"),

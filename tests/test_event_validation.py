@@ -71,7 +71,8 @@ def test_bad_timestamps_in_jsonl_are_located_errors(tmp_path, line):
     assert f"{path}:2" in str(err.value) and "field 'timestamp'" in str(err.value)
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, 1e300, time.time() + 3 * YEAR, -1.0])
+@pytest.mark.parametrize("value", [math.nan, math.inf, 1e300, time.time() + 3 * YEAR, -1.0],
+                         ids=["nan", "inf", "1e300", "in-3-years", "negative"])
 def test_bad_timestamps_in_parquet_are_located_errors(tmp_path, value):
     path = tmp_path / "e.parquet"
     pl.DataFrame({"entity_id": ["a", "b", "c"], "type": ["click"] * 3,

@@ -42,7 +42,9 @@ def test_a_bad_context_timestamp_is_422_naming_it(module_server, value):
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "1e300", "1" + "0" * 400, "-5",
                                    str(time.time() + 3 * 365 * 86400),
-                                   '"2200-01-01T00:00:00Z"'])
+                                   '"2200-01-01T00:00:00Z"'],
+                         ids=["nan", "infinity", "1e300", "1e400", "negative", "in-3-years",
+                              "year-2200"])
 def test_a_bad_event_timestamp_is_422_naming_it(module_server, value):
     body = (b'{"events": [{"entity_id": "1", "type": "click", "query": "x"}, '
             b'{"entity_id": "1", "type": "click", "timestamp": %s}]}' % value.encode())
