@@ -64,8 +64,10 @@ class Variant:
         self.name, self.compact_on = name, compact
         state = root / name
         state.mkdir()
+        from ltrr.spec import EVENTS_DIR
+
         self.served = SimpleNamespace(plan=SimpleNamespace(spec=SimpleNamespace(
-            state_dir=state)))
+            state_dir=state, events_dir=state / EVENTS_DIR)))
         self.elog = event_log(self.served.plan)
         self.intake = FeedbackIntake(SimpleNamespace(max_events=0), None, None, None,
                                      _Learner())
