@@ -699,3 +699,62 @@ def test_vw_answering_for_the_wrong_number_of_actions_falls_back_to_uniform(make
 
 def _probs(pmfs):
     return np.array([[p for _, p in pmf] for pmf in pmfs])
+
+
+# Two wordings the hand-written query features cannot tell apart (two words, no digit, no
+# "like" cue): "<name> radio" wants arm y, "<name> live" arm x. Only the query's own words
+# (the text group, hashed by VW) carry the difference.
+WORDINGS = {"radio": ("y-8", json.dumps([["y", 10]])), "live": ("x-8", json.dumps([["x", 10]]))}
+
+
+def test_vw_learns_a_cue_word_no_feature_lists_from_the_querys_own_text(make_plan):
+    rng = random.Random(3)
+    names = ["".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(3))
+             for _ in range(400)]
+
+    def run(with_: str) -> float:
+        ws = Workspace(make_plan("vw", with_, folder=f"p{len(with_)}"))
+        try:
+            policy = ws.opened("policy")
+            right, n = [], 0
+            for _ in range(40):
+                batch = []
+                for _ in range(20):
+                    n += 1
+                    cue = rng.choice(list(WORDINGS))
+                    batch.append(PolicyContext(Query(f"{cue}-{n}", f"{names[n % 400]} {cue}",
+                                                     None), []))
+                actions = policy.choose_batch(batch)
+                rows = []
+                for a, c in zip(actions, batch):
+                    cue = c.query.request_id.split("-")[0]
+                    right.append(action_key(a.allocation) == WORDINGS[cue][1])
+                    arm, rank = WORDINGS[cue][0].split("-")
+                    hit = a.allocation.get(arm, 0) >= int(rank)
+                    rows.append({"event_id": f"e-{c.query.request_id}",
+                                 "request_id": c.query.request_id, "user_id": None,
+                                 "query": c.query.text, "entity_id": WORDINGS[cue][0],
+                                 "type": "play", "weight": 1.0, "position": 1,
+                                 "timestamp": 1000.0 + n, "in_candidates": hit,
+                                 "arms": [arm] if hit else None,
+                                 "allocation": [{"arm": k, "k": v}
+                                                for k, v in a.allocation.items()],
+                                 "probability": a.probability, "action_index": a.index,
+                                 "pmf": json.dumps(a.pmf),
+                                 "action_features": json.dumps(a.features),
+                                 "timings_ms": None})
+                policy.learn(pl.DataFrame(rows, schema_overrides={"timings_ms": pl.String})
+                             .select(INTERACTION_COLUMNS))
+            return sum(right[-200:]) / 200
+        finally:
+            ws.close()
+
+    with_text = run("{step: 5}")                             # default groups: query, text, slots
+    without = run("{step: 5, features: [query, slots]}")
+    assert with_text > 0.8, with_text
+    assert without < 0.6, without        # one split for both wordings: right half the time
+
+
+def test_a_tabular_policy_refuses_the_text_group(make_plan):
+    with pytest.raises(CompileError, match="text group"):
+        make_plan("epsilon_greedy", "{step: 5, features: [query, text]}")

@@ -436,3 +436,25 @@ def test_ranker_learns_from_feedback_while_serving_and_survives_a_restart(serve_
              for p in probes}
     assert after == before
     assert server.stop() == 0
+
+
+def test_a_server_learns_the_silence_of_decisions_nobody_answered(serve_spec, start_server):
+    """With an attribution window, searches that get no feedback at all are learned by
+    the serving learner as reward 0 once the window closed — no event ever arrives to
+    wake it."""
+    import yaml
+
+    data = yaml.safe_load(serve_spec.read_text())
+    data["policy"] = {"use": "epsilon_greedy", "budget": 100, "with": {"step": 50}}
+    data["feedback"] = {**(data.get("feedback") or {}), "attribution_window": 1}
+    serve_spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    server = start_server(serve_spec)
+    ids = [_search(server.url, q)["request_id"] for q in ("metallica", "radiohead", "adele")]
+    state = serve_spec.parent / "state" / "policy.learned" / "policy.json"
+    deadline = time.monotonic() + 300      # a failure bound only: it usually takes ~2 s
+    while not (state.exists() and json.loads(state.read_text())["learned"] >= len(ids)):
+        assert time.monotonic() < deadline, (
+            f"silence never learned: {httpx.get(server.url + '/health', timeout=10).text}"
+            f"\n{server.stderr}")
+        time.sleep(0.5)
+    assert json.loads(state.read_text())["learned"] == len(ids)

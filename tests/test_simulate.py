@@ -141,8 +141,16 @@ def test_click_model_position_bias_and_play_confirmation(users):
     assert [(e.type, e.entity_id, e.position) for e in events] == [
         ("click", "51", 1), ("skip", "52", 2), ("play", "51", 1)]
     events = model.engage(s, ["52", "53", "51"], rng)       # rank 3 is never examined
+    assert [(e.type, e.position) for e in events] == [("skip", 1), ("skip", 2)]   # silence
+    events = model.engage(s, ["52"], rng)                   # not shown: nothing follows
+    assert [e.type for e in events] == ["skip"]
+    # play_after_miss: a user who missed the target finds it elsewhere and plays it
+    model = type(users)(type(users).Params(examination=[1.0, 1.0, 0.0],
+                                           play_after_miss=True), users.ctx)
+    model.open()
+    events = model.engage(s, ["52", "53", "51"], rng)
     assert [(e.type, e.position) for e in events] == [("skip", 1), ("skip", 2), ("play", 3)]
-    events = model.engage(s, ["52"], rng)                   # not shown: played elsewhere
+    events = model.engage(s, ["52"], rng)
     assert events[-1].type == "play" and events[-1].position is None
     # 1/r**eta: with eta=1 the click rate at rank 4 is about 1/4
     model = type(users)(type(users).Params(skips=False), users.ctx)
@@ -241,7 +249,9 @@ def test_feedback_learned_in_private_state(simulated, plan):
     result, summary, out = simulated
     state = out / "state" / "static"
     events = pl.read_parquet(list((state / "events").glob("*.parquet")))
-    assert events.filter(pl.col("type") == "play").height == 200     # one per session
+    clicks = events.filter((pl.col("type") == "click"))
+    # a play confirms each click on the target, and only those (no play after a miss)
+    assert 0 < events.filter(pl.col("type") == "play").height == clicks.height < 200
     decisions = pl.read_parquet(list((state / "decisions").glob("*.parquet")))
     assert decisions.height == 200                                    # probes are not logged
     assert (state / "memory.learned" / "cursor.json").exists()        # the memory arm learned

@@ -152,8 +152,9 @@ class ParquetLog:
             return self._listed(lambda ps: self._guarded(ps, self._concat))
         return self._guarded(parts, self._concat)
 
-    def read_pieces(self, pieces: list[Piece]) -> pl.DataFrame:
-        """The rows of ``pieces``, in their order (each file read once)."""
+    def read_pieces(self, pieces: list[Piece], *, logged_at: bool = False) -> pl.DataFrame:
+        """The rows of ``pieces``, in their order (each file read once); ``logged_at``
+        adds that column: when each row's append was written (epoch seconds)."""
         frames: dict[Path, pl.DataFrame] = {}
         for path in dict.fromkeys(p.path for p in pieces):
             try:
@@ -165,8 +166,14 @@ class ParquetLog:
                 self.quarantine(path, self.damage(path) or _brief(exc))
         out = [frames[p.path] if p.rows is None else frames[p.path].slice(p.offset, p.rows)
                for p in pieces if p.path in frames]
+        if logged_at:
+            at = [p for p in pieces if p.path in frames]
+            out = [f.with_columns(pl.lit(part_time_ns(p.name) / 1e9, pl.Float64)
+                                  .alias("logged_at")) for f, p in zip(out, at)]
         if not out:
-            return self.schema.to_frame()
+            empty = self.schema.to_frame()
+            return empty.with_columns(pl.lit(None, pl.Float64).alias("logged_at")) \
+                if logged_at else empty
         return pl.concat(out, how="vertical_relaxed")
 
     def column(self, name: str) -> pl.Series:

@@ -172,6 +172,9 @@ def _vectorised(frame: pl.DataFrame, weights: dict[str, float] | None,
     out = frame.select(cols)
     bad = out.select(
         pl.any_horizontal((pl.col(c).is_null() | (pl.col(c) == "")).any() for c in REQUIRED)
+        | (pl.col("entity_id") == "").any()
+        | (pl.col("entity_id").is_null()
+           & (pl.col("request_id").is_null() | (pl.col("request_id") == ""))).any()
         | ((pl.col("position") < 1) | (pl.col("position") > MAX_POSITION)).any()
         | pl.any_horizontal((pl.col(c).str.len_chars() > n).any()
                             for c, n in MAX_CHARS.items())

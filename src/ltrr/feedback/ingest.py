@@ -26,6 +26,7 @@ from ltrr.feedback.cursor import Cursor, read_cursor, write_cursor
 from ltrr.feedback.events import EventLog, learnable, read_events
 from ltrr.feedback.interactions import interactions, learn_from
 from ltrr.feedback.learning_lock import learning
+from ltrr.feedback.silence import close_silent, late_event_ids, learns_silence, window_of
 from ltrr.parquet_log import Piece, part_time_ns
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.workspace import Workspace
@@ -95,19 +96,30 @@ class Joined:
     def __init__(self, plan: Plan):
         self.plan = plan
         self.seconds = 0.0
-        self._done: dict[tuple[str, ...], tuple[pl.DataFrame, pl.DataFrame]] = {}
+        self._done: dict[tuple[str, ...], tuple[pl.DataFrame, pl.DataFrame, pl.Series]] = {}
 
     def of(self, pieces: list[Piece]) -> tuple[pl.DataFrame, pl.DataFrame]:
         """``(interactions, decisions)`` of the events in ``pieces``."""
+        return self._of(pieces)[:2]
+
+    def late(self, pieces: list[Piece]) -> pl.Series:
+        """Ids of the events in ``pieces`` logged after their decision's attribution
+        window closed (empty without a window)."""
+        return self._of(pieces)[2]
+
+    def _of(self, pieces: list[Piece]) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series]:
         key = tuple((p.name, p.path.name) for p in pieces)
         if key not in self._done:
             started = time.perf_counter()
-            events = learnable(event_log(self.plan).read_pieces(pieces), pieces,
-                               self.plan.model.feedback.max_future_s)
+            events = learnable(event_log(self.plan).read_pieces(pieces, logged_at=True),
+                               pieces, self.plan.model.feedback.max_future_s)
             ids = events["request_id"].drop_nulls().unique().to_list()
             decisions = decisions_for(self.plan, ids)
             joined = interactions(events, decisions, self.plan.model.feedback.weights)
-            self._done = {key: (joined, decisions)}     # keep one: frames can be large
+            window = window_of(self.plan)
+            late = (late_event_ids(events, decisions, window) if window is not None
+                    else pl.Series("event_id", [], dtype=pl.String))
+            self._done = {key: (joined, decisions, late)}   # keep one: frames can be large
             self.seconds += time.perf_counter() - started
         return self._done[key]
 
@@ -141,29 +153,43 @@ def _pending(plan: Plan, learned_dir: Path, until_ns: int | None = None
 
 
 def catch_up(plan: Plan, learner: Component, joined: Joined | None = None,
-             until_ns: int | None = None) -> dict[str, Any] | None:
-    """Feed ``learner`` every logged event it has not learned from yet.
+             until_ns: int | None = None, now: float | None = None) -> dict[str, Any] | None:
+    """Feed ``learner`` every logged event it has not learned from yet, then — with an
+    attribution window, for a learner of silence — the decisions whose window closed by
+    ``now`` (default: the clock) without an event (:mod:`ltrr.feedback.silence`).
 
     ``joined`` shares the reading and joining of the same parts between learners.
     ``until_ns`` leaves the parts written after that time for a later call (a server
     with several workers lets their decision logs settle first).
     """
     cursor, pending, pieces = _pending(plan, learner.ctx.learned_dir, until_ns)
-    if not pending:
-        return None
-    frame, decisions = (joined or Joined(plan)).of(pending)
+    stats = None
+    if pending:
+        joined = joined or Joined(plan)
+        frame, decisions = joined.of(pending)
+        late = joined.late(pending) if learns_silence(learner) else None
+        if late is not None and late.len():
+            frame = frame.filter(~pl.col("event_id").is_in(late.implode()))
+        with paused_gc():
+            stats = learn_from(learner, frame, decisions)
+        if late is not None and late.len():
+            stats = {**(stats or {}), "late_events": late.len()}
+        # a part quarantined while reading counts as learned: its rows are gone from the log
+        write_cursor(learner.ctx.learned_dir / CURSOR,
+                     cursor.advanced({p.name for p in pending}, [p.name for p in pieces]))
     with paused_gc():
-        stats = learn_from(learner, frame, decisions)
-    # a part quarantined while reading counts as learned: its rows are gone from the log
-    write_cursor(learner.ctx.learned_dir / CURSOR,
-                 cursor.advanced({p.name for p in pending}, [p.name for p in pieces]))
+        silence = close_silent(plan, learner, now=now)
+    if silence is not None:
+        stats = {**(stats or {}), "silence": silence}
     return stats
 
 
 def ingest(plan: Plan, events: pl.DataFrame, workspace: Workspace | None = None,
-           *, role: str = "feedback") -> dict[str, Any]:
+           *, role: str = "feedback", now: float | None = None) -> dict[str, Any]:
     """Append ``events`` not seen before, then bring every learner up to date — unless
     a server learns this state folder (see ``learning_lock``): then only append.
+    ``now`` is the time attribution windows close by (default: the clock; a simulator
+    whose users have all answered passes a later one).
 
     The report: ``received``, ``new``, ``learners`` (node id → its ``learn`` stats, for
     those that learned something), ``learned_by`` (the server that learns the events
@@ -179,11 +205,12 @@ def ingest(plan: Plan, events: pl.DataFrame, workspace: Workspace | None = None,
         if server is not None:
             report["learned_by"] = server
             return report
-        _learn_all(plan, workspace, report)
+        _learn_all(plan, workspace, report, now)
     return report
 
 
-def _learn_all(plan: Plan, workspace: Workspace | None, report: dict[str, Any]) -> None:
+def _learn_all(plan: Plan, workspace: Workspace | None, report: dict[str, Any],
+               now: float | None = None) -> None:
     seconds = report["seconds"]
     own = workspace is None
     workspace = workspace or Workspace(plan)
@@ -193,14 +220,16 @@ def _learn_all(plan: Plan, workspace: Workspace | None, report: dict[str, Any]) 
             for node in plan.nodes:
                 if not issubclass(node.registration.cls, Learner):
                     continue
-                if own and not _pending(plan,
-                                        workspace.instantiate(node).ctx.learned_dir)[1]:
+                silence = (window_of(plan) is not None
+                           and learns_silence(node.registration.cls))
+                if own and not silence and not _pending(
+                        plan, workspace.instantiate(node).ctx.learned_dir)[1]:
                     continue                # up to date: not even opened
                 t = time.perf_counter()
                 learner = workspace.opened(node.id)
                 seconds["open"] += _since(t)
                 t, join_before = time.perf_counter(), joined.seconds
-                stats = catch_up(plan, learner, joined)
+                stats = catch_up(plan, learner, joined, now=now)
                 seconds["learn"][node.id] = round(_since(t) - (joined.seconds - join_before), 3)
                 if stats is not None:
                     report["learners"][node.id] = stats

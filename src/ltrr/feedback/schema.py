@@ -18,7 +18,7 @@ from typing import Annotated, Any, Callable
 
 import polars as pl
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints,
-                      ValidationError, ValidationInfo, field_validator)
+                      ValidationError, ValidationInfo, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
 from ltrr.errors import Location, RunError
@@ -60,7 +60,9 @@ class Event(BaseModel):
     request_id: Id | None = Field(None, description=(
         "The `request_id` of the search this answers (null for organic events)."))
     user_id: Id | None = Field(None)
-    entity_id: Id = Field(description="The entity engaged with.")
+    entity_id: Id | None = Field(None, description=(
+        "The entity engaged with; null for an event about the whole answer (e.g. "
+        "`abandon`: nothing useful), which then needs its `request_id`."))
     type: ShortText = Field(description=(
         "Event type, one of the spec's `feedback.weights` (default: click, play, favorite, "
         "purchase, skip, impression)."), examples=["click"])
@@ -79,6 +81,16 @@ class Event(BaseModel):
         if value == "":
             raise PydanticCustomError("event_value", f"missing or empty '{info.field_name}'")
         return value
+
+    @model_validator(mode="after")
+    def _answer_or_entity(self) -> "Event":
+        if self.entity_id is None and not self.request_id:
+            raise PydanticCustomError(
+                "event_value", "missing or empty 'entity_id'",
+                {"field": "entity_id",
+                 "hint": "an event about a whole answer (no entity_id, e.g. abandon) needs "
+                         "the request_id of that answer"})
+        return self
 
     @field_validator("type")
     @classmethod
@@ -185,7 +197,7 @@ def event_error(exc: ValidationError, where: Location) -> RunError:
     errors = exc.errors(include_url=False)
     first = errors[0]
     kind, loc = first["type"], tuple(first.get("loc", ()))
-    field = str(loc[0]) if loc else None
+    field = str(loc[0]) if loc else (first.get("ctx") or {}).get("field")
     hint = (first.get("ctx") or {}).get("hint")
     if kind == "extra_forbidden":
         unknown = sorted({str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"})

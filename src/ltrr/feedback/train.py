@@ -5,7 +5,9 @@ every learner: each learns from the event-log parts it has not seen. With anothe
 folder (``--log DIR`` holding ``decisions/`` and ``events/``, e.g. collected by a
 uniform logging policy elsewhere) the events are replayed part by part, oldest
 first, joined to that folder's decisions; a per-learner cursor keyed by the folder
-makes replaying the same log twice a no-op.
+makes replaying the same log twice a no-op. With an attribution window, the decisions
+that got no event within it are learned as reward 0 after the events
+(:mod:`ltrr.feedback.silence`), and so are those of another folder's log.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import polars as pl
 
 from ltrr.compiler import Plan
 from ltrr.components import Component, Learner
@@ -24,6 +27,7 @@ from ltrr.feedback.ingest import (catch_up, decision_log, decisions_for, event_l
                                   paused_gc, pending_pieces)
 from ltrr.feedback.interactions import interactions, learn_from
 from ltrr.feedback.learning_lock import describe, learning
+from ltrr.feedback.silence import close_silent, late_event_ids, learns_silence, window_of
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.workspace import Workspace
 from ltrr.spec import DECISIONS_DIR, EVENTS_DIR
@@ -79,17 +83,23 @@ def _replay(plan: Plan, learner: Component, log_dir: Path,
         return None
     total: dict[str, Any] = {"parts": 0}
     weights = plan.model.feedback.weights
+    window = window_of(plan)
     for n, piece in enumerate(pending, 1):
         try:
-            events = events_log.read_pieces([piece])
+            events = events_log.read_pieces([piece], logged_at=True)
         except FileNotFoundError:    # that folder's server compacted its log meanwhile
             moved = next((p for p in events_log.pieces() if p.name == piece.name), None)
-            events = (events_log.read_pieces([moved]) if moved is not None
-                      else events_log.schema.to_frame())       # quarantined since
+            events = (events_log.read_pieces([moved], logged_at=True) if moved is not None
+                      else events_log.read_pieces([], logged_at=True))  # quarantined since
         events = learnable(events, [piece], plan.model.feedback.max_future_s)
         ids = events["request_id"].drop_nulls().unique().to_list()
         decisions = decisions_for(plan, ids, dlog)
         joined = interactions(events, decisions, weights)
+        if window is not None and learns_silence(learner):
+            late = late_event_ids(events, decisions, window)
+            if late.len():
+                joined = joined.filter(~pl.col("event_id").is_in(late.implode()))
+                total["late_events"] = total.get("late_events", 0) + late.len()
         with paused_gc():
             _merge_stats(total, learn_from(learner, joined, decisions))
         total["parts"] += 1
@@ -155,7 +165,12 @@ def _train(plan: Plan, log_dir: Path, learners: list[str], own: bool,
                 report["learners"][node_id] = catch_up(plan, learner)
             else:
                 cb = (lambda d, t, _n=node_id: progress(_n, d, t)) if progress else None
-                report["learners"][node_id] = _replay(plan, learner, log_dir, cb)
+                stats = _replay(plan, learner, log_dir, cb)
+                with paused_gc():
+                    silence = close_silent(plan, learner, log_dir=log_dir)
+                if silence is not None:
+                    stats = {**(stats or {}), "silence": silence}
+                report["learners"][node_id] = stats
             # learners that train in batches (the learned rankers) fit what is pending
             finish = getattr(learner, "train_pending", None)
             if callable(finish):

@@ -5,6 +5,7 @@ rewards joined, the target policy's probabilities computed (``ltrr evaluate --lo
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -197,10 +198,16 @@ def ope_report(plan: "Plan", log_dir: Path, policy_component: Any, *,
     ``log_dir`` is a pipeline state folder (with ``decisions/`` and ``events/``) or a
     decisions folder itself. Rewards: ``rewards`` when given, else the policy's own
     ``rewards(interactions)`` (:class:`RewardingPolicy`), else :func:`default_rewards`
-    with the spec's feedback weights. ``options`` go to :func:`evaluate_log`.
+    with the spec's feedback weights. With the spec's ``feedback.attribution_window``
+    the decisions are those whose window closed, events logged after it do not count, and
+    a silent decision's reward is the policy's for no event (0 minus its costs) — what
+    the policy learns. ``options`` go to :func:`evaluate_log`.
     """
+    import polars as pl
+
     from ltrr.feedback.events import EventLog
     from ltrr.feedback.interactions import interactions
+    from ltrr.feedback.silence import late_event_ids, silence_events
     from ltrr.runtime.decision_log import DecisionLog
 
     log_dir = Path(log_dir)
@@ -219,9 +226,31 @@ def ope_report(plan: "Plan", log_dir: Path, policy_component: Any, *,
         raise StateError(f"cannot read the decision log under {dec_dir}: {exc}",
                          field="--log") from exc
     source = "given"
+    window = plan.model.feedback.attribution_window
+    open_decisions = late = 0
+    if window is not None and "timestamp" in decisions.columns:
+        # as the policy learns: a decision counts once its window closed, silent or not
+        closed = decisions["timestamp"] <= time.time() - window
+        open_decisions = int((~closed).sum())
+        decisions = decisions.filter(closed)
+        if decisions.height == 0 and open_decisions:
+            raise RunError(f"none of the {open_decisions} logged decisions has reached the "
+                           f"end of its attribution window ({window:g} s) yet",
+                           field="feedback.attribution_window",
+                           hint="evaluate once the window has passed: until then a silent "
+                                "decision may still get its events")
     if rewards is None:
-        events = EventLog(log_dir / EVENTS_DIR).read()
+        elog = EventLog(log_dir / EVENTS_DIR)
+        events = elog.read_pieces(elog.pieces(), logged_at=True)
         weights = plan.model.feedback.weights
+        if window is not None:
+            late_ids = late_event_ids(events, decisions, window)
+            late = late_ids.len()
+            events = events.filter(~pl.col("event_id").is_in(late_ids.implode()))
+            answered = events["request_id"].drop_nulls().unique().implode()
+            silent = decisions.filter(~pl.col("request_id").is_in(answered))
+            events = pl.concat([events.drop("logged_at"), silence_events(silent)],
+                               how="vertical_relaxed")
         joined = interactions(events, decisions, weights)
         if isinstance(policy_component, RewardingPolicy):
             rewards, source = policy_component.rewards(joined), "policy"
@@ -229,4 +258,7 @@ def ope_report(plan: "Plan", log_dir: Path, policy_component: Any, *,
             rewards, source = default_rewards(joined, decisions), "feedback weights"
     report = evaluate_log(plan, policy_component, decisions, rewards, **options)
     report.update({"log": str(log_dir), "rewards_from": source})
+    if window is not None:
+        report.update({"attribution_window_s": window, "open_decisions": open_decisions,
+                       "late_events": late})
     return report

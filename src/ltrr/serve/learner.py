@@ -72,6 +72,8 @@ class BackgroundLearner:
         self._opened_ns: dict[int, int] = {}     # generation → when it read learned state
         self._unlearned: dict[str, int] = {}     # event-log part → events, not learned yet
         self._known: set[str] = set()            # every part seen (polling workers)
+        self._window: float | None = None        # the spec's attribution window
+        self._last_run = time.monotonic()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -303,6 +305,7 @@ class BackgroundLearner:
 
         with self.holder.lease() as served:
             parts = event_log(served.plan).parts()
+            self._window = served.plan.model.feedback.attribution_window
         with self._lock:
             self._known.intersection_update(p.name for p in parts)     # compacted away
             new = [p for p in parts if p.name not in self._known]
@@ -318,9 +321,14 @@ class BackgroundLearner:
             self.metrics.learner_lag.set(self.pending)
 
     def _due(self) -> bool:
-        """Whether some unlearned part is old enough to learn from."""
+        """Whether some unlearned part is old enough to learn from, or — with an
+        attribution window — silent decisions may have closed since the last run
+        (looked at every tenth of the window, at least every minute)."""
         from ltrr.parquet_log import part_time_ns
 
+        if self._window is not None and time.monotonic() - self._last_run >= max(
+                self.interval, min(self._window / 10.0, 60.0)):
+            return True
         bound = time.time_ns() - int(self.settle_s * 1e9)
         with self._lock:
             return any(part_time_ns(p) <= bound for p in self._unlearned)
@@ -332,6 +340,7 @@ class BackgroundLearner:
             return self._catch_up()
         finally:
             self._learning = False
+            self._last_run = time.monotonic()
 
     def _catch_up(self) -> float:
         from ltrr.feedback.ingest import Joined, catch_up

@@ -11,7 +11,9 @@ decision and event logs start empty), then, round by round:
    some arm ``a`` ranks it within the ``k_a`` the allocation gives it);
 3. **engage**: the user model turns each final ranking into events (clicks, plays, ...);
 4. **learn**: the events go through :func:`ltrr.feedback.ingest.ingest`, exactly as
-   ``ltrr feedback`` would feed them — the policy and every other learner catch up.
+   ``ltrr feedback`` would feed them — the policy and every other learner catch up; with
+   the spec's ``feedback.attribution_window`` the round's decisions then close (every
+   simulated user has answered), and the silent ones are learned as reward 0.
 
 Sessions, engagement draws (one generator per session, shared by all policies) and
 request ids depend only on the seed, so runs reproduce and policies face the same users.
@@ -325,9 +327,13 @@ def run_policy(plan: Plan, choice: PolicyChoice, sessions: list[Session], model:
                                      "query": None})
                 t_engage += time.perf_counter() - t
                 t = time.perf_counter()
-                if rows:
+                # every simulated user of the round has answered: with an attribution
+                # window, the round's decisions close now, silent ones learned as 0
+                window = pplan.model.feedback.attribution_window
+                if rows or window is not None:
                     ingest(pplan, pl.DataFrame(rows, schema=EVENT_SCHEMA),
-                           workspace=pipeline.workspace)
+                           workspace=pipeline.workspace,
+                           now=None if window is None else time.time() + window)
                 t_learn += time.perf_counter() - t
                 if progress:
                     progress(choice.label, hi, n, {"recall": float(reward[:hi].mean())})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 NodeId = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$",
                               description="Node id: a letter, then letters, digits, _ or -.")]
@@ -114,18 +114,42 @@ class LogSpec(Model):
         "Decision log directory, relative to the spec; default <state_dir>/decisions."))
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(value: Any) -> Any:
+    """'30m', '2h', '1d', '45s' → seconds; numbers and anything else pass through."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        unit = _UNITS.get(text[-1:]) if text else None
+        try:
+            return float(text[:-1]) * unit if unit else float(text)
+        except ValueError:
+            raise ValueError(f"not a duration: {value!r} (use seconds, or a number with "
+                             f"s, m, h or d, e.g. '30m')") from None
+    return value
+
+
 class FeedbackSpec(Model):
     """How feedback events count: a weight per event type (reward and learning signal)."""
 
     weights: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(
         default_factory=lambda: {"click": 1.0, "play": 1.0, "favorite": 2.0, "purchase": 3.0,
-                                 "skip": -0.5, "impression": 0.0},
+                                 "skip": -0.5, "impression": 0.0, "abandon": 0.0},
         description="Weight of each event type; types not listed are rejected on ingestion.")
     max_future_s: float = Field(86400.0, ge=0, allow_inf_nan=False, description=(
         "How far ahead of the receiving clock an event's timestamp may be, in seconds "
         "(clock skew; default one day). Later, non-finite and pre-1970 timestamps are "
         "refused on ingestion (`ltrr feedback`, `/feedback`) and skipped, counted, by "
         "`ltrr train` and catch-up if already logged."))
+    attribution_window: Annotated[float | None, BeforeValidator(_duration)] = Field(
+        None, gt=0, allow_inf_nan=False, description=(
+            "How long after a decision its events count (seconds, or e.g. '30m', '2h', "
+            "'1d'). Set, the policy learns every logged decision: one that got no event "
+            "within the window is learned as reward 0 (minus its costs) once the window "
+            "closed, and events logged later are not its reward. Unset: the policy learns "
+            "only decisions with events. Time is the logs' (when a decision or event was "
+            "logged), not the events' own timestamps."))
 
 
 class PipelineSpec(Model):

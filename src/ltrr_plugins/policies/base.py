@@ -73,6 +73,9 @@ class BanditPolicy(Policy, Learner):
     """Base of the learning policies (not registered itself)."""
 
     Params = BanditParams
+    #: decisions without events are learned as reward 0 once the spec's attribution
+    #: window closed (:mod:`ltrr.feedback.silence`)
+    learns_silence = True
 
     @classmethod
     def check(cls, params: BanditParams, plan: PlanView) -> list[Problem]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from ltrr.components import Problem
 from ltrr.hookspecs import hookimpl
 from ltrr_plugins.policies.base import BanditParams, BanditPolicy
 from ltrr_plugins.policies.features import Namespaces, context_key
@@ -42,6 +43,16 @@ class EpsilonGreedyPolicy(BanditPolicy):
 
     name = "epsilon_greedy"
     Params = EpsilonGreedyParams
+
+    @classmethod
+    def check(cls, params, plan):
+        problems = super().check(params, plan)
+        if "text" in params.features:
+            problems.append(Problem(
+                "the text group makes nearly every query a context of its own for this "
+                "tabular policy: it would learn almost nothing", ("features",),
+                hint="use the vw policy, which generalises over words, or drop text"))
+        return problems
 
     def _init_model(self) -> None:
         # context key → action key → [count, reward sum]; ALL holds the all-context totals

@@ -26,12 +26,12 @@ from ltrr.components import Params
 from ltrr.timestamps import parse_timestamp, problem
 from ltrr.types import PolicyContext
 
-FeatureGroup = Literal["query", "slots", "time", "user"]
+FeatureGroup = Literal["query", "text", "slots", "time", "user"]
 Namespaces = dict[str, dict[str, Any]]
 
 #: One-letter VW namespace of each feature group (VW interacts namespaces by first letter).
-VW_NAMESPACE = {"query": "Q", "slots": "S", "time": "T", "user": "U", "action": "A",
-                "yield": "Y"}
+VW_NAMESPACE = {"query": "Q", "text": "W", "slots": "S", "time": "T", "user": "U",
+                "action": "A", "yield": "Y"}
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 #: The default "like X" cue: the query starts by asking for things like something else.
@@ -45,10 +45,17 @@ class FeatureParams(Params):
 
     features: list[FeatureGroup] = Field(default_factory=lambda: ["query", "slots"],
                                          description=(
-        "Context feature groups: query (length bucket, digits, 'like X' cue, script), slots "
-        "(per slot name: present, exact or fuzzy, count; coverage of the query), time (hour "
-        "bucket, weekday, weekend, holiday), user (engagement bucket, top tags played, "
-        "learned from feedback)."))
+        "Context feature groups: query (length bucket, digits, 'like X' cue, script), text "
+        "(the query's words, word pairs and character n-grams, hashed by the learner: cue "
+        "phrases are learned from feedback, not listed; for vw, not tabular policies), "
+        "slots (per slot name: present, exact or fuzzy, count; coverage of the query), "
+        "time (hour bucket, weekday, weekend, holiday), user (engagement bucket, top tags "
+        "played, learned from feedback)."))
+    char_ngrams: int = Field(3, ge=0, le=6, description=(
+        "text group: length of the character n-grams of each word (with word boundaries "
+        "marked); 0: none."))
+    word_pairs: bool = Field(True, description=(
+        "text group: adjacent word pairs as well as single words."))
     user_tags: str | None = Field(None, description=(
         "Catalog list column whose values make the user's 'top tags played' features (e.g. "
         "tags); without it the user group has only the engagement bucket."))
@@ -175,6 +182,7 @@ class ContextFeaturizer:
     def __init__(self, params: FeatureParams):
         self.groups = list(dict.fromkeys(params.features))
         self._like = re.compile(params.like_cue, re.I)
+        self._ngrams, self._pairs = params.char_ngrams, params.word_pairs
         self.user = UserHistory(params.top_tags)
         self._holidays = None
         if "time" in self.groups and params.holidays:
@@ -192,6 +200,8 @@ class ContextFeaturizer:
         for g in self.groups:
             if g == "query":
                 out[g] = self.query_features(q.text)
+            elif g == "text":
+                out[g] = self.text_features(q.text)
             elif g == "slots":
                 out[g] = self.slot_features(q.text, ctx.slots)
             elif g == "time":
@@ -206,6 +216,8 @@ class ContextFeaturizer:
         out: Namespaces = {}
         if "query" in self.groups:
             out["query"] = self.query_features(text or "")
+        if "text" in self.groups:
+            out["text"] = self.text_features(text or "")
         if "user" in self.groups:
             out["user"] = self.user.features(user)
         return out
@@ -220,6 +232,27 @@ class ContextFeaturizer:
         script = _script(text)
         if script != "ascii":
             f["script"] = script
+        return f
+
+    def text_features(self, text: str) -> dict[str, float]:
+        """The query's own words as features: ``w_<word>``, ``p_<word>_<word>`` (adjacent
+        pairs) and ``c_<n-gram>`` (character n-grams of ``#word#``, counted), case- and
+        width-folded. Nothing here knows a domain: which words signal which allocation is
+        what the learner learns."""
+        words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+        f: dict[str, float] = {}
+        for w in words:
+            f[f"w_{w}"] = 1.0
+        if self._pairs:
+            for a, b in zip(words, words[1:]):
+                f[f"p_{a}_{b}"] = 1.0
+        n = self._ngrams
+        if n:
+            for w in words:
+                padded = f"#{w}#"
+                for i in range(max(1, len(padded) - n + 1)):
+                    key = f"c_{padded[i:i + n]}"
+                    f[key] = f.get(key, 0.0) + 1.0
         return f
 
     @staticmethod

@@ -27,6 +27,8 @@ from ltrr.hookspecs import hookimpl
 from ltrr_plugins.policies.base import BanditParams, BanditPolicy
 from ltrr_plugins.policies.features import (
     VW_NAMESPACE,
+    FeatureGroup,
+    FeatureParams,
     Namespaces,
     vw_action_line,
     vw_shared_line,
@@ -34,11 +36,16 @@ from ltrr_plugins.policies.features import (
 
 log = logging.getLogger(__name__)
 MODEL = "model.vw"
-_INTERACTION = re.compile(r"^[QSTUAY]{2,3}$")
+_INTERACTION = re.compile(r"^[QWSTUAY]{2,3}$")
 
 
 class VWParams(BanditParams):
     """Params of the Vowpal Wabbit policy."""
+
+    # VW hashes features, so the query's own words and n-grams (text) are cheap to learn
+    features: list[FeatureGroup] = Field(
+        default_factory=lambda: ["query", "text", "slots"],
+        description=FeatureParams.model_fields["features"].description)
 
     # Defaults from the 5,000-session Last.fm simulation (docs/simulation.md): epsilon 0.05
     # with learning rate 0.1 reached recall 0.853 vs 0.793 for squarecb (gamma_scale 100).
@@ -60,8 +67,9 @@ class VWParams(BanditParams):
         "How costs are estimated from logged probabilities: ips, dr or mtr "
         "(multi-task regression; the usual choice for cb_explore_adf)."))
     interactions: list[str] | None = Field(None, description=(
-        "Quadratic/cubic namespace interactions as letters (Q query, S slots, T time, U "
-        "user, A action, Y yield), e.g. [QA, SA]. Default: every context group × A."))
+        "Quadratic/cubic namespace interactions as letters (Q query, W text, S slots, T "
+        "time, U user, A action, Y yield), e.g. [QA, SA]. Default: every context group × "
+        "A."))
     learning_rate: float = Field(0.1, gt=0, description="VW -l (learning rate).")
     power_t: float | None = Field(None, ge=0, description="VW --power_t (default VW's 0.5).")
     l2: float = Field(0.0, ge=0, description="VW --l2 regularisation.")

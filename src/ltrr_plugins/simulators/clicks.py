@@ -3,9 +3,10 @@ the run) and a position-based click model.
 
 On the ranked list, rank *r* is examined with probability ``examination[r-1]`` (default
 ``1 / r**eta``); the target is clicked when examined; other examined results are skipped.
-A click on the target is followed by a ``play`` (the user confirms it); whether a user who
-missed the target still plays it — found elsewhere — is the model's choice
-(:attr:`TypedQueryUsers.play_after_miss`).
+A click on the target is followed by a ``play`` (the user confirms it); a user who missed
+the target plays it anyway — found elsewhere — only with ``play_after_miss`` (default
+off: a search that failed is silent, as it mostly is in real logs, and a policy learns
+from that silence only through the spec's ``feedback.attribution_window``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class ClickParams(Params):
         "the list are never examined."))
     skips: bool = Field(True, description=(
         "Emit a skip event for each examined result that is not the target."))
+    play_after_miss: bool = Field(False, description=(
+        "A user who did not click the target still plays it (found it elsewhere), which "
+        "tells the policy of the miss without an attribution window. Off by default: "
+        "real users who missed mostly leave no trace."))
 
     @field_validator("examination")
     @classmethod
@@ -86,8 +91,6 @@ class TypedQueryUsers(UserModel):
 
     event_types = ("click", "play", "skip")
     types: tuple[str, ...] = ()
-    #: Whether a user whose target was not clicked still plays it (found elsewhere).
-    play_after_miss: bool = True
 
     def set_mix(self, mix: dict[str, float], schedule: list[MixPhase]) -> None:
         """The mix at the start, then each phase's (checked by :class:`ClickParams`)."""
@@ -130,6 +133,6 @@ class TypedQueryUsers(UserModel):
                 clicked = True
             elif self.params.skips:
                 events.append(Engagement("skip", entity, r, delay_s=1.0 + r))
-        if clicked or self.play_after_miss:
+        if clicked or self.params.play_after_miss:
             events.append(Engagement("play", session.target, shown_at, delay_s=30.0))
         return events

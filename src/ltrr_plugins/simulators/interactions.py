@@ -69,8 +69,6 @@ class InteractionsParams(ClickParams):
     vague_templates: list[str] = Field(default_factory=lambda: list(VAGUE_TEMPLATES),
                                        min_length=1, description=(
         "Wordings of a vague query, each with {t} (the attribute values)."))
-    play_after_miss: bool = Field(False, description=(
-        "A user who did not click the target still plays it (found it elsewhere)."))
 
     types: ClassVar[tuple[str, ...]] = tuple(TYPES.values())
 
@@ -98,7 +96,6 @@ class InteractionsUsers(TypedQueryUsers):
         from ltrr.tables import read_table
 
         p = self.params
-        self.play_after_miss = p.play_after_miss
         catalog = self.ctx.catalog
         frame = catalog.frame
         title = p.title or self.ctx.title

@@ -45,7 +45,6 @@ class LastfmUsers(TypedQueryUsers):
     requires = extras.SIMULATE
     Params = LastfmUsersParams
     types = QUERY_TYPES
-    play_after_miss = True
 
     def open(self) -> None:
         p = self.params
