@@ -225,3 +225,28 @@ def test_committed_query_set_is_what_the_script_makes():
     assert Counter(r["type"] for r in rows) == {t: 200 for t in QUERY_TYPES}
     qrels = [line.split("\t") for line in (folder / "qrels.tsv").read_text().splitlines()]
     assert [(q, t) for q, _, t, _ in qrels] == [(r["id"], r["target"]) for r in rows]
+
+
+def test_tuning_and_held_out_halves_share_no_user_and_no_wording():
+    """The held-out protocol: sessions of the two halves come from disjoint users and
+    disjoint like/vague wordings, both halves non-empty."""
+    halves = {}
+    for part in ("tuning", "held-out"):
+        m = QueryModel.from_dir(DATA)
+        m.split(part)
+        rng = np.random.default_rng(5)
+        qs = [m.sample(rng, mix={"like": 1.0, "vague": 1.0}) for _ in range(400)]
+        wordings = set()
+        for q in qs:
+            if q.type == "like":
+                name = next(n for n in (m.names[m.index[q.anchor]],
+                                        m.names[m.index[q.anchor]].lower()) if n in q.text)
+                wordings.add(q.text.replace(name, "{x}", 1))
+            else:
+                wordings.add(q.text.replace(" ".join(q.tags), "{t}", 1))
+        halves[part] = ({q.user_id for q in qs}, wordings, set(m.session_users))
+    (tu, tw, tall), (hu, hw, hall) = halves["tuning"], halves["held-out"]
+    assert tu and hu and not tu & hu and not tall & hall
+    assert len(tw) >= 4 and len(hw) >= 4 and not tw & hw, (tw, hw)
+    everyone = QueryModel.from_dir(DATA)
+    assert tall | hall == set(everyone.users)

@@ -430,3 +430,25 @@ def test_simulate_waits_for_slow_arms_and_reports_lost_ones(spec, plan, tmp_path
         assert code == 1 and "--strict" in err, err
     finally:
         ltrr.registry.default_registry.cache_clear()
+
+
+def test_each_policy_run_shares_the_built_caches_instead_of_rebuilding_them(plan):
+    """An encoder's ONNX export (109 MB for MiniLM) lives in <node>.cache beside the
+    indexes: every simulated policy links it, read from the one built copy."""
+    from ltrr.simulate.engine import policy_state
+
+    node = plan.nodes[0].id
+    cache = plan.spec.state_dir / f"{node}.cache"
+    created = not cache.exists()
+    cache.mkdir(exist_ok=True)
+    (cache / "probe.bin").write_bytes(b"built once")
+    try:
+        with policy_state(plan, "p", None) as state:
+            linked = state / f"{node}.cache"
+            assert linked.is_symlink() and linked.resolve() == cache.resolve()
+            assert (linked / "probe.bin").read_bytes() == b"built once"
+        assert cache.is_dir()                 # removing the policy's folder keeps it
+    finally:
+        (cache / "probe.bin").unlink()
+        if created:
+            cache.rmdir()

@@ -185,7 +185,8 @@ def probe_allocation(plan: Plan) -> dict[str, int]:
 
 @contextmanager
 def policy_state(plan: Plan, label: str, keep: Path | None) -> Iterator[Path]:
-    """A fresh state folder for one policy run, the plan's built indexes linked in."""
+    """A fresh state folder for one policy run, the plan's built indexes and derived
+    caches (``<node>.cache``) linked in."""
     if keep is not None:
         root = Path(keep) / label
         if root.exists():
@@ -198,6 +199,11 @@ def policy_state(plan: Plan, label: str, keep: Path | None) -> Iterator[Path]:
             if issubclass(node.registration.cls, Indexed):
                 (root / node.id).symlink_to(plan.spec.state_dir / node.id,
                                             target_is_directory=True)
+            # derived files built once (an encoder's ONNX export, 109 MB for MiniLM):
+            # shared, not rebuilt per policy
+            cache = plan.spec.state_dir / f"{node.id}.cache"
+            if cache.is_dir():
+                (root / cache.name).symlink_to(cache, target_is_directory=True)
         yield root
     finally:
         if keep is None:

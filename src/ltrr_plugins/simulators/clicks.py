@@ -11,7 +11,7 @@ from that silence only through the spec's ``feedback.attribution_window``).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -55,6 +55,9 @@ class ClickParams(Params):
         "the list are never examined."))
     skips: bool = Field(True, description=(
         "Emit a skip event for each examined result that is not the target."))
+    split: Literal["all", "tuning", "held-out"] = Field("all", description=(
+        "Which half of the users and of the like/vague wordings sessions come from (by a "
+        "stable hash): tune features and settings on `tuning`, report on `held-out`."))
     play_after_miss: bool = Field(False, description=(
         "A user who did not click the target still plays it (found it elsewhere), which "
         "tells the policy of the miss without an attribution window. Off by default: "

@@ -143,6 +143,7 @@ class InteractionsUsers(TypedQueryUsers):
         self.model = QueryModel.from_interactions(
             entities, rows, max_tag_artists=p.max_attribute_entities,
             like_templates=tuple(p.like_templates), vague_templates=tuple(p.vague_templates))
+        self.model.split(p.split)
         self.set_mix(p.mix, p.schedule)
 
     def sample(self, rng, progress: float) -> Session:

@@ -50,6 +50,7 @@ class LastfmUsers(TypedQueryUsers):
         p = self.params
         folder = self.ctx.resolve(p.data) if p.data else self.ctx.catalog.path.parent
         self.model = QueryModel.from_dir(Path(folder))
+        self.model.split(p.split)
         catalog = set(self.ctx.catalog.ids)
         missing = [a for a in self.model.ids if a not in catalog]
         if len(missing) > 0.01 * len(self.model.ids):

@@ -39,6 +39,7 @@ pass those indexes around.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import math
 from dataclasses import dataclass
@@ -85,7 +86,7 @@ LASTFM_VAGUE_TEMPLATES = ("{t}", "some {t} music", "{t} bands", "{t} artists",
                           "{t} stuff", "{t} songs", "recommend me {t} music")
 #: Wordings that name no domain (any catalog): ``{x}`` an entity's title, ``{t}`` attributes.
 LIKE_TEMPLATES = ("like {x}", "similar to {x}", "something like {x}", "more like {x}",
-                  "{x} similar")
+                  "{x} similar", "{x} alternatives", "in the style of {x}", "{x} and similar")
 VAGUE_TEMPLATES = ("{t}", "some {t}", "something {t}", "looking for {t}", "best {t}",
                    "good {t}", "{t} recommendations")
 
@@ -209,6 +210,7 @@ class QueryModel:
             self._user_artists[user] = (group["artist_id"].to_list(),
                                         np.cumsum(group["plays"].to_numpy()))
         self.users: list[str] = sorted(self._user_artists, key=_natural)
+        self.session_users: list[str] = self.users     # whom sessions come from (split)
         self._colisten = None
         self._cache: dict[tuple[int, int], object] = {}
 
@@ -252,6 +254,26 @@ class QueryModel:
                                     pl.col("weight").cast(pl.Float64).alias("plays"))
         return cls(entities, plays, assigned, **{"min_tag_users": 1, **params})
 
+    # --- the held-out protocol ---------------------------------------------------------------
+
+    def split(self, part: str) -> None:
+        """Keep one half of the users and of the like/vague wordings: ``tuning`` or
+        ``held-out`` (``all``: everything). Halves are fixed by a hash of each user id or
+        wording, so a feature or setting chosen on ``tuning`` is measured on users and
+        wordings it never saw."""
+        if part == "all":
+            return
+        if part not in ("tuning", "held-out"):
+            raise ValueError(f"unknown split part {part!r} (all, tuning, held-out)")
+        side = part == "held-out"
+        users = [u for u in self.users if held_out(u) == side]   # co-listening keeps all
+        if not users:
+            raise RunError(f"no user falls in the {part} half", field="split",
+                           hint="a split needs at least two users")
+        self.session_users = users
+        self._like_templates = _half(self._like_templates, side)
+        self._vague_templates = _half(self._vague_templates, side)
+
     # --- sampling ---------------------------------------------------------------------------
 
     @staticmethod
@@ -261,8 +283,9 @@ class QueryModel:
         return types[_draw(rng, weights)]
 
     def sample_user(self, rng: np.random.Generator) -> str:
-        """A user of ``plays.parquet``, uniformly."""
-        return self.users[int(rng.integers(len(self.users)))]
+        """A user of ``plays.parquet`` (of the split's half), uniformly."""
+        users = self.session_users
+        return users[int(rng.integers(len(users)))]
 
     def sample_target(self, user: str, rng: np.random.Generator) -> str:
         """An artist ``user`` plays, drawn in proportion to the user's play counts."""
@@ -548,6 +571,17 @@ class QueryModel:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+def held_out(value: str) -> bool:
+    """Whether ``value`` (a user id, a wording) is in the held-out half (a stable hash)."""
+    return hashlib.blake2b(f"ltrr-split\x1f{value}".encode(), digest_size=8).digest()[0] & 1 == 1
+
+
+def _half(values: tuple[str, ...], side: bool) -> tuple[str, ...]:
+    """The values in one half; a half the hash left empty gets the other's first."""
+    kept = tuple(v for v in values if held_out(v) == side)
+    return kept or values[:1]
+
 
 def _natural(s: str):
     return (0, int(s), "") if s.isdigit() else (1, 0, s)
