@@ -325,3 +325,22 @@ def test_personalization_ignores_events_whose_time_is_not_a_time(folder):
     assert stats["events"] == 1 and stats["ignored_bad_timestamp"] == 3
     saved = json.loads((folder / ".ltrr/dense-test/dense.learned/profiles.json").read_text())
     assert saved["users"]["timetraveller"] == [["d0203", 1.0, 100.0]]
+
+
+def test_an_int8_vector_does_not_depend_on_the_rest_of_its_batch(tmp_path):
+    """Dynamic int8 quantization scales activations over the whole input tensor: batched,
+    a query's vector (and its semantic top-k) moved with its batch-mates (L2 0.14-0.18).
+    Each text is its own now, equal to itself encoded alone."""
+    import numpy as np
+
+    enc = encoder(tmp_path, backend="onnx-int8", batch_size=8)
+    enc.open()
+    query = "rock ballads from the eighties"
+    alone = enc.encode([query])
+    mates = ["jazz", "x " * 300, "A guide to repairing a flat bicycle tyre", "ÄÖÜ ß 漢字"]
+    for k in range(1, len(mates) + 1):
+        batch = enc.encode(mates[:k] + [query] + mates[k:])
+        assert np.array_equal(batch[k], alone[0]), np.linalg.norm(batch[k] - alone[0])
+    fp32 = encoder(tmp_path, backend="onnx")
+    fp32.open()
+    assert float(alone[0] @ fp32.encode([query])[0]) > 0.98       # close to the fp32 vector

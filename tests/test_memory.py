@@ -419,3 +419,20 @@ def test_poisoned_learned_state_is_repaired_on_open_and_named(spec, caplog):
         assert str(path) in caplog.text and "ltrr train" in caplog.text
     finally:
         ws.close()
+
+
+def test_evidence_says_how_the_memory_knows_a_query_before_any_allocation(arm):
+    from ltrr.types import PolicyContext, Query
+
+    def ev(text):
+        (out,) = arm.evidence_batch([PolicyContext(Query("r", text), [])])
+        return out
+
+    assert ev("Metallica") == {"match": "exact", "evidence": 0.0,
+                               "top": pytest.approx(arm.scores("Metallica", 1)[0][0][1],
+                                                    abs=1e-4)}
+    assert ev("qqqq zzzz xxxx")["match"] == "none" and ev("qqqq zzzz xxxx")["top"] == 0.0
+    for i in range(3):
+        arm.learn(events([("my gym mix", "10", 1.0, T0 + i)], start=i))
+    learned = ev("my gym mix")
+    assert learned["match"] == "exact" and learned["evidence"] > 1.0 and learned["top"] > 0

@@ -290,6 +290,16 @@ class Arm(Component):
         """
         raise NotImplementedError
 
+    def evidence_batch(self, contexts: list["PolicyContext"]
+                       ) -> list[dict[str, float | str]] | None:
+        """Optional: per query, cheap signals of how well this arm can answer it, asked
+        *before* the budget is allocated (the memory knows this query and how
+        confidently; the dense index's best similarity). A learning policy with the
+        ``evidence`` feature group sees them as ``<arm>_<name>``. Numbers are features
+        with that value, strings categories. Must be cheap next to ``retrieve_batch``;
+        None (the default): this arm gives none."""
+        return None
+
 
 class Policy(Component):
     """Chooses per query how many candidates each arm contributes."""

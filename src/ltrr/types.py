@@ -88,10 +88,13 @@ def allocation_of(key: str) -> dict[str, int]:
 
 @dataclass(slots=True)
 class PolicyContext:
-    """What a policy sees for one query."""
+    """What a policy sees for one query: the query, its slots, and — when the policy asks
+    for them — each arm's cheap evidence of how well it can answer (arm id → name →
+    value, :meth:`ltrr.components.Arm.evidence_batch`)."""
 
     query: Query
     slots: list[Slot]
+    evidence: dict[str, dict[str, float | str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

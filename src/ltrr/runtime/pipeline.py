@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from functools import cached_property, partial
 from time import perf_counter
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ltrr.catalog import Catalog
 from ltrr.compiler import Plan
@@ -29,6 +29,9 @@ from ltrr.runtime.cache import LruCache, arm_key, candidate_cache, query_key, sl
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.indexing import check_state
 from ltrr.runtime.workspace import Workspace
+
+if TYPE_CHECKING:
+    import polars as pl
 from ltrr.types import ArmRequest, Candidate, Decision, PolicyContext, Query, RankRequest, Slot
 
 TRACE = bool(os.environ.get("LTRR_TRACE"))
@@ -117,6 +120,33 @@ class Pipeline:
     def _arm_specs(self):
         return {a.id: a for a in self.plan.model.arms}
 
+    # --- learning -----------------------------------------------------------------------
+
+    def feedback(self, events: "list[dict] | pl.DataFrame", *, now: float | None = None
+                 ) -> dict[str, Any]:
+        """Log feedback ``events`` and have this open pipeline's learners learn them in
+        place, so the next query already sees what they learned — online learning for an
+        application that embeds ltrr.
+
+        ``events`` are dicts of the :class:`ltrr.feedback.schema.Event` fields (validated;
+        a bad one raises a RunError naming ``events[i]`` and the field) or a frame of the
+        event log's schema. ``now``: when attribution windows close (default: the clock).
+        Returns the report of :func:`ltrr.feedback.ingest.ingest`. Another process's
+        ``ltrr feedback`` on the same state would learn into files this pipeline does
+        not reread; call :meth:`reopen` for the nodes it learned.
+        """
+        import polars as pl
+
+        from ltrr.errors import Location
+        from ltrr.feedback.events import events_from_rows
+        from ltrr.feedback.ingest import ingest
+
+        fb = self.plan.model.feedback
+        if not isinstance(events, pl.DataFrame):
+            events = events_from_rows(list(events), lambda i: Location(f"events[{i}]"),
+                                      fb.weights, max_future_s=fb.max_future_s)
+        return ingest(self.plan, events, workspace=self.workspace, now=now)
+
     # --- execution ----------------------------------------------------------------------
 
     def run(self, query: Query) -> Decision:
@@ -133,9 +163,14 @@ class Pipeline:
         dropped: list[dict[str, str]] = [{} for _ in range(n)]
 
         slots, by_slotter = self._slot(queries, timings, traces)
+        contexts = [PolicyContext(q, s) for q, s in zip(queries, slots)]
+        policy = self.components["policy"]
+        if getattr(policy, "wants_evidence", False):
+            t = perf_counter()
+            self._evidence(contexts, traces)
+            timings["evidence"] = _ms(t)
         t = perf_counter()
-        actions = self.components["policy"].choose_batch(
-            [PolicyContext(q, s) for q, s in zip(queries, slots)])
+        actions = policy.choose_batch(contexts)
         timings["policy"] = _ms(t)
 
         results, arms_ms = self._retrieve(queries, slots, by_slotter, actions, timings, traces,
@@ -182,6 +217,35 @@ class Pipeline:
         if self.log is not None:
             self.log.append(decisions)
         return decisions
+
+    def _evidence(self, contexts: list[PolicyContext], traces) -> None:
+        """Each evidence-giving arm's signals into the contexts; an arm that fails gives
+        none this time (noted in the trace), never failing the query."""
+        wanted = getattr(self.components["policy"], "evidence_arms", None)
+        for arm_id in self._evidence_arms:
+            if wanted is not None and arm_id not in wanted:
+                continue
+            try:
+                found = self.components[arm_id].evidence_batch(contexts)
+                if found is None or len(found) != len(contexts):
+                    raise RunError(f"returned {'None' if found is None else len(found)} "
+                                   f"evidence rows for {len(contexts)} queries")
+            except Exception as exc:
+                for tr in traces:
+                    tr.append(f"arm '{arm_id}' gave no evidence: {type(exc).__name__}: "
+                              f"{exc}")
+                continue
+            for c, ev in zip(contexts, found):
+                if ev:
+                    c.evidence[arm_id] = ev
+
+    @cached_property
+    def _evidence_arms(self) -> list[str]:
+        """Arms whose class gives evidence (overrides ``Arm.evidence_batch``)."""
+        from ltrr.components import Arm
+
+        return [a.id for a in self.plan.arms
+                if type(self.components[a.id]).evidence_batch is not Arm.evidence_batch]
 
     def _slot(self, queries, timings, traces):
         n = len(queries)

@@ -279,10 +279,34 @@ class DenseArm(Arm, Indexed, Learner):
         self._index = None
         self._vectors = None
 
+    def evidence_batch(self, contexts) -> list[dict[str, float]]:
+        """Per query, the best score in the index (``top``: the cosine of the nearest
+        entity for normalised vectors). The query vectors are kept for the retrieval of
+        the same batch, so asking costs one top-1 search, not a second encoding."""
+        import numpy as np
+
+        if not contexts or self._index.ntotal == 0:
+            return [{} for _ in contexts]
+        texts = [c.query.text for c in contexts]
+        q = self._enc.encode(texts)
+        self._recent = dict(zip(texts, q))          # replaced whole: safe to read racily
+        scores, rows = self._search(np.ascontiguousarray(q), 1)
+        return [{"top": round(float(s[0]), 4)} if r[0] >= 0 else {}
+                for s, r in zip(scores.tolist(), rows.tolist())]
+
+    def _encoded(self, texts: list[str]):
+        """Query vectors: those the evidence of this batch made, else encoded now."""
+        import numpy as np
+
+        recent = getattr(self, "_recent", None)
+        if recent and all(t in recent for t in texts):
+            return np.stack([recent[t] for t in texts])
+        return self._enc.encode(texts)
+
     def retrieve_batch(self, requests: list[ArmRequest]) -> list[list[Candidate]]:
         if not requests:
             return []
-        q = self._enc.encode([r.query.text for r in requests])
+        q = self._encoded([r.query.text for r in requests])
         if self.params.personalize is not None and self._history:
             self._personalize(q, requests)
         k = min(max(r.k for r in requests), self._index.ntotal)

@@ -79,7 +79,13 @@ class BanditPolicy(Policy, Learner):
 
     @classmethod
     def check(cls, params: BanditParams, plan: PlanView) -> list[Problem]:
-        return check_space(params, plan)
+        problems = check_space(params, plan)
+        for i, arm in enumerate(params.evidence_arms or []):
+            if arm not in plan.arms:
+                problems.append(Problem(f"'{arm}' is not an arm of this pipeline",
+                                        ("evidence_arms", i),
+                                        hint=f"arms: {', '.join(plan.arms)}"))
+        return problems
 
     @classmethod
     def tables(cls, params: BanditParams) -> list[TableUse]:
@@ -124,6 +130,16 @@ class BanditPolicy(Policy, Learner):
                                f"with `ltrr train <spec>`")
 
     # --- deciding ----------------------------------------------------------------------
+
+    @property
+    def wants_evidence(self) -> bool:
+        """Whether the pipeline should ask the arms for evidence before each decision."""
+        return "evidence" in self.featurizer.groups
+
+    @property
+    def evidence_arms(self) -> list[str] | None:
+        """The arms to ask (None: every arm that gives evidence)."""
+        return self.params.evidence_arms
 
     def features(self, ctx: PolicyContext) -> Namespaces:
         """The namespaces a decision on ``ctx`` sees (context groups + arm yields)."""

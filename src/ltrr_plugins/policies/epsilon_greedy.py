@@ -47,11 +47,12 @@ class EpsilonGreedyPolicy(BanditPolicy):
     @classmethod
     def check(cls, params, plan):
         problems = super().check(params, plan)
-        if "text" in params.features:
-            problems.append(Problem(
-                "the text group makes nearly every query a context of its own for this "
-                "tabular policy: it would learn almost nothing", ("features",),
-                hint="use the vw policy, which generalises over words, or drop text"))
+        for group in ("text", "evidence"):
+            if group in params.features:
+                problems.append(Problem(
+                    f"the {group} group makes nearly every query a context of its own for "
+                    f"this tabular policy: it would learn almost nothing", ("features",),
+                    hint=f"use the vw policy, which generalises, or drop {group}"))
         return problems
 
     def _init_model(self) -> None:

@@ -26,12 +26,12 @@ from ltrr.components import Params
 from ltrr.timestamps import parse_timestamp, problem
 from ltrr.types import PolicyContext
 
-FeatureGroup = Literal["query", "text", "slots", "time", "user"]
+FeatureGroup = Literal["query", "text", "slots", "evidence", "time", "user"]
 Namespaces = dict[str, dict[str, Any]]
 
 #: One-letter VW namespace of each feature group (VW interacts namespaces by first letter).
-VW_NAMESPACE = {"query": "Q", "text": "W", "slots": "S", "time": "T", "user": "U",
-                "action": "A", "yield": "Y"}
+VW_NAMESPACE = {"query": "Q", "text": "W", "slots": "S", "evidence": "E", "time": "T",
+                "user": "U", "action": "A", "yield": "Y"}
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 #: The default "like X" cue: the query starts by asking for things like something else.
@@ -49,8 +49,15 @@ class FeatureParams(Params):
         "(the query's words, word pairs and character n-grams, hashed by the learner: cue "
         "phrases are learned from feedback, not listed; for vw, not tabular policies), "
         "slots (per slot name: present, exact or fuzzy, count; coverage of the query), "
+        "evidence (each arm's cheap signals of how well it can answer this query, asked "
+        "before allocating: e.g. the memory knows the query and how confidently, the "
+        "dense index's best similarity), "
         "time (hour bucket, weekday, weekend, holiday), user (engagement bucket, top tags "
         "played, learned from feedback)."))
+    evidence_arms: list[str] | None = Field(None, description=(
+        "evidence group: the arms asked (default: every arm that gives evidence). Each "
+        "is asked for every query, whatever it is then allocated: leave out arms whose "
+        "evidence costs much (the dense arm encodes the query even if it gets 0)."))
     char_ngrams: int = Field(3, ge=0, le=6, description=(
         "text group: length of the character n-grams of each word (with word boundaries "
         "marked); 0: none."))
@@ -204,6 +211,9 @@ class ContextFeaturizer:
                 out[g] = self.text_features(q.text)
             elif g == "slots":
                 out[g] = self.slot_features(q.text, ctx.slots)
+            elif g == "evidence":
+                out[g] = {f"{arm}_{k}": v for arm, ev in sorted(ctx.evidence.items())
+                          for k, v in ev.items()}
             elif g == "time":
                 out[g] = self.time_features(parse_timestamp(q.context.get("timestamp"))
                                             if q.context else None)

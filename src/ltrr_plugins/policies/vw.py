@@ -36,7 +36,7 @@ from ltrr_plugins.policies.features import (
 
 log = logging.getLogger(__name__)
 MODEL = "model.vw"
-_INTERACTION = re.compile(r"^[QWSTUAY]{2,3}$")
+_INTERACTION = re.compile(r"^[QWSETUAY]{2,3}$")
 
 
 class VWParams(BanditParams):
@@ -67,9 +67,9 @@ class VWParams(BanditParams):
         "How costs are estimated from logged probabilities: ips, dr or mtr "
         "(multi-task regression; the usual choice for cb_explore_adf)."))
     interactions: list[str] | None = Field(None, description=(
-        "Quadratic/cubic namespace interactions as letters (Q query, W text, S slots, T "
-        "time, U user, A action, Y yield), e.g. [QA, SA]. Default: every context group × "
-        "A."))
+        "Quadratic/cubic namespace interactions as letters (Q query, W text, S slots, E "
+        "evidence, T time, U user, A action, Y yield), e.g. [QA, SA]. Default: every "
+        "context group × A."))
     learning_rate: float = Field(0.1, gt=0, description="VW -l (learning rate).")
     power_t: float | None = Field(None, ge=0, description="VW --power_t (default VW's 0.5).")
     l2: float = Field(0.0, ge=0, description="VW --l2 regularisation.")

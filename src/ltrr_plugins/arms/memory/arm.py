@@ -76,6 +76,9 @@ class MemoryParams(Params):
         return [w for w in (normalize(x) for x in words) if w]
 
 
+_MATCH = {0: "exact", 1: "near", 2: "fuzzy", -1: "none"}
+
+
 class MemoryArm(Predictions, LearnedStore, Arm, Indexed, Learner):
     """Query → entity memory: predicted from names and tags, learned from engagement.
 
@@ -281,6 +284,18 @@ class MemoryArm(Predictions, LearnedStore, Arm, Indexed, Learner):
             cache.clear()
         cache[nk] = found
         return found
+
+    def evidence_batch(self, contexts) -> list[dict[str, float | str]]:
+        """Per query: how the memory matched it (``match``: exact, near, fuzzy, none),
+        the feedback behind it (``evidence``: log1p of the decayed weight, 0 for
+        predictions alone) and its best entity's score (``top``) — the lookups
+        ``retrieve_batch`` makes, without building candidates."""
+        out = []
+        for c in contexts:
+            ranked, evidence, match = self.scores(c.query.text, 1)
+            out.append({"match": _MATCH[match], "evidence": round(math.log1p(evidence), 4),
+                        "top": round(ranked[0][1], 4) if ranked else 0.0})
+        return out
 
     def retrieve_batch(self, requests: list[ArmRequest]) -> list[list[Candidate]]:
         arm = self.ctx.node_id

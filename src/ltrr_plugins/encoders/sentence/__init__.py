@@ -13,8 +13,9 @@ Backends:
   pooling and normalisation in numpy. Same vectors as ``torch`` to ~1e-6, faster,
   and torch is not imported once the export exists.
 - ``onnx-int8`` — the ONNX model with dynamic int8 quantization of its weights
-  (needs the ``onnx`` package for the quantizer): faster still, slightly different
-  vectors.
+  (needs the ``onnx`` package for the quantizer): faster per text, slightly different
+  vectors. Dynamic quantization scales activations per tensor — per batch — so each
+  text runs alone: a query's vector never depends on what else is in its batch.
 
 Why an ONNX path of our own rather than sentence-transformers' ``backend="onnx"``: that
 backend needs the ``optimum`` package besides, and runs inside sentence-transformers,

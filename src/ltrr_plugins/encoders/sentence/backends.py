@@ -80,6 +80,10 @@ class _OnnxImpl:
         self.session = ort.InferenceSession(str(onnx_path), opts,
                                             providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
+        # dynamic int8 quantizes activations with one scale per tensor — the whole batch,
+        # padding included — so a text's vector would depend on its batch-mates: each
+        # text runs alone (unpadded), and its vector is its own
+        self.per_row = p.backend == "onnx-int8"
         self.dim = int(self.encode(["dimension probe"]).shape[1])
 
     def order(self, texts: list[str]):
@@ -90,6 +94,12 @@ class _OnnxImpl:
         np = self._np
         encs = self.tokenizer.encode_batch(texts) if len(texts) > 1 else \
             [self.tokenizer.encode(texts[0])]
+        if self.per_row and len(encs) > 1:
+            return np.concatenate([self._run([e]) for e in encs])
+        return self._run(encs)
+
+    def _run(self, encs):
+        np = self._np
         width = max(len(e.ids) for e in encs)
         ids = np.zeros((len(encs), width), dtype=np.int64)
         mask = np.zeros((len(encs), width), dtype=np.int64)
