@@ -4,14 +4,18 @@ pipeline's own learners learn in place, so its next answer reflects the feedback
 from __future__ import annotations
 
 import pytest
-from test_silence import make_plan, registry, serve  # noqa: F401  (fixtures)
+import test_silence
 
 from ltrr.errors import RunError
 from ltrr.runtime.pipeline import Pipeline
 from ltrr.types import Query
 
+# the toy pipeline of the silence tests: two listing arms, an epsilon_greedy policy
+registry = test_silence.registry
+make_plan = test_silence.make_plan
 
-def test_an_open_pipeline_learns_feedback_in_place(make_plan, registry):  # noqa: F811
+
+def test_an_open_pipeline_learns_feedback_in_place(make_plan, registry):
     plan = make_plan(window=None)
     with Pipeline(plan, registry=registry) as p:
         policy = p.components["policy"]
@@ -30,7 +34,7 @@ def test_an_open_pipeline_learns_feedback_in_place(make_plan, registry):  # noqa
         assert after != before and best == {"y": 4}
 
 
-def test_a_bad_event_is_refused_naming_its_index_and_field(make_plan, registry):  # noqa: F811
+def test_a_bad_event_is_refused_naming_its_index_and_field(make_plan, registry):
     plan = make_plan(window=None)
     with Pipeline(plan, registry=registry) as p:
         d = p.run(Query("r0", "query 0"))
