@@ -227,7 +227,9 @@ class BanditPolicy(Policy, Learner):
             if examples:
                 self._learn(examples)
             for o in outs:
-                if o.positive:
+                # a known outcome: something engaged, or silence within the window (an
+                # unknown one — events without a positive weight — says nothing of arms)
+                if o.positive or o.silent:
                     hit = {a for _, arms in o.engaged for a in arms}
                     for arm in o.allocation:
                         self.yields.update(arm, arm in hit)

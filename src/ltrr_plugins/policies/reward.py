@@ -1,10 +1,17 @@
 """Rewards of logged decisions, from interactions (feedback events joined to decisions).
 
-The reward of one decision is the best of its events: ``max(weight(type) ×
+The reward of one decision is the best of its events: ``max(0, weight(type) ×
 [entity in the candidate set])`` — did the user engage with something the arms
 retrieved — minus optional costs: ``cost_per_candidate × candidates allocated`` and
 ``cost_per_ms × latency`` (the slowest allocated arm, when the interactions carry the
 decision's ``timings_ms``). Events of a request the log does not know are ignored.
+
+The floor at 0: a negative weight (a skip of a shown candidate) does not lower a
+decision below "nothing engaged". Otherwise an allocation whose candidates were shown
+and passed over would score below one that retrieved nothing at all — a silent, empty
+answer (reward 0) — and the policy would learn to return nothing (measured on the
+simulator: "like X" queries sent to an arm that finds nothing for them, 92 % of the
+time). Skips still teach the memory arm and the rankers.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ class Outcome:
     engaged: list[tuple[str, list[str]]] = field(default_factory=list)  # (entity, its arms)
     action_index: int | None = None
     positive: bool = False    # some event had a positive weight (in the candidates or not)
+    silent: bool = False      # learned as silence: no event within the attribution window
 
 
 def _propensity(prob) -> float | None:
@@ -61,6 +69,8 @@ def _propensity(prob) -> float | None:
 def outcomes(interactions: "pl.DataFrame", params: RewardParams | None = None) -> list[Outcome]:
     """One :class:`Outcome` per decision with events, oldest first."""
     import polars as pl
+
+    from ltrr.feedback.silence import SILENCE
 
     params = params or RewardParams()
     if "allocation" not in interactions.columns:
@@ -78,15 +88,16 @@ def outcomes(interactions: "pl.DataFrame", params: RewardParams | None = None) -
     per = rows.group_by("request_id", maintain_order=True).agg(
         pl.col("allocation", "probability", "action_features", "query", "user_id",
                "action_index", "timings_ms").first(),
-        (weight * seen.cast(pl.Float64)).max().alias("best"),
+        (weight * seen.cast(pl.Float64)).max().clip(lower_bound=0.0).alias("best"),
         pl.col("entity_id").filter(engaged).alias("engaged"),
         pl.col("arms").filter(engaged).alias("engaged_arms"),
         pl.col("timestamp").min().fill_null(0.0).alias("ts"),
-        (weight > 0).any().alias("positive"))
+        (weight > 0).any().alias("positive"),
+        (pl.col("type") == SILENCE).any().alias("silent"))
     out: list[Outcome] = []
     parsed: dict[str, dict] = {}     # identical logged features are parsed once (and shared)
     for (rid, allocation, prob, feats, query, user, index, timings, best, ents, arms, ts,
-         positive) in per.iter_rows():
+         positive, silent) in per.iter_rows():
         alloc = {a["arm"]: int(a["k"]) for a in allocation}
         cost = params.cost_per_candidate * sum(alloc.values())
         if params.cost_per_ms and timings:
@@ -98,6 +109,7 @@ def outcomes(interactions: "pl.DataFrame", params: RewardParams | None = None) -
             if ns is None:
                 ns = parsed[feats] = json.loads(feats)
         out.append(Outcome(rid, alloc, _propensity(prob), best - cost, ns, query, user, ts,
-                           [(e, list(a or [])) for e, a in zip(ents, arms)], index, positive))
+                           [(e, list(a or [])) for e, a in zip(ents, arms)], index, positive,
+                           bool(silent)))
     out.sort(key=lambda o: o.timestamp)
     return out
