@@ -189,6 +189,16 @@ def main() -> int:
                     base_ms.append((perf_counter() - t) * 1000.0)
             by_match.setdefault(reopened.scores(q, K)[2], []).append(ms)
 
+        c.log("evidence: the same single queries, evidence_batch (what a policy asks)")
+        from ltrr.types import PolicyContext
+
+        ev_ms = []
+        for q in timed:
+            cx = [PolicyContext(Query("e", q), [])]
+            t = perf_counter()
+            arm.evidence_batch(cx)
+            ev_ms.append((perf_counter() - t) * 1000.0)
+
         c.log("fuzzy fallback, uncached: 300 artist names with one character deleted")
         typos = []
         for name in rng.sample(catalog.frame["name"].to_list(), 3000):
@@ -239,6 +249,10 @@ def main() -> int:
         c.metric(f"memory retrieve_batch of {len(requests)} throughput", batch_qps, "q/s",
                  digits=0, baseline=1000.0 / a50, baseline_name="1 / single-query p50",
                  note=f"{batch_qps_nogc:.0f} q/s with the garbage collector off"),
+        c.metric("memory evidence for a policy, single query (p50)", c.median(ev_ms), "ms",
+                 baseline=a50, baseline_name=f"lookup k={K} p50",
+                 note=f"p95 {c.percentile(ev_ms, 95):.3f} ms; evidence_batch: match, "
+                      "evidence, top (issue 14: asked for every query before allocating)"),
         c.metric("memory fuzzy fallback, uncached (p50)", c.median(fuzzy_ms), "ms",
                  note=f"p95 {c.percentile(fuzzy_ms, 95):.3f} ms; {fuzzy_found}/{len(typos)} "
                       "one-deletion typos of artist names matched"),

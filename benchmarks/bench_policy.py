@@ -18,8 +18,8 @@ not the arms'. Contexts are music query texts from the catalog with synthetic sl
 Configurations: uniform, epsilon_greedy, vw with each exploration (squarecb default,
 epsilon, softmax, bag 5, cover 5), at step 25 (35 actions); and vw squarecb at step 10
 with max_arms 3 (a larger space); and the policy of ``pipelines/music-bandit.yaml`` (five
-arms, budget 10, step 5: 15 actions; squarecb with the cubic query × slots × action
-interaction).
+arms, budget 10, step 5: 15 actions; squarecb, the query's words and n-grams (text) and
+the cubic query × slots × action interaction).
 
 Targets: learn+predict < 0.3 ms per decision for vw with default params (step 25) and for
 the music-bandit policy.
@@ -53,9 +53,10 @@ CONFIGS = [
     ("vw cover 5", "vw", {"step": 25, "exploration": "cover", "cover": 5}),
     ("vw epsilon, step 10, max_arms 3", "vw", {"step": 10, "max_arms": 3}),
     # pipelines/music-bandit.yaml's policy: five arms, budget 10, 15 actions
-    ("vw music-bandit (squarecb, QSA, budget 10)", "vw",
-     {"step": 5, "exploration": "squarecb", "learning_rate": 0.5,
-      "interactions": ["QA", "SA", "QSA"], "_arms": ARMS + ("semantic",), "_budget": 10}),
+    ("vw music-bandit (squarecb, text, QSA, budget 10)", "vw",
+     {"step": 5, "exploration": "squarecb", "gamma_scale": 30, "learning_rate": 0.5,
+      "features": ["query", "text", "slots"], "interactions": ["QA", "WA", "SA", "QSA"],
+      "_arms": ARMS + ("semantic",), "_budget": 10}),
 ]
 FEATURES = ["query", "slots", "time", "user"]
 
@@ -133,7 +134,7 @@ def main() -> int:
             arms=arms, slotters=("understand",), budget=budget, output_k=10,
             arm_max_k={a: 1000 for a in arms})
         if use != "static":
-            params = {**params, "features": FEATURES, "user_tags": "tags"}
+            params = {"features": FEATURES, **params, "user_tags": "tags"}
         ctx = ComponentContext(name.replace(" ", "_").replace(",", ""), tmp / name,
                                plan.spec.base_dir, lambda: catalog, pview)
         pol = cls(cls.Params.model_validate(params), ctx)
