@@ -27,6 +27,7 @@ result lists (top BM25 score, its margin over the 2nd and 10th, the dense top co
 its margins, the overlap of the two arms' top 10s) — numbers a decision can only see if
 both arms ran first; see docs/scifact-selector.md for what that means for a deployment.
 For the tabular ``epsilon_greedy`` the probe signals are bucketed (tertiles on train).
+``+text`` adds the ``text`` group: the query's words, word pairs and character n-grams.
 
     .venv/bin/python benchmarks/bench_scifact_selector.py [--epochs 5] [--seeds 5] [--out F]
 """
@@ -222,6 +223,11 @@ def main() -> int:
          "probe"),
         ("epsilon_greedy 0.1, query+probe tertiles", "epsilon_greedy", {"epsilon": 0.1},
          "buckets"),
+        # issue 14: the query's own words and n-grams (the text group)
+        ("vw squarecb, query+text", "vw",
+         {"exploration": "squarecb", "features": ["query", "text"]}, "plain"),
+        ("vw squarecb, query+text+probe", "vw",
+         {"exploration": "squarecb", "features": ["query", "text"]}, "probe"),
     ]
     classes = {"vw": VWPolicy, "epsilon_greedy": EpsilonGreedyPolicy}
     tmp = Path(tempfile.mkdtemp(prefix="bench-scifact-selector-"))
