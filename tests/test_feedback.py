@@ -374,7 +374,8 @@ def _outcomes_by_rows(interactions):
     for rid, events in by_request.items():
         first = events[0]
         alloc = {a["arm"]: int(a["k"]) for a in first["allocation"]}
-        best = max((e["weight"] or 0.0) * (1.0 if e["in_candidates"] else 0.0) for e in events)
+        best = max(0.0, *((e["weight"] or 0.0) * (1.0 if e["in_candidates"] else 0.0)
+                          for e in events))     # floored: a skip is no worse than nothing
         cost = 0.01 * sum(alloc.values())
         t = json.loads(first["timings_ms"]) if first["timings_ms"] else {}
         cost += 0.1 * max((float(t.get(a, 0.0)) for a in alloc), default=0.0)

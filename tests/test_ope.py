@@ -516,10 +516,11 @@ def test_evaluate_log_cli_estimates_a_policy_on_a_logged_pipeline(tmp_path):
     done = subprocess.run([ltrr, "run", logged, "--queries", str(queries), "--format", "jsonl"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    # varied rewards (weights 3, 2, 1, -0.5, and 0 without an event), so the estimates
-    # depend on every weight pi(a_i) / p_i: a wrong propensity changes them
+    # varied rewards (weights 3, 2, 1, and 0 for a skip — the policies' reward is floored
+    # at 0 — and without an event), so the estimates depend on every weight pi(a_i) / p_i:
+    # a wrong propensity changes them
     types = ["purchase", "favorite", "play", "skip", None]
-    weight = {"purchase": 3.0, "favorite": 2.0, "play": 1.0, "skip": -0.5, None: 0.0}
+    weight = {"purchase": 3.0, "favorite": 2.0, "play": 1.0, "skip": 0.0, None: 0.0}
     events = tmp_path / "e.jsonl"
     events.write_text("".join(_json.dumps({"request_id": f"r{i}", "entity_id": "a",
                                            "type": types[i % 5]}) + "\n"
@@ -542,7 +543,7 @@ def test_evaluate_log_cli_estimates_a_policy_on_a_logged_pipeline(tmp_path):
         r.append(weight[types[int(rid[1:]) % 5]])
         w.append((0.1 / 3 + 0.9 * (alloc == [{"arm": "one", "k": 4}])) / p)
     r, w = np.array(r), np.array(w)
-    assert len(set(r)) == 5 and len(set(w.round(9))) == 2
+    assert len(set(r)) == 4 and len(set(w.round(9))) == 2
     assert report["n"] == 40 and report["logged_value"] == pytest.approx(r.mean())
     assert report["diagnostics"]["unsupported_mass"] == 0 and report["warnings"] == []
     assert report["estimates"]["ips"]["value"] == pytest.approx(np.mean(w * r))

@@ -118,3 +118,15 @@ def content_digest(path: Path) -> str:
     with _DIGESTS_LOCK:
         _DIGESTS[key] = digest
     return digest
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (no second copy on disk), or copy it where links are
+    impossible (another file system)."""
+    import os
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)

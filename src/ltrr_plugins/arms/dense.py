@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Union
+from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import Field
 
@@ -30,6 +30,9 @@ from ltrr import extras
 from ltrr.components import (Arm, ColumnUse, Encoder, Indexed, Kind, Learner, Params,
                              TableUse)
 from ltrr.errors import StateError
+from ltrr.files import link_or_copy
+from ltrr_plugins.arms.dense_index import (FlatIndex, HnswIndex, IndexSpec, IvfPqIndex,
+                                            PersonalizeParams)
 from ltrr.hookspecs import hookimpl
 from ltrr.state import atomic_write, atomic_write_json
 from ltrr.tables import column
@@ -42,47 +45,6 @@ if TYPE_CHECKING:
 
 CACHE_FORMAT = 1
 CACHE_KEEP = 3          # embedding matrices kept in the cache (most recently used)
-
-
-class FlatIndex(Params):
-    type: Literal["flat"] = Field("flat", description="Exact inner-product search.")
-
-
-class HnswIndex(Params):
-    type: Literal["hnsw"] = Field(description="Hierarchical navigable small-world graph.")
-    m: int = Field(32, ge=4, le=256, description="Graph neighbours per node (build time).")
-    ef_construction: int = Field(200, ge=8, description="Candidate list size while building.")
-    ef_search: int = Field(128, ge=1, description=(
-        "Candidate list size while searching (query time; at least k is used)."))
-
-
-class IvfPqIndex(Params):
-    type: Literal["ivfpq"] = Field(description="Inverted lists with product quantization.")
-    nlist: int = Field(256, ge=1, description=(
-        "Number of inverted lists (k-means cells); needs at least this many vectors to train, "
-        "ideally 39x more."))
-    m: int = Field(48, ge=1, description=(
-        "Sub-quantizers per vector; must divide the encoder's dimension (384 for MiniLM)."))
-    nbits: int = Field(8, ge=1, le=16, description=(
-        "Bits per sub-quantizer code; training needs at least 2**nbits vectors."))
-    nprobe: int = Field(16, ge=1, description="Inverted lists visited per query (query time).")
-    refine: int = Field(4, ge=1, le=100, description=(
-        "Re-score the top k x refine quantized hits exactly with the stored vectors and "
-        "keep the best k (query time; 1: the quantized scores as they are)."))
-
-
-IndexSpec = Annotated[Union[FlatIndex, HnswIndex, IvfPqIndex], Field(discriminator="type")]
-
-
-class PersonalizeParams(Params):
-    weight: float = Field(0.3, gt=0, le=1, description=(
-        "Share of the user's vector in the blended query vector: "
-        "normalize((1 - weight) * query + weight * user)."))
-    max_history: int = Field(50, ge=1, description=(
-        "Most recent engaged entities kept per user (their weighted mean is the user vector)."))
-    events: list[str] | None = Field(None, description=(
-        "Event types that count as engagement; default: every type whose feedback weight is "
-        "positive. Events with a weight <= 0 never count."))
 
 
 class DenseParams(Params):
@@ -210,7 +172,7 @@ class DenseArm(Arm, Indexed, Learner):
         for start in range(0, n, 10_000):      # adds in chunks: progress on big catalogs
             index.add(x[start:start + 10_000])
         faiss.write_index(index, str(out_dir / "index.faiss"))
-        _link_or_copy(cached, out_dir / "vectors.npy")
+        link_or_copy(cached, out_dir / "vectors.npy")
         atomic_write_json(out_dir / "ids.json", ids)
         stats: dict[str, Any] = {"documents": n, "dim": dim, "index": self.params.index.type,
                                  "embeddings": "reused" if reused else "encoded"}
@@ -280,25 +242,21 @@ class DenseArm(Arm, Indexed, Learner):
         self._vectors = None
 
     def evidence_batch(self, contexts) -> list[dict[str, float]]:
-        """Per query, the best score in the index (``top``: the cosine of the nearest
-        entity for normalised vectors). The query vectors are kept for the retrieval of
-        the same batch, so asking costs one top-1 search, not a second encoding."""
-        import numpy as np
-
-        if not contexts or self._index.ntotal == 0:
-            return [{} for _ in contexts]
+        """Per query, the best score in the index (``top``: the nearest entity's cosine
+        for normalised vectors); the query vectors are kept for this batch's retrieval."""
         texts = [c.query.text for c in contexts]
-        q = self._enc.encode(texts)
+        if not texts or self._index.ntotal == 0:
+            return [{} for _ in texts]
+        q = self._encoded(texts)
         self._recent = dict(zip(texts, q))          # replaced whole: safe to read racily
-        scores, rows = self._search(np.ascontiguousarray(q), 1)
+        scores, rows = self._search(q, 1)
         return [{"top": round(float(s[0]), 4)} if r[0] >= 0 else {}
                 for s, r in zip(scores.tolist(), rows.tolist())]
 
     def _encoded(self, texts: list[str]):
-        """Query vectors: those the evidence of this batch made, else encoded now."""
         import numpy as np
 
-        recent = getattr(self, "_recent", None)
+        recent = getattr(self, "_recent", None)     # what the evidence step encoded
         if recent and all(t in recent for t in texts):
             return np.stack([recent[t] for t in texts])
         return self._enc.encode(texts)
@@ -455,16 +413,6 @@ def _prune(folder: Path, keep: int) -> None:
                    reverse=True)
     for old in files[keep:]:
         old.unlink(missing_ok=True)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link the cached matrix into the state (no second copy on disk) or copy it."""
-    import shutil
-
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
 
 
 @hookimpl

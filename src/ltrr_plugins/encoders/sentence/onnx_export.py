@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-
 from ltrr.errors import StateError
+from ltrr.files import link_or_copy
 
 
 from ltrr_plugins.encoders.sentence.model import _offline, model_fingerprint
@@ -48,7 +47,7 @@ def _export(enc: SentenceEncoder, model_dir: Path) -> Path:
     with atomic_dir(folder) as tmp:
         for have in (fp32, int8):
             if have.is_file():
-                _link_or_copy(have, tmp / have.name)
+                link_or_copy(have, tmp / have.name)
         _run_export(enc, model_dir, tmp, int8=want == int8)
     return want
 
@@ -87,13 +86,6 @@ def export_onnx(model_dir: Path, folder: Path, *, int8: bool = False) -> None:
         logging.getLogger().setLevel(logging.ERROR)   # quiet "consider pre-processing"
         quantize_dynamic(str(fp32), str(folder / "model-int8.onnx"),
                          weight_type=QuantType.QInt8, per_channel=True)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
 
 
 def _export_transformer(model_dir: Path, out: Path) -> None:
