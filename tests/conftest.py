@@ -35,6 +35,69 @@ def seeded_registry():
     return build_registry(extra=[("testplugin", SeedEchoPlugin())])
 
 
+class ListArm(Arm):
+    """Returns '<node>-1' … '<node>-k', scored 1/rank: the entity '<arm>-r' is a candidate
+    iff the allocation gives that arm at least r — what the policies' tests reward."""
+
+    name = "listed"
+    Params = Params
+
+    def retrieve_batch(self, requests):
+        from ltrr.types import Candidate
+
+        return [[Candidate(f"{self.ctx.node_id}-{j}", self.ctx.node_id, j, 1.0 / j)
+                 for j in range(1, r.k + 1)] for r in requests]
+
+
+def plugin(*classes):
+    """An in-process plugin object registering ``classes``."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(ltrr_components=hookimpl(lambda: list(classes)))
+
+
+def list_plan(folder, registry, policy: str, *, arms=("x", "y"), use: str = "listed",
+              k: int = 5, extra: str = ""):
+    """The compiled pipeline of ``arms`` (each ``use``) and ``policy`` (a YAML flow
+    mapping) in ``folder``, over the catalog ``../c.parquet`` the caller wrote."""
+    from ltrr.compiler import compile_spec
+    from ltrr.spec import load_spec_text
+
+    folder.mkdir(exist_ok=True)
+    listed = "".join(f"  - {{id: {a}, use: {use}}}\n" for a in arms)
+    text = (f"name: t\ncatalog: {{path: ../c.parquet}}\narms:\n{listed}policy: {policy}\n"
+            f"output: {{k: {k}}}\n{extra}\n")
+    return compile_spec(load_spec_text(text, folder / "spec.yaml"), registry)
+
+
+def decision_row(action, context, entity: str, *, weight: float = 1.0,
+                 hit_arm: str | None = None, timestamp: float = 0.0,
+                 event_type: str = "play") -> dict:
+    """One event of a decision as ``ltrr.feedback.interactions`` joins it: ``hit_arm`` is
+    the arm that retrieved ``entity`` (None: none did)."""
+    import json
+
+    q = context.query
+    return {"event_id": f"e-{q.request_id}", "request_id": q.request_id,
+            "user_id": q.user_id, "query": q.text, "entity_id": entity, "type": event_type,
+            "weight": weight, "position": 1, "timestamp": timestamp,
+            "in_candidates": hit_arm is not None, "arms": [hit_arm] if hit_arm else None,
+            "allocation": [{"arm": a, "k": n} for a, n in action.allocation.items()],
+            "probability": action.probability, "action_index": action.index,
+            "pmf": json.dumps(action.pmf), "action_features": json.dumps(action.features),
+            "timings_ms": None}
+
+
+def interactions_of(rows: list[dict]):
+    """``decision_row`` s as an interactions frame."""
+    import polars as pl
+
+    from ltrr.feedback.interactions import INTERACTION_COLUMNS
+
+    return pl.DataFrame(rows, schema_overrides={"timings_ms": pl.String}).select(
+        INTERACTION_COLUMNS)
+
+
 def tiny_spec(folder):
     """A two-entity catalog and a one-arm spec (names looked up by a dictionary slotter)
     in ``folder``: enough for CLI paths that need a valid pipeline without indexes."""

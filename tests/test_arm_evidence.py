@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import json
 import random
-from types import SimpleNamespace
 
 import polars as pl
 import pytest
+from conftest import ListArm, decision_row, interactions_of, list_plan, plugin
 
-from ltrr.compiler import compile_spec
-from ltrr.components import Arm, Params
 from ltrr.errors import CompileError
-from ltrr.feedback.interactions import INTERACTION_COLUMNS
-from ltrr.hookspecs import hookimpl
 from ltrr.registry import build_registry
 from ltrr.runtime.pipeline import Pipeline
 from ltrr.runtime.workspace import Workspace
-from ltrr.spec import load_spec_text
-from ltrr.types import Candidate, PolicyContext, Query, action_key
+from ltrr.types import PolicyContext, Query, action_key
 
 #: the queries arm x "knows" (as a memory would): for those the target is x's rank 8,
 #: for the others y's. Nothing in the text tells them apart.
@@ -30,12 +25,10 @@ NAMES = ["".join(rng.choice("bcdfgklmnprstvz") + rng.choice("aeiou") for _ in ra
 KNOWN = set(rng.sample(NAMES, 1000))
 
 
-class KnowingArm(Arm):
-    name = "knowing"
+class KnowingArm(ListArm):
+    """A listing arm whose evidence (on node x) says whether it knows the query."""
 
-    def retrieve_batch(self, requests):
-        return [[Candidate(f"{self.ctx.node_id}-{j}", self.ctx.node_id, j, 1.0 / j)
-                 for j in range(1, r.k + 1)] for r in requests]
+    name = "knowing"
 
     def evidence_batch(self, contexts):
         if self.ctx.node_id != "x":
@@ -46,32 +39,15 @@ class KnowingArm(Arm):
                 for c in contexts]
 
 
-class KnowingParams(Params):
-    pass
-
-
-KnowingArm.Params = KnowingParams
-
-
 @pytest.fixture()
 def make_plan(tmp_path):
-    registry = build_registry(extra=[("knowing", SimpleNamespace(
-        ltrr_components=hookimpl(lambda: [KnowingArm])))])
+    registry = build_registry(extra=[("knowing", plugin(KnowingArm))])
     pl.DataFrame({"id": ["a"]}).write_parquet(tmp_path / "c.parquet")
 
     def _make(with_: str, folder: str = "p"):
-        d = tmp_path / folder
-        d.mkdir(exist_ok=True)
-        text = f"""
-name: t
-catalog: {{path: ../c.parquet}}
-arms:
-  - {{id: x, use: knowing}}
-  - {{id: y, use: knowing}}
-policy: {{use: vw, budget: 10, with: {with_}}}
-output: {{k: 5}}
-"""
-        return compile_spec(load_spec_text(text, d / "spec.yaml"), registry), registry
+        plan = list_plan(tmp_path / folder, registry,
+                         f"{{use: vw, budget: 10, with: {with_}}}", use="knowing")
+        return plan, registry
 
     return _make
 
@@ -114,19 +90,11 @@ def _learn(policy, n_rounds: int = 50, batch: int = 20) -> float:
         rows = []
         for a, c in zip(actions, contexts):
             arm = "x" if c.query.text in KNOWN else "y"
-            want = json.dumps([[arm, 10]])
-            right.append(action_key(a.allocation) == want)
+            right.append(action_key(a.allocation) == json.dumps([[arm, 10]]))
             hit = a.allocation.get(arm, 0) >= 8
-            rows.append({"event_id": f"e{c.query.request_id}", "request_id": c.query.request_id,
-                         "user_id": None, "query": c.query.text, "entity_id": f"{arm}-8",
-                         "type": "play", "weight": 1.0, "position": 1, "timestamp": float(n),
-                         "in_candidates": hit, "arms": [arm] if hit else None,
-                         "allocation": [{"arm": k, "k": v} for k, v in a.allocation.items()],
-                         "probability": a.probability, "action_index": a.index,
-                         "pmf": json.dumps(a.pmf), "action_features": json.dumps(a.features),
-                         "timings_ms": None})
-        policy.learn(pl.DataFrame(rows, schema_overrides={"timings_ms": pl.String})
-                     .select(INTERACTION_COLUMNS))
+            rows.append(decision_row(a, c, f"{arm}-8", timestamp=float(n),
+                                     hit_arm=arm if hit else None))
+        policy.learn(interactions_of(rows))
     return sum(right[-200:]) / 200
 
 

@@ -6,51 +6,28 @@ from __future__ import annotations
 
 import json
 import random
-from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
 import pytest
-from conftest import tiny_spec
+from conftest import ListArm, decision_row, interactions_of, list_plan, plugin, tiny_spec
 
 from ltrr.cli import main
-from ltrr.compiler import compile_spec
-from ltrr.components import Arm, Params, PlanView
+from ltrr.components import PlanView
 from ltrr.errors import CompileError, DataError, RunError, StateError
 from ltrr.feedback.events import EVENT_SCHEMA
 from ltrr.feedback.ingest import ingest
-from ltrr.feedback.interactions import INTERACTION_COLUMNS
 from ltrr.feedback.train import train
-from ltrr.hookspecs import hookimpl
 from ltrr.registry import build_registry
 from ltrr.runtime.pipeline import Pipeline
 from ltrr.runtime.workspace import Workspace
-from ltrr.spec import load_spec_text
-from ltrr.types import Candidate, PolicyContext, Query, Slot
+from ltrr.types import PolicyContext, Query, Slot
 from ltrr_plugins.policies.base import draw, sample
 from ltrr_plugins.policies.features import ContextFeaturizer, FeatureParams, context_key
 from ltrr_plugins.policies.reward import RewardParams, outcomes
 from ltrr_plugins.policies.space import ActionSpace, SpaceParams, check_space
 from ltrr.types import action_key
 
-
-class ToyArm(Arm):
-    """Returns '<node>-1', '<node>-2', ... (k of them): the target of a context is at
-    rank 8 of one arm, so only the action giving that arm the whole budget finds it."""
-
-    name = "toy"
-
-    def retrieve_batch(self, requests):
-        return [[Candidate(f"{self.ctx.node_id}-{j}", self.ctx.node_id, j, 1.0 / j)
-                 for j in range(1, r.k + 1)] for r in requests]
-
-
-class ToyParams(Params):
-    pass
-
-
-ToyArm.Params = ToyParams
-TOY = SimpleNamespace(ltrr_components=hookimpl(lambda: [ToyArm]))
 
 # Two kinds of queries; the query features (a 'like X' cue, the word count) tell them
 # apart. "like ..." queries want what arm y holds at rank 8; plain ones what x holds.
@@ -61,7 +38,7 @@ CONTEXTS = {"like": ("like song {i}", "y-8", json.dumps([["y", 10]])),
 @pytest.fixture()
 def registry():
     # the policies come through their entry points, like any installed plugin
-    return build_registry(extra=[("toy", TOY)])
+    return build_registry(extra=[("listed", plugin(ListArm))])
 
 
 @pytest.fixture()
@@ -71,19 +48,8 @@ def make_plan(tmp_path, registry):
                  ).write_parquet(tmp_path / "c.parquet")
 
     def _make(use: str = "vw", with_: str = "{step: 5}", folder: str = "p", budget: int = 10):
-        d = tmp_path / folder
-        d.mkdir(exist_ok=True)
-        text = f"""
-name: t
-catalog: {{path: ../c.parquet}}
-arms:
-  - {{id: x, use: toy}}
-  - {{id: y, use: toy}}
-  - {{id: z, use: toy}}
-policy: {{use: {use}, budget: {budget}, with: {with_}}}
-output: {{k: 5}}
-"""
-        return compile_spec(load_spec_text(text, d / "spec.yaml"), registry)
+        return list_plan(tmp_path / folder, registry,
+                         f"{{use: {use}, budget: {budget}, with: {with_}}}", arms=("x", "y", "z"))
 
     return _make
 
@@ -98,21 +64,13 @@ def interaction_rows(actions, contexts, rewarded=True, event_type="play"):
     context's target per decision, in the candidates iff the allocation reached it."""
     rows = []
     for a, c in zip(actions, contexts):
-        kind = c.query.request_id.split("-")[0]
-        target = CONTEXTS[kind][1]
+        target = CONTEXTS[c.query.request_id.split("-")[0]][1]
         arm, rank = target.split("-")
         hit = a.allocation.get(arm, 0) >= int(rank)
-        rows.append({"event_id": f"e-{c.query.request_id}", "request_id": c.query.request_id,
-                     "user_id": c.query.user_id, "query": c.query.text, "entity_id": target,
-                     "type": event_type, "weight": 1.0 if rewarded else 0.0, "position": 1,
-                     "timestamp": 1000.0 + len(rows), "in_candidates": hit,
-                     "arms": [arm] if hit else None,
-                     "allocation": [{"arm": k, "k": v} for k, v in a.allocation.items()],
-                     "probability": a.probability, "action_index": a.index,
-                     "pmf": json.dumps(a.pmf), "action_features": json.dumps(a.features),
-                     "timings_ms": None})
-    return pl.DataFrame(rows, schema_overrides={"timings_ms": pl.String}).select(
-        INTERACTION_COLUMNS)
+        rows.append(decision_row(a, c, target, weight=1.0 if rewarded else 0.0,
+                                 hit_arm=arm if hit else None,
+                                 timestamp=1000.0 + len(rows), event_type=event_type))
+    return interactions_of(rows)
 
 
 def best_share(policy) -> float:
@@ -733,20 +691,9 @@ def test_vw_learns_a_cue_word_no_feature_lists_from_the_querys_own_text(make_pla
                     right.append(action_key(a.allocation) == WORDINGS[cue][1])
                     arm, rank = WORDINGS[cue][0].split("-")
                     hit = a.allocation.get(arm, 0) >= int(rank)
-                    rows.append({"event_id": f"e-{c.query.request_id}",
-                                 "request_id": c.query.request_id, "user_id": None,
-                                 "query": c.query.text, "entity_id": WORDINGS[cue][0],
-                                 "type": "play", "weight": 1.0, "position": 1,
-                                 "timestamp": 1000.0 + n, "in_candidates": hit,
-                                 "arms": [arm] if hit else None,
-                                 "allocation": [{"arm": k, "k": v}
-                                                for k, v in a.allocation.items()],
-                                 "probability": a.probability, "action_index": a.index,
-                                 "pmf": json.dumps(a.pmf),
-                                 "action_features": json.dumps(a.features),
-                                 "timings_ms": None})
-                policy.learn(pl.DataFrame(rows, schema_overrides={"timings_ms": pl.String})
-                             .select(INTERACTION_COLUMNS))
+                    rows.append(decision_row(a, c, WORDINGS[cue][0], timestamp=1000.0 + n,
+                                             hit_arm=arm if hit else None))
+                policy.learn(interactions_of(rows))
             return sum(right[-200:]) / 200
         finally:
             ws.close()
@@ -789,17 +736,9 @@ def _trap_run(make_plan, with_: str, folder: str, rounds: int = 60, batch: int =
                     arm = "none"
                 got = 1.0 if arm != "none" and rng.random() < pay.get(arm, 0.0) else 0.0
                 chose.append(a.allocation == {"y": 10})
-                rows.append({"event_id": f"e{n}-{c.query.request_id}",
-                             "request_id": c.query.request_id, "user_id": None,
-                             "query": c.query.text, "entity_id": "t", "type": "play",
-                             "weight": got, "position": 1, "timestamp": float(n),
-                             "in_candidates": True, "arms": [arm],
-                             "allocation": [{"arm": k, "k": v} for k, v in a.allocation.items()],
-                             "probability": a.probability, "action_index": a.index,
-                             "pmf": json.dumps(a.pmf), "action_features": json.dumps(a.features),
-                             "timings_ms": None})
-            policy.learn(pl.DataFrame(rows, schema_overrides={"timings_ms": pl.String})
-                         .select(INTERACTION_COLUMNS))
+                rows.append(decision_row(a, c, "t", weight=got, hit_arm=arm,
+                                         timestamp=float(n)))
+            policy.learn(interactions_of(rows))
         return sum(chose[-200:]) / 200
     finally:
         ws.close()

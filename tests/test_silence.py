@@ -8,50 +8,29 @@ same way in off-policy evaluation; an event logged after the window is not its r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from types import SimpleNamespace
 
 import polars as pl
 import pytest
+from conftest import ListArm, list_plan, plugin
 
 from ltrr.cli import main
-from ltrr.compiler import compile_spec
-from ltrr.components import Arm, Params
 from ltrr.errors import RunError
 from ltrr.feedback.events import EVENT_SCHEMA, read_events
 from ltrr.feedback.ingest import ingest
 from ltrr.feedback.train import train
-from ltrr.hookspecs import hookimpl
 from ltrr.ope.log import ope_report
 from ltrr.registry import build_registry
 from ltrr.runtime.pipeline import Pipeline
 from ltrr.runtime.workspace import Workspace
-from ltrr.spec import load_spec_text
-from ltrr.types import Candidate, Query
-
-
-class ListArm(Arm):
-    """Returns '<node>-1' … '<node>-k'."""
-
-    name = "listed"
-
-    def retrieve_batch(self, requests):
-        return [[Candidate(f"{self.ctx.node_id}-{j}", self.ctx.node_id, j, 1.0 / j)
-                 for j in range(1, r.k + 1)] for r in requests]
-
-
-class ListParams(Params):
-    pass
-
-
-ListArm.Params = ListParams
+from ltrr.types import Query
 
 
 @pytest.fixture()
 def registry():
-    return build_registry(extra=[("listed", SimpleNamespace(
-        ltrr_components=hookimpl(lambda: [ListArm])))])
+    return build_registry(extra=[("listed", plugin(ListArm))])
 
 
 @pytest.fixture()
@@ -59,22 +38,35 @@ def make_plan(tmp_path, registry):
     pl.DataFrame({"id": [f"a{i}" for i in range(3)]}).write_parquet(tmp_path / "c.parquet")
 
     def _make(folder: str = "p", window: str | None = "60", cost: float = 0.0):
-        d = tmp_path / folder
-        d.mkdir(exist_ok=True)
-        feedback = f"feedback: {{attribution_window: {window}}}" if window else ""
-        text = f"""
-name: t
-catalog: {{path: ../c.parquet}}
-arms:
-  - {{id: x, use: listed}}
-  - {{id: y, use: listed}}
-policy: {{use: epsilon_greedy, budget: 4, with: {{step: 2, reward: {{cost_per_candidate: {cost}}}}}}}
-output: {{k: 4}}
-{feedback}
-"""
-        return compile_spec(load_spec_text(text, d / "spec.yaml"), registry)
+        return list_plan(tmp_path / folder, registry,
+                         f"{{use: epsilon_greedy, budget: 4, with: {{step: 2, reward: "
+                         f"{{cost_per_candidate: {cost}}}}}}}", k=4,
+                         extra=f"feedback: {{attribution_window: {window}}}" if window else "")
 
     return _make
+
+
+@contextlib.contextmanager
+def logged_ago(seconds: float):
+    """Decisions and log appends made inside are stamped ``seconds`` in the past: a
+    window can have closed without the test waiting on the clock."""
+    import ltrr.parquet_log
+    import ltrr.runtime.pipeline
+
+    class Past:
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+        def time(self):
+            return time.time() - seconds
+
+        def time_ns(self):
+            return time.time_ns() - int(seconds * 1e9)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ltrr.runtime.pipeline, "time", Past())
+        mp.setattr(ltrr.parquet_log, "time", Past())
+        yield
 
 
 def serve(plan, registry, n: int, prefix: str = "r"):
@@ -128,10 +120,10 @@ def test_without_a_window_silent_decisions_teach_nothing(make_plan, registry):
 
 
 def test_an_event_logged_after_the_window_is_not_the_decisions_reward(make_plan, registry):
-    plan = make_plan(window="0.05")
-    decisions = serve(plan, registry, 3)
-    time.sleep(0.2)                       # more than the window: load only makes it longer
-    report = ingest(plan, clicks(decisions[:1]))
+    plan = make_plan(window="60")
+    with logged_ago(120):
+        decisions = serve(plan, registry, 3)
+    report = ingest(plan, clicks(decisions[:1]))          # logged now: too late
     stats = report["learners"]["policy"]
     assert stats["late_events"] == 1
     # the late click is not a reward: all three decisions are learned as silent
@@ -178,11 +170,11 @@ def test_train_replays_silence_of_another_folders_log(make_plan, registry):
 
 
 def test_train_learns_silence_once_the_window_closed(make_plan, registry):
-    logging_plan = make_plan("logger", window="0.05")
-    decisions = serve(logging_plan, registry, 4)
-    ingest(logging_plan, clicks(decisions[:1]))
-    time.sleep(0.2)
-    fresh = make_plan("fresh", window="0.05")
+    logging_plan = make_plan("logger", window="60")
+    with logged_ago(120):                 # served and answered two minutes ago
+        decisions = serve(logging_plan, registry, 4)
+        ingest(logging_plan, clicks(decisions[:1]))
+    fresh = make_plan("fresh", window="60")
     report = train(fresh, logging_plan.spec.state_dir)
     stats = report["learners"]["policy"]
     assert stats["learned"] == 1 and stats["silence"]["silent"] == 3
@@ -191,10 +183,10 @@ def test_train_learns_silence_once_the_window_closed(make_plan, registry):
 
 
 def test_ope_rewards_silence_as_the_policy_learns_it(make_plan, registry):
-    plan = make_plan(window="0.05", cost=0.25)
-    decisions = serve(plan, registry, 4)
-    ingest(plan, clicks(decisions[:1]))
-    time.sleep(0.2)
+    plan = make_plan(window="60", cost=0.25)
+    with logged_ago(120):
+        decisions = serve(plan, registry, 4)
+        ingest(plan, clicks(decisions[:1]))
     ws = Workspace(plan)
     try:
         report = ope_report(plan, plan.spec.state_dir, ws.opened("policy"))
