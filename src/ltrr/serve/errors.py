@@ -92,7 +92,7 @@ def from_validation(exc, known: frozenset[str], example: str) -> ApiError:
                             f"send one JSON object encoded in UTF-8, e.g. {example}"))
     field = _field_path(loc, known)
     inner = (first.get("ctx") or {}).get("field")   # a whole-model rule names its field
-    if inner and _field_path(loc + (inner,), known) == ((field + ".") if field else "") + inner:
+    if inner in known:
         field = f"{field}.{inner}" if field else inner
     got = first.get("input")
     hint = (first.get("ctx") or {}).get("hint")     # a custom error may carry one
