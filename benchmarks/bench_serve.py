@@ -46,6 +46,12 @@ at 20 clients. Cache effectiveness (cached variant): per node, the hit rate from
 ``/metrics`` beside the slice's repeat share (the share of its queries whose text came
 earlier in the same slice: the ceiling of a text-keyed cache that started cold).
 
+Against an earlier commit (``--against``, default: the last full run's commit from
+``benchmarks/results/latest.json``, or ``HEAD~1``): right after each search scenario, a
+server running that commit's ``src`` (a temporary ``git worktree``, the same interpreter,
+spec copy and pre-trained state) takes the same slice of the stream. Target: search p50
+and p99 at most 10% above that commit's, measured minutes apart on the same machine.
+
 Throughput baseline, like for like: ``Pipeline.run_batch`` (no HTTP) in as many
 processes at once as the server has workers, each on its own slice of the stream after
 the served ones, rates summed, per variant.
@@ -76,6 +82,7 @@ SPEC = c.ROOT / "pipelines" / "music-serve.yaml"
 TRAFFIC_SEED_OFFSET = 1000          # the stream's seed: --seed + this (pre-training: --seed)
 TARGET_P50_MS = 20.0
 TARGET_P99_MS = 60.0
+TARGET_VS_REFERENCE = 1.10          # search p50/p99 at most 10% above the reference commit's
 FLOOR_SLICE = 50_000                # stream positions between two pipeline-alone processes
 _DROPPED_RE = re.compile(r'^ltrr_arms_dropped_total\{node="([^"]+)",reason="([^"]+)"\}$')
 
@@ -489,9 +496,50 @@ def pretrain(spec: Path, folder: Path, sessions: int, seed: int) -> dict[str, An
             "ranker_training": ranker}
 
 
-def start_server(spec: Path, extra: list[str]) -> tuple[subprocess.Popen, int]:
+def reference_commit(against: str) -> str | None:
+    """The commit ``--against`` names: ``auto`` is the commit of the last full run
+    (``benchmarks/results/latest.json``), or ``HEAD~1`` when that is HEAD itself;
+    ``none`` skips the comparison."""
+    if against == "none":
+        return None
+
+    def rev(ref: str) -> str | None:
+        done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", ref + "^{commit}"],
+                              cwd=c.ROOT, capture_output=True, text=True)
+        return done.stdout.strip() or None
+
+    if against != "auto":
+        found = rev(against)
+        if found is None:
+            raise SystemExit(f"--against {against}: no such commit in {c.ROOT}")
+        return found
+    head = rev("HEAD")
+    latest = c.ROOT / "benchmarks" / "results" / "latest.json"
+    last = None
+    if latest.exists():
+        commits = json.loads(latest.read_text()).get("commits") or []
+        last = rev(commits[0].removesuffix("+dirty")) if len(commits) == 1 else None
+    return last if last and last != head else rev("HEAD~1")
+
+
+def checkout(commit: str, folder: Path) -> Path:
+    """A detached worktree of ``commit`` in ``folder``: its ``src`` is served instead of
+    the installed package (same interpreter and dependencies)."""
+    subprocess.run(["git", "worktree", "add", "--detach", "--force", str(folder), commit],
+                   cwd=c.ROOT, check=True, capture_output=True, text=True)
+    return folder / "src"
+
+
+def start_server(spec: Path, extra: list[str],
+                 source: Path | None = None) -> tuple[subprocess.Popen, int]:
+    """``ltrr serve`` on ``spec``; ``source`` is another checkout's ``src`` to run."""
     cmd = [str(c.venv_bin("ltrr")), "serve", str(spec), "--port", "0", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = None
+    if source is not None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(source), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
     assert proc.stderr is not None
     deadline = time.monotonic() + 180
     lines = []
@@ -648,6 +696,10 @@ def main() -> int:
                    "(and counting the repeats) if they run past its end")
     p.add_argument("--no-floor", dest="floor_baseline", action="store_false",
                    help="skip the in-process pipeline baseline")
+    p.add_argument("--against", default="auto", help="a commit whose server is measured "
+                   "on the same slice right after each search scenario (its src on the same "
+                   "interpreter, state and spec): auto = the last full run's commit "
+                   "(benchmarks/results/latest.json), or HEAD~1 when that is HEAD; none: skip")
     p.add_argument("--spec", type=Path, default=SPEC, help="the spec to serve (default: "
                    "pipelines/music-serve.yaml); a copy with a fresh state folder is served")
     # load-generator mode (internal)
@@ -674,7 +726,10 @@ def main() -> int:
     modes = [m.strip() for m in args.scenarios.split(",") if m.strip()]
 
     started = time.perf_counter()
+    reference = reference_commit(args.against)
     folder = Path(tempfile.mkdtemp(prefix="ltrr-bench-serve-"))
+    reference_src: Path | None = None
+    reference_error: str | None = None
     copies: list[Path] = []
     proc = None
     results: dict[str, dict[str, Any]] = {}
@@ -687,6 +742,11 @@ def main() -> int:
         copies.append(fresh_spec(master, args.spec.resolve()))
         pretrained = pretrain(copies[0], folder / "sim", args.pretrain_sessions, args.seed) \
             if args.pretrain_sessions else None
+        if reference:
+            try:
+                reference_src = checkout(reference, folder / "reference")
+            except subprocess.CalledProcessError as exc:
+                reference_error = f"git worktree add failed: {exc.stderr.strip()[-500:]}"
         traffic_file = folder / "traffic.jsonl"
         texts, traffic = write_traffic(copies[0], traffic_file, args.traffic_sessions,
                                        args.seed + TRAFFIC_SEED_OFFSET)
@@ -727,6 +787,23 @@ def main() -> int:
                 exit_codes[run] = proc.wait(timeout=600)   # a learning run may finish first
                 stops[run] = round(time.perf_counter() - t, 2)
                 proc = None
+                if mode == "search" and reference_src is not None:
+                    # the reference commit's server, same slice, spec and pre-trained state
+                    ref_run = f"{run}@reference"
+                    try:
+                        proc, port = start_server(spec_for(variant, ref_run),
+                                                  ["--workers", str(args.workers),
+                                                   *args.server_args.split()], reference_src)
+                    except RuntimeError as exc:
+                        reference_error = str(exc)[-800:]
+                        c.log(f"{ref_run}: {reference_error}")
+                    else:
+                        c.log(f"{ref_run}: commit {reference[:7]}, server pid {proc.pid}")
+                        results[ref_run] = run_scenario(port, proc.pid, mode, args,
+                                                        traffic_file, texts, offset)
+                        proc.send_signal(signal.SIGTERM)
+                        exit_codes[ref_run] = proc.wait(timeout=600)
+                        proc = None
             offset = end
         traffic["served"] = offset
         traffic["repeats_by_wrap"] = max(0, offset - len(texts))
@@ -738,6 +815,9 @@ def main() -> int:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
+        if reference_src is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(reference_src.parent)],
+                           cwd=c.ROOT, capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
         for spec_copy in copies:
             spec_copy.unlink(missing_ok=True)
@@ -770,6 +850,21 @@ def main() -> int:
                          target=f"< {TARGET_P99_MS:.0f} ms", passed=lat["p99"] < TARGET_P99_MS,
                          baseline=base and base["latency_ms"]["p99"],
                          baseline_name="GET /health p99"),
+            ]
+            ref = results.get(f"{mode}-{variant}@reference")
+            if ref:
+                for q in ("p50", "p99"):
+                    ratio = lat[q] / ref["latency_ms"][q]
+                    metrics.append(c.metric(
+                        f"{label}: {q} latency against commit {reference[:7]}", lat[q], "ms",
+                        target=f"≤ {TARGET_VS_REFERENCE:.2f}× the commit's",
+                        passed=ratio <= TARGET_VS_REFERENCE, baseline=ref["latency_ms"][q],
+                        baseline_name=f"commit {reference[:7]}'s server right after, same "
+                                      "slice of the stream, spec and pre-trained state"))
+            elif mode == "search" and reference:
+                metrics.append(c.metric(f"{label}: latency against commit {reference[:7]}",
+                                        None, note=f"not measured: {reference_error}"))
+            metrics += [
                 c.metric(f"{label}: throughput", r["search_rps"], "q/s",
                          baseline=floor and floor["batch_logged"]["queries_per_s"],
                          baseline_name=f"Pipeline.run_batch alone in {args.workers} "
@@ -810,6 +905,7 @@ def main() -> int:
                "server_stop_s": stops,
                "server_exit_codes": exit_codes, "scenarios": results,
                "pipeline_alone": floors, "workers": args.workers, "variants": variants,
+               "reference_commit": reference, "reference_error": reference_error,
                "command": "ltrr serve <copy of pipelines/music-serve.yaml, caches removed "
                           "for the uncached variant> --port 0 "
                           f"--workers {args.workers} " + args.server_args}
