@@ -1,14 +1,20 @@
-"""The catalog: the entities a pipeline retrieves, loaded once with polars."""
+"""The catalog: the entities a pipeline retrieves, loaded once with polars.
+
+A catalog may hold several kinds of entity (``catalog.types``: a type column and its
+declared values; ids unique across types). An arm that retrieves some types sees a
+:meth:`Catalog.of_types` view: the same kind of object over those rows only.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 from pathlib import Path
 
 import polars as pl
 
-from ltrr.errors import Location, StateError
-from ltrr.files import check_file, content_digest, shown_names
+from ltrr.errors import DataError, Location, StateError
+from ltrr.files import check_file, content_digest, shown, shown_names
 from ltrr.tables import infer_format, list_values, read_table
 
 
@@ -18,16 +24,23 @@ class Catalog:
     ``ids[i]`` is the id of row ``i``; ``row_of(id)`` the inverse. ``where`` is the
     spec position of ``catalog.path``, named by errors. Only a regular file is read
     (:func:`ltrr.files.check_file`), and messages never echo more of it than
-    column names, shortened.
+    column names, shortened. ``type_column``/``types``: the entity types
+    (``catalog.types``), checked when the catalog is read — every row has one of
+    ``types`` and ids are unique — errors located at ``types_where``.
     """
 
     def __init__(self, path: Path, id_column: str = "id", fmt: str | None = None,
-                 where: Location | None = None, lists: dict[str, str] | None = None):
+                 where: Location | None = None, lists: dict[str, str] | None = None,
+                 type_column: str | None = None, types: tuple[str, ...] = (),
+                 types_where: Location | None = None):
         self.path = Path(path)
         self.id_column = id_column
         self.lists = dict(lists or {})
         self.where = where
         self.format = fmt or infer_format(self.path)
+        self.type_column = type_column
+        self.types = tuple(types) if type_column else ()
+        self.types_where = types_where
 
     def _check(self) -> None:
         check_file(self.path, "catalog file", where=self.where,
@@ -40,8 +53,43 @@ class Catalog:
         if self.id_column not in df.columns:
             raise StateError(f"catalog {self.path.name} has no id column '{self.id_column}'",
                              hint=f"set catalog.id to one of: {shown_names(df.columns)}")
-        return df.with_columns(pl.col(self.id_column).cast(pl.String), *(
+        df = df.with_columns(pl.col(self.id_column).cast(pl.String), *(
             list_values(c, sep) for c, sep in self.lists.items() if c in df.columns))
+        if self.type_column:
+            self._check_types(df)
+        return df
+
+    def _check_types(self, df: pl.DataFrame) -> None:
+        """Every row has a declared type, and no id appears twice."""
+        name = self.path.name
+        if self.type_column not in df.columns:
+            raise DataError(f"catalog {name} has no type column '{shown(self.type_column)}'",
+                            where=self.types_where,
+                            hint=f"set catalog.types.column to one of: "
+                                 f"{shown_names(df.columns)}")
+        col = df[self.type_column].cast(pl.String)
+        missing = int(col.null_count())
+        if missing:
+            row = int(col.is_null().arg_max())
+            raise DataError(f"catalog {name}: {missing} row(s) have no entity type in "
+                            f"column '{shown(self.type_column)}' (first: row {row + 1})",
+                            where=self.types_where, hint="give every row one of the types "
+                            "in catalog.types.values")
+        found = set(col.unique().to_list())
+        unknown = sorted(found - set(self.types))
+        if unknown:
+            raise DataError(f"catalog {name}: column '{shown(self.type_column)}' holds "
+                            f"undeclared entity type(s) {', '.join(map(shown, unknown[:5]))}"
+                            + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""),
+                            where=self.types_where, hint="add them to catalog.types.values "
+                            "or fix those rows")
+        ids = df[self.id_column]
+        if ids.n_unique() != len(ids):
+            dup = ids.filter(ids.is_duplicated()).head(1).item()
+            raise DataError(f"catalog {name}: entity id '{shown(str(dup))}' appears more than "
+                            "once: ids must be unique across entity types",
+                            where=self.types_where, hint="prefix ids with their type "
+                            "(e.g. 'station:rock') when two types share id spaces")
 
     @cached_property
     def ids(self) -> list[str]:
@@ -63,3 +111,51 @@ class Catalog:
         self._check()
         return content_digest(self.path)
 
+    # --- entity types ------------------------------------------------------------------
+
+    @property
+    def typed(self) -> bool:
+        return bool(self.type_column)
+
+    @cached_property
+    def type_of(self) -> dict[str, str]:
+        """Entity id → its type (empty for an untyped catalog)."""
+        if not self.type_column:
+            return {}
+        return dict(zip(self.ids, self.frame[self.type_column].cast(pl.String).to_list()))
+
+    def of_types(self, types: tuple[str, ...] | list[str] | None) -> "Catalog":
+        """This catalog restricted to rows of ``types`` (itself for None or every type)."""
+        if not types or not self.typed or set(types) >= set(self.types):
+            return self
+        key = tuple(t for t in self.types if t in set(types))
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = CatalogView(self, key)
+        return view
+
+    @cached_property
+    def _views(self) -> dict[tuple[str, ...], "CatalogView"]:
+        return {}
+
+
+class CatalogView(Catalog):
+    """The rows of some entity types of a typed catalog, as a catalog of its own: the
+    arms that retrieve those types build and search over it. Its fingerprint is the
+    catalog's content and the types."""
+
+    def __init__(self, base: Catalog, types: tuple[str, ...]):
+        super().__init__(base.path, base.id_column, base.format, base.where, base.lists,
+                         base.type_column, base.types, base.types_where)
+        self.base = base
+        self.view_types = types
+
+    @cached_property
+    def frame(self) -> pl.DataFrame:
+        df = self.base.frame
+        return df.filter(pl.col(self.type_column).cast(pl.String).is_in(list(self.view_types)))
+
+    @cached_property
+    def fingerprint(self) -> str:
+        blob = f"{self.base.fingerprint}|types={','.join(self.view_types)}"
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

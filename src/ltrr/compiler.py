@@ -86,6 +86,7 @@ def compile_spec(spec: Spec, registry: Registry | None = None) -> Plan:
     m = spec.model
     _check_requires(spec)
     _check_ids(spec)
+    _check_types(spec)
 
     encoders = tuple(_resolve(spec, registry, Kind.ENCODER, e, ("encoders", i), e.id)
                      for i, e in enumerate(m.encoders))
@@ -124,7 +125,9 @@ def compile_spec(spec: Spec, registry: Registry | None = None) -> Plan:
     view = PlanView(arms=tuple(arms), slotters=tuple(s.id for s in slotters),
                     budget=m.policy.budget, output_k=m.output.k,
                     arm_max_k={a.id: a.max_k for a in m.arms},
-                    encoders=tuple(e.id for e in encoders))
+                    encoders=tuple(e.id for e in encoders),
+                    types=tuple(m.catalog.types.values) if m.catalog.types else (),
+                    arm_types={a.id: tuple(a.types) if a.types else None for a in m.arms})
     _check_budget(spec, view)
     for n in (*slotters, *arms.values()):
         _check_cache(spec, n)
@@ -308,6 +311,42 @@ def _check_acyclic(graph: nx.DiGraph, spec: Spec) -> None:
     raise spec.error(CompileError, "arms form a cycle through 'from': " + " -> ".join(names),
                      ("arms", i, "from"), hint="arms may only take seeds from earlier stages; "
                      "break the cycle by removing one 'from' entry")
+
+
+def _check_types(spec: Spec) -> None:
+    """Entity types named by arms and quotas are the catalog's declared ones."""
+    m = spec.model
+    declared = m.catalog.types.values if m.catalog.types else None
+    if declared is not None and len(set(declared)) != len(declared):
+        dup = next(t for t in declared if declared.count(t) > 1)
+        raise spec.error(CompileError, f"entity type '{dup}' is declared twice",
+                         ("catalog", "types", "values"), hint="list each type once")
+    named = [(("arms", i, "types", j), t) for i, a in enumerate(m.arms)
+             for j, t in enumerate(a.types or [])]
+    named += [(("output", "quotas", t), t) for t in m.output.quotas]
+    for path, t in named:
+        if declared is None:
+            raise spec.error(CompileError, f"names the entity type '{t}' but the catalog "
+                             "declares no types", path, hint="declare them in catalog.types "
+                             "({column: <type column>, values: [...]}), or remove this")
+        if t not in declared:
+            close = difflib.get_close_matches(t, declared, n=1)
+            raise spec.error(CompileError, f"unknown entity type '{t}'", path,
+                             hint=(f"did you mean '{close[0]}'? " if close else "")
+                             + "catalog.types.values: " + ", ".join(declared))
+    for i, a in enumerate(m.arms):
+        if a.types is not None and len(set(a.types)) != len(a.types):
+            raise spec.error(CompileError, "an entity type is listed twice",
+                             ("arms", i, "types"), hint="list each type once")
+    q = m.output.quotas
+    for t, quota in q.items():
+        if quota.max is not None and quota.min > quota.max:
+            raise spec.error(CompileError, f"min {quota.min} is above max {quota.max}",
+                             ("output", "quotas", t), hint="lower min or raise max")
+    if sum(quota.min for quota in q.values()) > m.output.k:
+        raise spec.error(CompileError, f"the quotas' mins add up to more than the "
+                         f"{m.output.k} results", ("output", "quotas"),
+                         hint="lower the mins or raise output.k")
 
 
 def _check_budget(spec: Spec, view: PlanView) -> None:

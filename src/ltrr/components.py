@@ -99,6 +99,9 @@ class PlanView:
     output_k: int
     arm_max_k: dict[str, int] = field(default_factory=dict)
     encoders: tuple[str, ...] = ()
+    #: the catalog's entity types (empty: untyped) and each arm's (None: every type)
+    types: tuple[str, ...] = ()
+    arm_types: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,10 +114,19 @@ class ComponentContext:
     catalog_loader: Callable[[], "Catalog"]
     plan: PlanView
     node_loader: Callable[[str], "Component"] | None = None
+    #: the entity types this node retrieves (an arm's ``types:``); None: every type
+    types: tuple[str, ...] | None = None
+    whole_catalog_loader: Callable[[], "Catalog"] | None = None
 
     @property
     def catalog(self) -> "Catalog":
+        """The entities this node works on: the rows of its ``types`` for a typed arm."""
         return self.catalog_loader()
+
+    @property
+    def whole_catalog(self) -> "Catalog":
+        """Every entity of every type (an arm that expands across types builds on it)."""
+        return (self.whole_catalog_loader or self.catalog_loader)()
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the node's params, resolved against the spec's folder."""

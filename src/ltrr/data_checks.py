@@ -49,7 +49,9 @@ def data_problems(plan: "Plan") -> list[LtrrError]:
         problems += _columns(spec, catalog, "catalog", Path(cat.path).name, (
             ColumnUse(cat.id, ("catalog", "id"), "scalar"),
             *((ColumnUse(cat.title, ("catalog", "title"), "text"),) if cat.title else ()),
-            *(ColumnUse(c, ("catalog", "lists", c), "string", key=True) for c in cat.lists)))
+            *(ColumnUse(c, ("catalog", "lists", c), "string", key=True) for c in cat.lists),
+            *((ColumnUse(cat.types.column, ("catalog", "types", "column"), "string"),)
+              if cat.types else ())))
         catalog = _split_lists(catalog, cat.lists)
     for node in plan.nodes:
         base = node.path + ("with",)

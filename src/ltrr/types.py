@@ -44,6 +44,7 @@ class Candidate:
     score: float
     features: dict[str, float] | None = None
     seed: str | None = None        # upstream entity this candidate was expanded from
+    entity_type: str | None = None  # set by the pipeline when the catalog is typed
 
 
 @dataclass(slots=True)
@@ -129,6 +130,7 @@ class Ranked:
     entity_id: str
     score: float
     sources: list[Candidate]
+    entity_type: str | None = None  # set by the pipeline when the catalog is typed
 
 
 @dataclass(slots=True)

@@ -112,15 +112,19 @@ def print_decisions(decisions: list[Decision], titles: dict[str, str], k: int,
         table = Table(title=f"[bold]{d.query.text}[/bold]  (slots: {slots}; arms: {alloc}; "
                             f"{d.timings_ms.get('total', 0):.1f} ms)",
                       title_justify="left", box=None)
+        typed = any(r.entity_type is not None for r in d.ranking)
         table.add_column("#", justify="right")
         table.add_column("id")
+        if typed:
+            table.add_column("type")
         if titles:
             table.add_column("title")
         table.add_column("score", justify="right")
         table.add_column("found by")
         for r in d.ranking[:k]:
             found = ", ".join(f"{c.arm}@{c.rank}" for c in r.sources)
-            row = [str(r.rank), r.entity_id] + ([titles.get(r.entity_id, "")] if titles else [])
+            row = [str(r.rank), r.entity_id] + ([r.entity_type or ""] if typed else []) \
+                + ([titles.get(r.entity_id, "")] if titles else [])
             table.add_row(*row, f"{r.score:.4f}", found)
         if not d.ranking:
             console.print(f"[bold]{d.query.text}[/bold]: no results")

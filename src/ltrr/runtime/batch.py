@@ -130,8 +130,10 @@ def decision_json(d: Decision, k: int) -> dict[str, Any]:
         "slots": [{"slot": s.name, "value": s.value, "score": round(s.score, 4)}
                   for s in d.slots],
         "allocation": d.action.allocation, "probability": d.action.probability,
-        "results": [{"rank": r.rank, "id": r.entity_id, "score": r.score,
-                     "arms": {c.arm: c.rank for c in r.sources}} for r in d.ranking[:k]],
+        "results": [{"rank": r.rank, "id": r.entity_id,
+                     **({"type": r.entity_type} if r.entity_type is not None else {}),
+                     "score": r.score, "arms": {c.arm: c.rank for c in r.sources}}
+                    for r in d.ranking[:k]],
         "timings_ms": {key: round(v, 3) for key, v in d.timings_ms.items()},
         "trace": d.trace,
         "dropped": d.dropped,

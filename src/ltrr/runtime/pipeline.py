@@ -32,6 +32,8 @@ from ltrr.runtime.workspace import Workspace
 
 if TYPE_CHECKING:
     import polars as pl
+
+    from ltrr.runtime.entity_types import Typing
 from ltrr.types import ArmRequest, Candidate, Decision, PolicyContext, Query, RankRequest, Slot
 
 TRACE = bool(os.environ.get("LTRR_TRACE"))
@@ -117,6 +119,16 @@ class Pipeline:
         self.close()
 
     @cached_property
+    def _typing(self) -> "Typing | None":
+        """Entity types of candidates and results (None: an untyped catalog)."""
+        if not self.plan.view.types:
+            return None
+        from ltrr.runtime.entity_types import Typing
+
+        return Typing(self.catalog.type_of, self.plan.view.arm_types,
+                      self.plan.model.output.quotas)
+
+    @cached_property
     def _arm_specs(self):
         return {a.id: a for a in self.plan.model.arms}
 
@@ -180,16 +192,22 @@ class Pipeline:
         k_out, budget = self.plan.model.output.k, self.plan.model.policy.budget
         per_query_arms: list[dict[str, list[Candidate]]] = []
         merged_all = []
+        typing = self._typing
         t = perf_counter()
         for i in range(n):
             per_arm = {arm: results[arm][i][:k] for arm, k in actions[i].allocation.items()
                        if results.get(arm) and results[arm][i] is not None}
+            if typing is not None:
+                per_arm = typing.candidates(per_arm)
             per_query_arms.append(per_arm)
             merged_all.append(merger.merge(per_arm, budget))
         timings["merge"] = _ms(t)
         t = perf_counter()
-        rankings = ranker.rank_batch([RankRequest(q, slots[i], merged_all[i], k_out)
+        k_rank = k_out if typing is None or not typing.quotas else budget
+        rankings = ranker.rank_batch([RankRequest(q, slots[i], merged_all[i], k_rank)
                                       for i, q in enumerate(queries)])
+        if typing is not None:
+            rankings = [typing.ranking(r, k_out) for r in rankings]
         timings["ranker"] = _ms(t)
 
         per_query: dict[str, float] = {}

@@ -24,16 +24,27 @@ class Workspace:
         if self._catalog is None:
             c = self.plan.model.catalog
             spec = self.plan.spec
+            t = c.types
             self._catalog = Catalog(spec.resolve(c.path), c.id, c.format, lists=c.lists,
-                                    where=spec.locate(("catalog", "path")))
+                                    where=spec.locate(("catalog", "path")),
+                                    type_column=t.column if t else None,
+                                    types=tuple(t.values) if t else (),
+                                    types_where=spec.locate(("catalog", "types"))
+                                    if t else None)
         return self._catalog
 
     def instantiate(self, node: PlanNode) -> Component:
-        """A fresh, un-opened component for ``node``."""
+        """A fresh, un-opened component for ``node``. An arm that retrieves some entity
+        types (``types:``) gets the catalog of those rows as ``ctx.catalog``, the whole
+        one as ``ctx.whole_catalog``."""
         spec = self.plan.spec
+        types = self.plan.view.arm_types.get(node.id)
         ctx = ComponentContext(node_id=node.id, state_dir=spec.state_dir / node.id,
-                               spec_dir=spec.base_dir, catalog_loader=lambda: self.catalog,
-                               plan=self.plan.view, node_loader=self.opened)
+                               spec_dir=spec.base_dir,
+                               catalog_loader=(lambda: self.catalog.of_types(types))
+                               if types else (lambda: self.catalog),
+                               plan=self.plan.view, node_loader=self.opened, types=types,
+                               whole_catalog_loader=lambda: self.catalog)
         return node.registration.cls(node.params, ctx)
 
     def opened(self, node_id: str) -> Component:

@@ -43,6 +43,7 @@ class Served:
         self.decision_log: "DecisionLog | None" = (
             decision_log(plan) if plan.model.log.decisions else None)
         self.learners = [n.id for n in plan.nodes if issubclass(n.registration.cls, Learner)]
+        self.typed = plan.model.catalog.types is not None
         self.titles: dict[str, str] = {}
         column = plan.model.catalog.title
         if column:

@@ -76,6 +76,8 @@ class Result(BaseModel):
     title: str | None = Field(description="The catalog's title column, when the spec names one.")
     score: float = Field(description="The ranker's score.")
     arms: dict[str, int] = Field(description="Arms that found the entity → its rank there.")
+    type: str | None = Field(None, description=(
+        "The entity's type, when the catalog declares types (`catalog.types`)."))
 
 
 class SearchResponse(BaseModel):

@@ -217,6 +217,9 @@ class SearchEndpoint(QueueWorker[Job]):
                     "score": r.score if math.isfinite(r.score) else None,
                     "arms": {c.arm: c.rank for c in r.sources}}
                    for r in d.ranking[:job.k or served.k_max]]
+        if served.typed:
+            for row, r in zip(results, d.ranking):
+                row["type"] = r.entity_type
         timings = {key: round(v, 3) for key, v in d.timings_ms.items()}
         timings["queue"] = round((job.started - job.queued) * 1000.0, 3)
         timings["server"] = round((perf_counter() - job.arrived) * 1000.0, 3)

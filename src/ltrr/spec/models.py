@@ -20,6 +20,20 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
+TypeName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$",
+                                description="Entity type: a letter, then letters, digits, _ or -.")]
+
+
+class EntityTypesSpec(Model):
+    """Several kinds of entity in one catalog: the column naming each row's type and the
+    types it may hold (ids stay unique across types)."""
+
+    column: str = Field(description="Column holding each entity's type.")
+    values: list[TypeName] = Field(min_length=1, description=(
+        "The types the column may hold (e.g. [artist, station]); a row of another type, or "
+        "of none, is an error when the catalog is read."))
+
+
 class CatalogSpec(Model):
     """The entities to retrieve: a Parquet, CSV, TSV or JSONL file (text ones may be gzipped)."""
 
@@ -33,6 +47,9 @@ class CatalogSpec(Model):
             "Text columns holding lists joined by a separator, split when the catalog is "
             "read (column → separator, e.g. `{genres: '|'}`): each value then counts alone "
             "(slots, attributes, indexed text)."))
+    types: EntityTypesSpec | None = Field(None, description=(
+        "Entity types (e.g. artists and stations): the column and its values. Unset: one "
+        "kind of entity, untyped."))
 
 
 class ComponentSpec(Model):
@@ -72,6 +89,9 @@ class ArmSpec(ComponentSpec):
         "dropped from those responses, with a note in their trace. Offline commands wait "
         "for every arm by default."))
     max_k: int = Field(1000, gt=0, description="Most candidates this arm may be asked for.")
+    types: list[TypeName] | None = Field(None, description=(
+        "The entity types this arm retrieves (needs `catalog.types`): it sees only catalog "
+        "rows of these types, and returns only them. Default: every type."))
     seeds: int = Field(10, gt=0, description=(
         "How many top candidates of each upstream arm seed this arm (with `from:`)."))
     cache: int = Field(0, ge=0, description=(
@@ -100,10 +120,23 @@ class RankerSpec(ComponentSpec):
     use: ComponentName = "score"
 
 
+class TypeQuota(Model):
+    """How many results of one entity type a response holds."""
+
+    min: int = Field(0, ge=0, description=(
+        "At least this many (when the candidates hold as many of the type)."))
+    max: int | None = Field(None, ge=0, description="At most this many; unset: no limit.")
+
+
 class OutputSpec(Model):
     """What a response returns."""
 
     k: int = Field(10, gt=0, description="Number of results returned per query.")
+    quotas: dict[TypeName, TypeQuota] = Field(default_factory=dict, description=(
+        "Blending of entity types (needs `catalog.types`): per type, the least and most "
+        "results of it among the k, e.g. `{station: {min: 1, max: 3}}`. The ranker's order "
+        "is kept within these bounds: a result is skipped only to respect a max or to make "
+        "room for a min."))
 
 
 class LogSpec(Model):

@@ -135,7 +135,7 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
         p = self.params
         started = time.perf_counter()
         total = 100
-        ids = self.ctx.catalog.ids
+        ids = self.ctx.whole_catalog.ids
         n = len(ids)
         entities = pl.DataFrame({"_e": ids, "_row": np.arange(n, dtype=np.int64)})
         attributes: list[str] = []
@@ -184,7 +184,7 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
             raise StateError("the relations link no catalog entities: the graph has no edges",
                              node=self.ctx.node_id, field="with.relations",
                              hint="check that the relations' entity columns hold the catalog's "
-                                  f"ids (column '{self.ctx.catalog.id_column}')")
+                                  f"ids (column '{self.ctx.whole_catalog.id_column}')")
         size = n + len(attributes)
         # each undirected edge once (u < v): the symmetric adjacency is A + A^T
         u, v, w = edges["u"].to_numpy(), edges["v"].to_numpy(), edges["w"].to_numpy()
@@ -229,7 +229,7 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
             self._n = int(nodes["entities"])
             self._attributes: list[str] = nodes["attributes"]
             if adj.shape[0] != self._n + len(self._attributes) or self._n != len(
-                    self.ctx.catalog) or (embedding and len(self._vectors) != adj.shape[0]):
+                    self.ctx.whole_catalog) or (embedding and len(self._vectors) != adj.shape[0]):
                 raise ValueError("node counts of its files disagree")
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise StateError(f"graph index in {state} is unreadable: {exc}",
@@ -239,7 +239,14 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
         for j, name in enumerate(self._attributes):
             ns, _, value = name.partition(":")
             self._attr.setdefault((ns, normalize(value)), []).append(self._n + j)
-        self._ids = self.ctx.catalog.ids
+        self._ids = self.ctx.whole_catalog.ids
+        # an arm of some entity types expands from any entity but returns only those
+        self._allowed = None
+        if self.ctx.types:
+            kinds = self.ctx.whole_catalog.type_of
+            wanted = set(self.ctx.types)
+            self._allowed = np.fromiter((kinds.get(e) in wanted for e in self._ids),
+                                        dtype=bool, count=self._n)
         # the random walk's transition matrix P = D^-1 A, over A's CSR structure
         deg = np.asarray(adj.sum(axis=1)).ravel()
         inv = np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0)
@@ -265,7 +272,7 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
         the nodes whose values have the slot value's :func:`ltrr.text.normalize`."""
         weights: dict[int, float] = {}
         for s in request.seeds:
-            node = self.ctx.catalog.row_of(s.entity_id)
+            node = self.ctx.whole_catalog.row_of(s.entity_id)
             if node is not None:
                 weights[node] = weights.get(node, 0.0) + 1.0 / max(s.rank, 1)
         spaces = self.params.slot_attributes

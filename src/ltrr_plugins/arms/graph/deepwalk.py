@@ -141,8 +141,10 @@ class DeepWalk:
         arm = self.ctx.node_id
         for (i, seeds, vecs), row_sims, row_found in zip(todo, sims, found):
             exclude = set(seeds.tolist())
+            allowed = self._allowed
             keep = [(int(e), float(x)) for e, x in zip(row_found, row_sims)
-                    if e >= 0 and int(e) not in exclude][:ks[i]]
+                    if e >= 0 and int(e) not in exclude
+                    and (allowed is None or allowed[int(e)])][:ks[i]]
             if not keep:
                 continue
             rows = np.fromiter((e for e, _ in keep), dtype=np.int64, count=len(keep))

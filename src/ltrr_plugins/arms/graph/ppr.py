@@ -83,6 +83,8 @@ class PersonalizedPageRank:
         seeds = list(weights)
         ent = scores[:self._n]
         ent[[s for s in seeds if s < self._n]] = 0.0
+        if self._allowed is not None:
+            ent[~self._allowed] = 0.0
         found = np.flatnonzero(ent > 0)
         if len(found) > k:
             found = found[np.argpartition(-ent[found], k - 1)[:k]]

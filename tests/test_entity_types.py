@@ -1,0 +1,186 @@
+"""Several kinds of entity in one catalog: declared types, typed arms, blending."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+import yaml
+
+from ltrr.compiler import load_plan
+from ltrr.errors import CompileError, DataError
+from ltrr.runtime.entity_types import blend
+from ltrr.runtime.pipeline import Pipeline
+from ltrr.spec.models import TypeQuota
+from ltrr.types import Query, Ranked
+
+ARTISTS = [("a1", "Rock Giants", ["rock", "metal"]), ("a2", "Soft Rockers", ["rock"]),
+           ("a3", "Jazz Cats", ["jazz"]), ("a4", "Blue Notes", ["jazz", "blues"]),
+           ("a5", "Metal Heads", ["metal"])]
+STATIONS = [("st:rock", "rock radio", ["rock"]), ("st:jazz", "jazz radio", ["jazz"]),
+            ("st:metal", "metal radio", ["metal"])]
+
+
+def typed_folder(folder, catalog_types: bool = True):
+    rows = [{"id": i, "kind": "artist", "name": n, "tags": t} for i, n, t in ARTISTS] + \
+        [{"id": i, "kind": "station", "name": n, "tags": t} for i, n, t in STATIONS]
+    pl.DataFrame(rows).write_parquet(folder / "catalog.parquet")
+    pairs = [{"entity": r["id"], "tag": t} for r in rows for t in r["tags"]]
+    pl.DataFrame(pairs).write_parquet(folder / "tags.parquet")
+    spec = {
+        "name": "typed",
+        "catalog": {"path": "catalog.parquet", "title": "name",
+                    **({"types": {"column": "kind", "values": ["artist", "station"]}}
+                       if catalog_types else {})},
+        "slotters": [{"id": "u", "use": "dictionary",
+                      "with": {"slots": {"artist": {"column": "name", "entity": True,
+                                                    "min_chars": 3}}}}],
+        "arms": [
+            {"id": "artists", "use": "bm25", "types": ["artist"],
+             "with": {"fields": {"name": 2.0, "tags": 1.0}}},
+            {"id": "stations", "use": "bm25", "types": ["station"],
+             "with": {"fields": {"name": 2.0, "tags": 1.0}}},
+            {"id": "related", "use": "graph", "types": ["station"], "from": ["u"],
+             "with": {"relations": [{"kind": "bipartite", "path": "tags.parquet",
+                                     "entity": "entity", "attribute": "tag",
+                                     "min_entities": 1}]}},
+        ],
+        "policy": {"use": "static", "budget": 12,
+                   "with": {"allocation": {"artists": 4, "stations": 4, "related": 4}}},
+        "output": {"k": 6},
+    }
+    return spec
+
+
+def write(folder, spec) -> object:
+    path = folder / "typed.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def indexed(folder, spec):
+    from ltrr.runtime.batch import index_plan
+
+    plan = load_plan(write(folder, spec))
+    index_plan(plan)
+    return plan
+
+
+@pytest.fixture(scope="module")
+def typed_plan(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("typed")
+    return folder, indexed(folder, typed_folder(folder))
+
+
+def run(plan, text: str):
+    with Pipeline(plan, log_decisions=False) as pipe:
+        return pipe.run(Query("r1", text))
+
+
+def test_typed_arms_return_only_their_types_and_results_carry_types(typed_plan):
+    _, plan = typed_plan
+    d = run(plan, "rock")
+    assert {c.entity_type for c in d.candidates["artists"]} == {"artist"}
+    assert {c.entity_type for c in d.candidates["stations"]} == {"station"}
+    assert d.candidates["stations"][0].entity_id == "st:rock"
+    assert all(r.entity_type == ("station" if r.entity_id.startswith("st:") else "artist")
+               for r in d.ranking)
+    assert {r.entity_type for r in d.ranking} == {"artist", "station"}
+
+
+def test_graph_arm_expands_from_an_artist_to_stations_only(typed_plan):
+    _, plan = typed_plan
+    d = run(plan, "Jazz Cats")            # an artist named: its tags lead to stations
+    related = d.candidates["related"]
+    assert related and {c.entity_type for c in related} == {"station"}
+    assert related[0].entity_id == "st:jazz"
+    assert related[0].seed == "a3"
+
+
+def test_quotas_bound_each_type_in_the_results(typed_plan):
+    folder, _ = typed_plan
+    spec = typed_folder(folder)
+    spec["output"]["quotas"] = {"station": {"max": 1}, "artist": {"min": 1}}
+    plan = load_plan(write(folder, spec))
+    d = run(plan, "rock radio metal")
+    kinds = [r.entity_type for r in d.ranking]
+    assert kinds.count("station") == 1 and kinds.count("artist") >= 1
+    assert [r.rank for r in d.ranking] == list(range(1, len(d.ranking) + 1))
+    spec["output"] = {"k": 2}
+    plain = [r.entity_type for r in run(load_plan(write(folder, spec)), "Rock Giants").ranking]
+    assert plain.count("station") < 2          # without a quota, artists come first
+    spec["output"]["quotas"] = {"station": {"min": 2}}
+    d = run(load_plan(write(folder, spec)), "Rock Giants")
+    assert [r.entity_type for r in d.ranking] == ["station", "station"]
+
+
+def test_typed_output_in_json_and_untyped_output_unchanged(typed_plan, tmp_path):
+    from ltrr.runtime.batch import decision_json
+
+    _, plan = typed_plan
+    row = decision_json(run(plan, "rock"), 6)
+    assert {r["type"] for r in row["results"]} == {"artist", "station"}
+
+    spec = typed_folder(tmp_path, catalog_types=False)
+    for arm in spec["arms"]:
+        arm.pop("types")
+    untyped = indexed(tmp_path, spec)
+    d = run(untyped, "rock")
+    assert all(r.entity_type is None for r in d.ranking)
+    assert all("type" not in r for r in decision_json(d, 6)["results"])
+
+
+def test_blend_keeps_the_ranked_order_within_quotas():
+    ranked = [Ranked(i + 1, f"e{i}", 1.0 - i / 10, [], t)
+              for i, t in enumerate(["a", "a", "a", "b", "a", "b", "b"])]
+    ids = lambda rs: [r.entity_id for r in rs]        # noqa: E731
+    assert ids(blend(ranked, 4, {"b": TypeQuota(min=2)})) == ["e0", "e1", "e3", "e5"]
+    assert ids(blend(ranked, 4, {"a": TypeQuota(max=1)})) == ["e0", "e3", "e5", "e6"]
+    assert ids(blend(ranked, 3, {"b": TypeQuota(min=5)})) == ["e3", "e5", "e6"]
+    assert ids(blend(ranked, 4, {})) == ["e0", "e1", "e2", "e3"]
+    # too few of a type to fill the rest: fewer results, never a type past its max
+    assert ids(blend(ranked, 6, {"a": TypeQuota(max=1), "b": TypeQuota(max=2)})) == \
+        ["e0", "e3", "e5"]
+
+
+@pytest.mark.parametrize("change, where, words", [
+    (lambda s: s["catalog"].pop("types"), ("arms", 0, "types", 0), "declares no types"),
+    (lambda s: s["arms"][0].update(types=["artsit"]), ("arms", 0, "types", 0),
+     "did you mean 'artist'"),
+    (lambda s: s["output"].update(quotas={"station": {"min": 7}}), ("output", "quotas"),
+     "more than the 6 results"),
+    (lambda s: s["output"].update(quotas={"station": {"min": 3, "max": 2}}),
+     ("output", "quotas", "station"), "min 3 is above max 2"),
+    (lambda s: s["catalog"]["types"].update(values=["artist", "artist"]),
+     ("catalog", "types", "values"), "declared twice"),
+])
+def test_wrong_types_are_located_compile_errors(tmp_path, change, where, words):
+    spec = typed_folder(tmp_path)
+    change(spec)
+    path = write(tmp_path, spec)
+    with pytest.raises(CompileError) as err:
+        load_plan(path)
+    from ltrr.spec import load_spec
+
+    line = load_spec(path).locate(where).line
+    assert words in str(err.value) and f"typed.yaml:{line}" in str(err.value)
+
+
+@pytest.mark.parametrize("rows, words", [
+    ([{"id": "x", "kind": "podcast", "name": "n", "tags": []}], "undeclared entity type"),
+    ([{"id": "x", "kind": None, "name": "n", "tags": []}], "have no entity type"),
+    ([{"id": "a1", "kind": "station", "name": "n", "tags": []}], "'a1' appears more than once"),
+])
+def test_catalog_rows_of_undeclared_types_or_shared_ids_are_data_errors(tmp_path, rows, words):
+    spec = typed_folder(tmp_path)
+    frame = pl.read_parquet(tmp_path / "catalog.parquet")
+    pl.concat([frame, pl.DataFrame(rows, schema=frame.schema)]).write_parquet(
+        tmp_path / "catalog.parquet")
+    plan = load_plan(write(tmp_path, spec))
+    from ltrr.runtime.workspace import Workspace
+
+    with pytest.raises(DataError) as err:
+        Workspace(plan).catalog.frame
+    assert words in str(err.value) and "typed.yaml:" in str(err.value)
+    assert json.dumps(str(err.value))       # one line of text, no traceback
