@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -184,3 +185,109 @@ def test_catalog_rows_of_undeclared_types_or_shared_ids_are_data_errors(tmp_path
         Workspace(plan).catalog.frame
     assert words in str(err.value) and "typed.yaml:" in str(err.value)
     assert json.dumps(str(err.value))       # one line of text, no traceback
+
+
+MIXED = Path(__file__).resolve().parents[1] / "examples/data/lastfm/music_mixed.parquet"
+MIXED_SPEC = f"""
+name: mixedsim
+catalog:
+  path: {MIXED}
+  id: entity_id
+  title: name
+  types: {{column: kind, values: [artist, station]}}
+slotters:
+  - id: understand
+    use: dictionary
+    with:
+      slots:
+        tag: {{column: tags, min_count: 5, min_chars: 3}}
+        name: {{column: name, entity: true, min_chars: 3}}
+arms:
+  - id: names
+    use: entity_lookup
+    from: [understand]
+  - id: lexical
+    use: bm25
+    types: [artist]
+    with: {{fields: {{name: 3.0, tag_text: 1.0}}}}
+  - id: stations
+    use: bm25
+    types: [station]
+    with: {{fields: {{name: 2.0, tag_text: 1.0}}}}
+policy:
+  use: static
+  budget: 20
+  with: {{allocation: {{names: 5, lexical: 10, stations: 5}}}}
+output: {{k: 10}}
+"""
+
+
+@pytest.fixture(scope="module")
+def mixed_plan(tmp_path_factory):
+    from ltrr.runtime.batch import index_plan
+
+    path = tmp_path_factory.mktemp("mixed") / "mixed.yaml"
+    path.write_text(MIXED_SPEC)
+    plan = load_plan(path)
+    index_plan(plan)
+    return plan
+
+
+def test_simulated_listeners_want_stations_and_recall_is_reported_by_entity_type(
+        mixed_plan, tmp_path):
+    import numpy as np
+
+    from ltrr.simulate.engine import PolicyChoice, SimConfig, make_user_model, simulate
+    from ltrr.simulate.report import write_report
+
+    users = make_user_model(mixed_plan, "lastfm", {"mix": {"exact": 1, "station": 1}})
+    kinds = users.ctx.catalog.type_of
+    rng = np.random.default_rng(3)
+    sessions = [users.sample(rng, 0.0) for _ in range(300)]
+    stations = [s for s in sessions if s.type == "station"]
+    assert 100 < len(stations) < 200
+    assert all(kinds[s.target] == "station" for s in stations)
+    assert all(kinds[s.target] == "artist" for s in sessions if s.type != "station")
+    # the query names the station's own tag (its first tag)
+    tags = dict(zip(users.ctx.catalog.ids, users.ctx.catalog.frame["tags"].to_list()))
+    assert all(tags[s.target][0] in s.text for s in stations)
+
+    result = simulate(mixed_plan, "lastfm", {"mix": {"exact": 1, "station": 1}},
+                      [PolicyChoice("static", "static", dict(mixed_plan.model.policy.with_)),
+                       PolicyChoice("artists", "static", {"allocation": {"lexical": 20}})],
+                      SimConfig(sessions=200, seed=5, round_size=50,
+                                keep_state=tmp_path / "state"))
+    summary = write_report(result, tmp_path / "out")
+    by_kind = summary["policies"]["artists"]["recall_by_entity_type"]
+    assert set(by_kind) == {"artist", "station"}
+    assert by_kind["station"] == 0.0           # an artists-only arm finds no station
+    assert summary["policies"]["static"]["recall_by_entity_type"]["station"] > 0.5
+
+
+def test_station_queries_need_a_typed_catalog(tmp_path):
+    from ltrr.errors import RunError
+    from ltrr.simulate.engine import make_user_model
+
+    spec = yaml.safe_load(MIXED_SPEC)
+    spec["catalog"].pop("types")
+    for arm in spec["arms"]:
+        arm.pop("types", None)
+    path = tmp_path / "untyped.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(RunError) as err:
+        make_user_model(load_plan(path), "lastfm", {"mix": {"exact": 1, "station": 1}})
+    assert "needs a catalog with entity type 'station'" in str(err.value)
+
+
+def test_evaluate_by_entity_type_groups_queries_by_what_they_look_for(typed_plan, tmp_path):
+    from ltrr.runtime.batch import evaluate_plan
+
+    _, plan = typed_plan
+    (tmp_path / "q.tsv").write_text("1\trock radio\n2\tJazz Cats\n3\tmetal\n")
+    (tmp_path / "qrels.txt").write_text("1 0 st:rock 1\n2 0 a3 1\n3 0 a5 1\n3 0 st:metal 1\n")
+    result, _ = evaluate_plan(plan, tmp_path / "q.tsv", tmp_path / "qrels.txt",
+                              measures=["R@10"], by="entity_type")
+    groups = result["groups"]
+    assert {k: v["queries"] for k, v in groups.items()} == \
+        {"station": 1, "artist": 1, "artist+station": 1}
+    assert groups["station"]["measures"]["R@10"] == 1.0

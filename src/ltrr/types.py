@@ -32,6 +32,7 @@ class Slot:
     end: int
     score: float       # match quality in [0, 1]
     entity_id: str | None = None   # set when the value names one catalog entity
+    entity_type: str | None = None  # that entity's type (set by the pipeline when typed)
 
 
 @dataclass(slots=True)

@@ -124,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--run", type=Path, help="also write the run in TREC format here")
     sp.add_argument("--by", metavar="FIELD",
                     help="also report the measures per value of this JSONL query field "
-                         "(e.g. --by type)")
+                         "(e.g. --by type); on a catalog with entity types, --by entity_type "
+                         "groups the queries by the type of their relevant entities")
     sp.add_argument("--per-arm", action="store_true",
                     help="also score each arm's own candidates (what the pipeline took from "
                          "it, in its rank order), e.g. with --measures R@10 R@100")

@@ -146,6 +146,22 @@ def trec_lines(decisions: list[Decision], tag: str, k: int | None = None) -> lis
             for d in decisions for r in d.ranking[:k]]
 
 
+#: ``--by entity_type`` on a typed catalog: queries grouped by what they look for
+ENTITY_TYPE = "entity_type"
+
+
+def groups_by_entity_type(qrels: dict[str, dict[str, int]], qids: list[str],
+                          type_of: dict[str, str]) -> dict[str, str]:
+    """Query id → the entity type(s) of its relevant judged entities (``a+b`` when they
+    are of several types; ``(none)`` for entities not in the catalog)."""
+    out = {}
+    for q in qids:
+        kinds = sorted({type_of.get(e, "(none)") for e, rel in qrels.get(q, {}).items()
+                        if rel > 0})
+        out[q] = "+".join(kinds) or "(none)"
+    return out
+
+
 def evaluate_plan(plan: Plan, queries_path: Path, qrels_path: Path, *,
                   measures: list[str] | None = None, by: str | None = None,
                   per_arm: bool = False, deadlines: bool = False, batch_size: int = 256,
@@ -169,9 +185,13 @@ def evaluate_plan(plan: Plan, queries_path: Path, qrels_path: Path, *,
         raise RunError("no query id in the query file has judgements in the qrels",
                        hint="check that both files use the same query ids")
     groups = None
-    if by:                      # fail on a bad --by before running anything
-        groups = groups_by(read_query_fields(queries_path), [q.request_id for q in queries],
-                           by, queries_path)
+    qids = [q.request_id for q in queries]
+    if by == ENTITY_TYPE and plan.model.catalog.types is not None:
+        from ltrr.runtime.workspace import Workspace
+
+        groups = groups_by_entity_type(qrels, qids, Workspace(plan).catalog.type_of)
+    elif by:                    # fail on a bad --by before running anything
+        groups = groups_by(read_query_fields(queries_path), qids, by, queries_path)
     decisions, _ = run_queries(plan, queries, log=False, deadlines=deadlines,
                                batch_size=batch_size, progress=progress)
     lost = losses(decisions)

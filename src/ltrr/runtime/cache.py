@@ -117,3 +117,26 @@ def slot_cache(size: int) -> LruCache[list[Slot]]:
 def candidate_cache(size: int) -> LruCache[list[Candidate]]:
     """A cache of an arm's per-request candidate lists."""
     return LruCache(size, pack_candidates, unpack_candidates)
+
+
+def cached_call(fn: Callable[[list], list], cache: LruCache | None, key: Callable,
+            items: list) -> list:
+    """``fn(items)``, computing only the items ``cache`` does not hold (once each, however
+    often they repeat in ``items``) and keeping them."""
+    if cache is None:
+        return fn(items)
+    keys = [key(x) for x in items]
+    out = [cache.get(k) for k in keys]
+    missing: dict = {}
+    for i, v in enumerate(out):
+        if v is None:
+            missing.setdefault(keys[i], i)
+    if missing:
+        computed = fn([items[i] for i in missing.values()])
+        if len(computed) != len(missing):
+            return computed          # a broken component: let the caller report it
+        found = dict(zip(missing, computed))
+        for k, v in found.items():
+            cache.put(k, v)
+        out = [found[k] if v is None else v for k, v in zip(keys, out)]
+    return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ltrr.spec.models import TypeQuota
-from ltrr.types import Candidate, Ranked
+from ltrr.types import Candidate, Ranked, Slot
 
 
 class Typing:
@@ -18,6 +18,14 @@ class Typing:
         self.type_of = type_of
         self.arm_types = {a: frozenset(t) for a, t in arm_types.items() if t}
         self.quotas = dict(quotas)
+
+    def slots(self, slots: list[list[Slot]]) -> None:
+        """Stamp the type of each entity a slot names (a type intent for the policy)."""
+        type_of = self.type_of
+        for found in slots:
+            for s in found:
+                if s.entity_id is not None:
+                    s.entity_type = type_of.get(s.entity_id)
 
     def candidates(self, per_arm: dict[str, list[Candidate]]) -> dict[str, list[Candidate]]:
         """Stamp each candidate's type; drop what a typed arm returned outside its types

@@ -25,7 +25,8 @@ from ltrr.compiler import Plan
 from ltrr.components import Component, Indexed
 from ltrr.errors import LtrrError, RunError, StateError
 from ltrr.registry import Registry, default_registry
-from ltrr.runtime.cache import LruCache, arm_key, candidate_cache, query_key, slot_cache
+from ltrr.runtime.cache import (LruCache, arm_key, cached_call, candidate_cache, query_key,
+                                slot_cache)
 from ltrr.runtime.decision_log import DecisionLog
 from ltrr.runtime.indexing import check_state
 from ltrr.runtime.workspace import Workspace
@@ -175,6 +176,8 @@ class Pipeline:
         dropped: list[dict[str, str]] = [{} for _ in range(n)]
 
         slots, by_slotter = self._slot(queries, timings, traces)
+        if self._typing is not None:
+            self._typing.slots(slots)
         contexts = [PolicyContext(q, s) for q, s in zip(queries, slots)]
         policy = self.components["policy"]
         if getattr(policy, "wants_evidence", False):
@@ -273,7 +276,7 @@ class Pipeline:
             t = perf_counter()
             try:
                 comp = self.components[node.id]
-                out = _cached(comp.slot_batch, self.caches.get(node.id),
+                out = cached_call(comp.slot_batch, self.caches.get(node.id),
                               partial(query_key, personal=comp.reads_user), queries)
             except Exception as exc:  # isolate: the query still answers without these slots
                 for tr in traces:
@@ -312,7 +315,7 @@ class Pipeline:
                 comp = self.components[arm]
                 call = comp.retrieve_batch
                 if arm in self.caches:
-                    call = partial(_cached, call, self.caches[arm],
+                    call = partial(cached_call, call, self.caches[arm],
                                    partial(arm_key, personal=comp.reads_user))
                 # measured from the wave's submission, after opening and warming
                 budget_s = spec.deadline_ms * len(idx) / 1000.0 if self.deadlines else None
@@ -416,29 +419,6 @@ def _warm(comp: Component) -> None:
     except Exception as exc:
         raise RunError(f"warming up failed ({type(exc).__name__}: {exc})",
                        node=comp.ctx.node_id) from exc
-
-
-def _cached(fn: Callable[[list], list], cache: LruCache | None, key: Callable,
-            items: list) -> list:
-    """``fn(items)``, computing only the items ``cache`` does not hold (once each, however
-    often they repeat in ``items``) and keeping them."""
-    if cache is None:
-        return fn(items)
-    keys = [key(x) for x in items]
-    out = [cache.get(k) for k in keys]
-    missing: dict = {}
-    for i, v in enumerate(out):
-        if v is None:
-            missing.setdefault(keys[i], i)
-    if missing:
-        computed = fn([items[i] for i in missing.values()])
-        if len(computed) != len(missing):
-            return computed          # a broken component: let the caller report it
-        found = dict(zip(missing, computed))
-        for k, v in found.items():
-            cache.put(k, v)
-        out = [found[k] if v is None else v for k, v in zip(keys, out)]
-    return out
 
 
 def _timed(fn: Callable, arg):

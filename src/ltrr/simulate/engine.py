@@ -107,6 +107,8 @@ class SimResult:
     config: SimConfig
     runs: list[PolicyRun]
     timings: dict[str, float]
+    #: each session's target's entity type (a typed catalog), else None
+    target_types: list[str | None] | None = None
 
 
 # --- setup ------------------------------------------------------------------------------
@@ -397,7 +399,12 @@ def simulate(plan: Plan, user_model: str, user_params: dict[str, Any],
     t_sample = time.perf_counter() - t
     runs = [run_policy(plan, choice, sessions, model, config, registry, progress)
             for choice in policies]
+    target_types = None
+    if plan.model.catalog.types is not None:
+        type_of = model.ctx.catalog.type_of
+        target_types = [type_of.get(str(s.target)) for s in sessions]
     return SimResult(
+        target_types=target_types,
         sessions=sessions, arms=tuple(a.id for a in plan.model.arms),
         budget=plan.model.policy.budget, probe=probe_allocation(plan),
         types=model.query_types(), mix_changes=model.mix_changes(), user_model=user_model,

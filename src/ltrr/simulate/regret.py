@@ -118,6 +118,20 @@ def account(result: SimResult, step: int | None = None, max_arms: int | None = N
     for run in result.runs:
         summary["policies"][run.label], series[run.label] = _account_run(
             run, grid, arms, budget, types, type_names, quarters)
+    if result.target_types is not None:
+        # a typed catalog: recall by the type of entity the user wanted
+        kinds = np.array([t or "(none)" for t in result.target_types])
+        names = sorted(set(kinds.tolist()))
+        summary["target_entity_types"] = {k: int((kinds == k).sum()) for k in names}
+        for run in result.runs:
+            got = run.reward.astype(np.float64)
+            R = rewards(run.ranks, grid)
+            m_best = int(R.sum(axis=0).argmax())
+            pol = summary["policies"][run.label]
+            pol["recall_by_entity_type"] = {k: round(float(got[kinds == k].mean()), 4)
+                                            for k in names}
+            pol["best_fixed"]["recall_by_entity_type"] = {
+                k: round(float(R[kinds == k, m_best].mean()), 4) for k in names}
     best = max(summary["policies"].items(), key=lambda kv: kv[1]["best_fixed"]["recall"])
     summary["best_static"] = {"policy_run": best[0], **best[1]["best_fixed"]}
     return summary, series

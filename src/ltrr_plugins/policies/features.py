@@ -48,7 +48,8 @@ class FeatureParams(Params):
         "Context feature groups: query (length bucket, digits, 'like X' cue, script), text "
         "(the query's words, word pairs and character n-grams, hashed by the learner: cue "
         "phrases are learned from feedback, not listed; for vw, not tabular policies), "
-        "slots (per slot name: present, exact or fuzzy, count; coverage of the query), "
+        "slots (per slot name: present, exact or fuzzy, count, the type of the entity it "
+        "names in a typed catalog; coverage of the query), "
         "evidence (each arm's cheap signals of how well it can answer this query, asked "
         "before allocating: e.g. the memory knows the query and how confidently, the "
         "dense index's best similarity), "
@@ -274,6 +275,8 @@ class ContextFeaturizer:
             kind = "exact" if s.score >= 1.0 else "fuzzy"
             f[f"{s.name}_{kind}"] = 1.0
             f[f"{s.name}_n"] = f.get(f"{s.name}_n", 0.0) + 1.0
+            if s.entity_type is not None:          # a typed catalog: the entity's type
+                f[f"{s.name}_{kind}_{s.entity_type}"] = 1.0
             for i in range(max(0, s.start), min(len(text), s.end)):
                 covered[i] = True
         if not slots:

@@ -271,8 +271,8 @@ class QueryModel:
             raise RunError(f"no user falls in the {part} half", field="split",
                            hint="a split needs at least two users")
         self.session_users = users
-        self._like_templates = _half(self._like_templates, side)
-        self._vague_templates = _half(self._vague_templates, side)
+        self._like_templates = half(self._like_templates, side)
+        self._vague_templates = half(self._vague_templates, side)
 
     # --- sampling ---------------------------------------------------------------------------
 
@@ -280,7 +280,7 @@ class QueryModel:
     def sample_type(rng: np.random.Generator, mix: dict[str, float] | None = None) -> str:
         """A query type drawn from ``mix`` (type → weight; default :data:`DEFAULT_MIX`)."""
         types, weights = _mix(mix)
-        return types[_draw(rng, weights)]
+        return types[draw(rng, weights)]
 
     def sample_user(self, rng: np.random.Generator) -> str:
         """A user of ``plays.parquet`` (of the split's half), uniformly."""
@@ -314,7 +314,7 @@ class QueryModel:
             # drawn are worked out for this target
             left = [(t, w) for t, w in zip(types, weights) if w > 0]
             while left:
-                k = _draw(rng, [w for _, w in left])
+                k = draw(rng, [w for _, w in left])
                 q = self.query(target, left[k][0], rng)
                 if q is not None:
                     return SimQuery(q.text, q.type, q.target, q.anchor, q.tags, who)
@@ -340,6 +340,10 @@ class QueryModel:
         if t == "like":
             return bool(self._anchors(i)[0])
         return bool(self._vague_choices(i)[0])
+
+    def descriptive_tags(self, target: str) -> list[str]:
+        """The target's descriptive tags, strongest first (none echoing its name)."""
+        return self._artist_tags(self._row(target))
 
     def feasible_types(self, target: str) -> tuple[str, ...]:
         """The query types ``target`` can carry."""
@@ -383,14 +387,14 @@ class QueryModel:
         tags, weights = self._tag_choices(i)
         if not tags:
             return None
-        tag = tags[_draw(rng, weights)]
+        tag = tags[draw(rng, weights)]
         return SimQuery(tag, "tag", self.ids[i], tags=(tag,))
 
     def _like(self, i: int, rng) -> SimQuery | None:
         anchors, weights = self._anchors(i)
         if not anchors:
             return None
-        j = anchors[_draw(rng, weights)]
+        j = anchors[draw(rng, weights)]
         name = self.names[j].lower() if rng.random() < 0.5 else self.names[j]
         template = self._like_templates[int(rng.integers(len(self._like_templates)))]
         return SimQuery(template.format(x=name), "like", self.ids[i], anchor=self.ids[j])
@@ -399,7 +403,7 @@ class QueryModel:
         combos, weights = self._vague_choices(i)
         if not combos:
             return None
-        tags = list(combos[_draw(rng, weights)])
+        tags = list(combos[draw(rng, weights)])
         rng.shuffle(tags)
         template = self._vague_templates[int(rng.integers(len(self._vague_templates)))]
         return SimQuery(template.format(t=" ".join(tags)), "vague", self.ids[i],
@@ -577,7 +581,7 @@ def held_out(value: str) -> bool:
     return hashlib.blake2b(f"ltrr-split\x1f{value}".encode(), digest_size=8).digest()[0] & 1 == 1
 
 
-def _half(values: tuple[str, ...], side: bool) -> tuple[str, ...]:
+def half(values: tuple[str, ...], side: bool) -> tuple[str, ...]:
     """The values in one half; a half the hash left empty gets the other's first."""
     kept = tuple(v for v in values if held_out(v) == side)
     return kept or values[:1]
@@ -609,7 +613,7 @@ def _mix(mix: dict[str, float] | None) -> tuple[list[str], list[float]]:
     return types, weights
 
 
-def _draw(rng, weights) -> int:
+def draw(rng, weights) -> int:
     """Index drawn in proportion to ``weights`` (one uniform number from ``rng``)."""
     total = 0.0
     cum = []
@@ -630,7 +634,7 @@ def typo(text: str, rng) -> str:
     if not positions:
         return text
     k = positions[int(rng.integers(len(positions)))]
-    op = _TYPOS[_draw(rng, _TYPO_P)]
+    op = _TYPOS[draw(rng, _TYPO_P)]
     ch = text[k]
     if op == "transpose" and k + 1 < len(text) and text[k + 1] in KEY_NEIGHBOURS \
             and text[k + 1] != ch:
