@@ -103,6 +103,54 @@ def environment() -> dict[str, Any]:
     return env
 
 
+# --------------------------------------------------------------------------- an earlier commit
+
+def reference_commit(against: str) -> str | None:
+    """The commit ``--against`` names: ``auto`` is the commit of the last full run
+    (``benchmarks/results/latest.json``), or ``HEAD~1`` when that is HEAD itself;
+    ``none`` skips the comparison."""
+    if against == "none":
+        return None
+
+    def rev(ref: str) -> str | None:
+        done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", ref + "^{commit}"],
+                              cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip() or None
+
+    if against != "auto":
+        found = rev(against)
+        if found is None:
+            raise SystemExit(f"--against {against}: no such commit in {ROOT}")
+        return found
+    head = rev("HEAD")
+    latest = ROOT / "benchmarks" / "results" / "latest.json"
+    last = None
+    if latest.exists():
+        commits = json.loads(latest.read_text()).get("commits") or []
+        last = rev(commits[0].removesuffix("+dirty")) if len(commits) == 1 else None
+    return last if last and last != head else rev("HEAD~1")
+
+
+def checkout(commit: str, folder: Path) -> Path:
+    """A detached worktree of ``commit`` in ``folder``: its ``src`` is served instead of
+    the installed package (same interpreter and dependencies)."""
+    subprocess.run(["git", "worktree", "add", "--detach", "--force", str(folder), commit],
+                   cwd=ROOT, check=True, capture_output=True, text=True)
+    return folder / "src"
+
+
+def remove_checkout(folder: Path) -> None:
+    """Remove a worktree made by :func:`checkout`."""
+    subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT,
+                   capture_output=True)
+
+
+def source_env(source: Path) -> dict[str, str]:
+    """The environment that runs another checkout's ``src`` on this interpreter."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(source), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
 def require_data(folder: Path, files: Iterable[str]) -> None:
     """Exit 1 naming what is missing: a benchmark whose data is absent fails, never
     passes as skipped (its target would go unchecked)."""

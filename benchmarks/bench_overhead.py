@@ -30,6 +30,12 @@ a fixed seed. The index is built first if missing or stale.
 
 Target: median single-query framework overhead < 0.5 ms.
 
+Against an earlier commit (``--against``, default: the last full run's commit, or
+``HEAD~1``): the same measurement, same queries, runs again in a process on that
+commit's ``src`` (a temporary ``git worktree``), right after this one; the single-query
+framework overhead and total are compared (target: at most 10% above the commit's —
+what "no measurable cost" can mean on a shared machine).
+
     .venv/bin/python benchmarks/bench_overhead.py [--queries 500] [--out FILE]
 """
 
@@ -55,6 +61,31 @@ def pool_round_trip_ms(pool: ThreadPoolExecutor, tasks: int) -> float:
     return (perf_counter() - t) * 1000.0
 
 
+def measure_reference(commit: str, args) -> dict:
+    """This benchmark's figures on ``commit`` (its ``src``, this interpreter), by name."""
+    import json
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="ltrr-overhead-ref-") as tmp:
+        src = c.checkout(commit, Path(tmp) / "checkout")
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, __file__, "--against", "none", "--out", str(out),
+               "--queries", str(args.queries), "--warmup", str(args.warmup),
+               "--batch-size", str(args.batch_size), "--batches", str(args.batches),
+               "--rounds", str(args.rounds), "--seed", str(args.seed)]
+        c.log(f"the same on commit {commit[:7]}")
+        try:
+            done = subprocess.run(cmd, env=c.source_env(src), capture_output=True, text=True,
+                                  timeout=1800)
+            if done.returncode != 0 or not out.exists():
+                return {"error": done.stderr.strip()[-600:] or f"exit {done.returncode}"}
+            return {m["name"]: m["value"] for m in json.loads(out.read_text())["metrics"]}
+        finally:
+            c.remove_checkout(src.parent)
+
+
 def main() -> int:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--queries", type=int, default=500)
@@ -64,6 +95,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5, help="single-query loop split in rounds")
     p.add_argument("--profile", action="store_true",
                    help="cProfile the single-query loop (main thread) and print it to stderr")
+    p.add_argument("--against", default="auto", help="an earlier commit measured the same "
+                   "way right after (auto: the last full run's, or HEAD~1; none: skip)")
     args = p.parse_args()
     started = perf_counter()
 
@@ -184,7 +217,22 @@ def main() -> int:
         c.metric(f"total per query, batch of {args.batch_size} (median)", btot50, "ms",
                  baseline=tot50, baseline_name="total per query, single (median)"),
     ]
+    reference = c.reference_commit(args.against)
+    against = measure_reference(reference, args) if reference else None
+    if against is not None and "error" not in against:
+        for name, mine in (("framework overhead per query, single (median)", fw50),
+                           ("total per query, single (median)", tot50)):
+            theirs = against[name]
+            metrics.append(c.metric(
+                f"{name} against commit {reference[:7]}", mine, "ms",
+                target="≤ 1.10× the commit's", passed=mine <= 1.10 * theirs, baseline=theirs,
+                baseline_name=f"commit {reference[:7]}, measured right after in a process "
+                              "on its src, same queries"))
+    elif against is not None:
+        metrics.append(c.metric(f"against commit {reference[:7]}", None,
+                                note=f"not measured: {against['error']}"))
     details = {
+        "reference_commit": reference, "reference": against,
         "queries_single": len(single), "warmup": len(warm), "batch_size": args.batch_size,
         "batches_measured": len(b_fw), "seed": args.seed, "empty_rankings": empty,
         "pipeline_open_s": round(open_s, 3), "index": index,

@@ -496,48 +496,13 @@ def pretrain(spec: Path, folder: Path, sessions: int, seed: int) -> dict[str, An
             "ranker_training": ranker}
 
 
-def reference_commit(against: str) -> str | None:
-    """The commit ``--against`` names: ``auto`` is the commit of the last full run
-    (``benchmarks/results/latest.json``), or ``HEAD~1`` when that is HEAD itself;
-    ``none`` skips the comparison."""
-    if against == "none":
-        return None
-
-    def rev(ref: str) -> str | None:
-        done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", ref + "^{commit}"],
-                              cwd=c.ROOT, capture_output=True, text=True)
-        return done.stdout.strip() or None
-
-    if against != "auto":
-        found = rev(against)
-        if found is None:
-            raise SystemExit(f"--against {against}: no such commit in {c.ROOT}")
-        return found
-    head = rev("HEAD")
-    latest = c.ROOT / "benchmarks" / "results" / "latest.json"
-    last = None
-    if latest.exists():
-        commits = json.loads(latest.read_text()).get("commits") or []
-        last = rev(commits[0].removesuffix("+dirty")) if len(commits) == 1 else None
-    return last if last and last != head else rev("HEAD~1")
-
-
-def checkout(commit: str, folder: Path) -> Path:
-    """A detached worktree of ``commit`` in ``folder``: its ``src`` is served instead of
-    the installed package (same interpreter and dependencies)."""
-    subprocess.run(["git", "worktree", "add", "--detach", "--force", str(folder), commit],
-                   cwd=c.ROOT, check=True, capture_output=True, text=True)
-    return folder / "src"
-
-
 def start_server(spec: Path, extra: list[str],
                  source: Path | None = None) -> tuple[subprocess.Popen, int]:
     """``ltrr serve`` on ``spec``; ``source`` is another checkout's ``src`` to run."""
     cmd = [str(c.venv_bin("ltrr")), "serve", str(spec), "--port", "0", *extra]
     env = None
     if source is not None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(source), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        env = c.source_env(source)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=env)
     assert proc.stderr is not None
@@ -726,7 +691,7 @@ def main() -> int:
     modes = [m.strip() for m in args.scenarios.split(",") if m.strip()]
 
     started = time.perf_counter()
-    reference = reference_commit(args.against)
+    reference = c.reference_commit(args.against)
     folder = Path(tempfile.mkdtemp(prefix="ltrr-bench-serve-"))
     reference_src: Path | None = None
     reference_error: str | None = None
@@ -744,7 +709,7 @@ def main() -> int:
             if args.pretrain_sessions else None
         if reference:
             try:
-                reference_src = checkout(reference, folder / "reference")
+                reference_src = c.checkout(reference, folder / "reference")
             except subprocess.CalledProcessError as exc:
                 reference_error = f"git worktree add failed: {exc.stderr.strip()[-500:]}"
         traffic_file = folder / "traffic.jsonl"
@@ -816,8 +781,7 @@ def main() -> int:
             proc.kill()
             proc.wait()
         if reference_src is not None:
-            subprocess.run(["git", "worktree", "remove", "--force", str(reference_src.parent)],
-                           cwd=c.ROOT, capture_output=True)
+            c.remove_checkout(reference_src.parent)
         shutil.rmtree(folder, ignore_errors=True)
         for spec_copy in copies:
             spec_copy.unlink(missing_ok=True)

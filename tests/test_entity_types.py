@@ -291,3 +291,20 @@ def test_evaluate_by_entity_type_groups_queries_by_what_they_look_for(typed_plan
     assert {k: v["queries"] for k, v in groups.items()} == \
         {"station": 1, "artist": 1, "artist+station": 1}
     assert groups["station"]["measures"]["R@10"] == 1.0
+
+
+def test_the_mixed_catalog_is_what_its_build_script_makes():
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "build_lastfm_stations", root / "scripts/build_lastfm_stations.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built = module.build(root / "examples/data/lastfm", 30)
+    from polars.testing import assert_frame_equal
+
+    assert_frame_equal(built, pl.read_parquet(MIXED))
+    stations = built.filter(pl.col("kind") == "station")
+    assert stations.height == 321 and stations["entity_id"].n_unique() == 321
+    assert all(" " not in e for e in stations["entity_id"].to_list())   # TREC-safe ids

@@ -37,8 +37,12 @@ def validate(args) -> int:
 
     plan = load_plan(args.spec)
     m = plan.model
-    print(f"ok: {args.spec}: pipeline '{m.name}' — {len(plan.slotters)} slotter(s), "
-          f"{len(plan.arms)} arm(s) [{', '.join(a.id for a in plan.arms)}], "
+    types = plan.view.arm_types
+    arms = ", ".join(a.id + (f" ({'/'.join(types[a.id])})" if types.get(a.id) else "")
+                     for a in plan.arms)
+    kinds = f"entity types {', '.join(plan.view.types)}; " if plan.view.types else ""
+    print(f"ok: {args.spec}: pipeline '{m.name}' — {kinds}{len(plan.slotters)} slotter(s), "
+          f"{len(plan.arms)} arm(s) [{arms}], "
           f"policy {m.policy.use} (budget {m.policy.budget}), merge {m.merge.use}, "
           f"ranker {m.ranker.use}")
     return 0
