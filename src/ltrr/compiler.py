@@ -317,10 +317,13 @@ def _check_types(spec: Spec) -> None:
     """Entity types named by arms and quotas are the catalog's declared ones."""
     m = spec.model
     declared = m.catalog.types.values if m.catalog.types else None
-    if declared is not None and len(set(declared)) != len(declared):
-        dup = next(t for t in declared if declared.count(t) > 1)
-        raise spec.error(CompileError, f"entity type '{dup}' is declared twice",
-                         ("catalog", "types", "values"), hint="list each type once")
+    lists = [(("catalog", "types", "values"), declared or [])]
+    lists += [(("arms", i, "types"), a.types or []) for i, a in enumerate(m.arms)]
+    for path, names in lists:
+        dup = next((t for t in names if names.count(t) > 1), None)
+        if dup is not None:
+            raise spec.error(CompileError, f"entity type '{dup}' is declared twice", path,
+                             hint="list each type once")
     named = [(("arms", i, "types", j), t) for i, a in enumerate(m.arms)
              for j, t in enumerate(a.types or [])]
     named += [(("output", "quotas", t), t) for t in m.output.quotas]
@@ -334,10 +337,6 @@ def _check_types(spec: Spec) -> None:
             raise spec.error(CompileError, f"unknown entity type '{t}'", path,
                              hint=(f"did you mean '{close[0]}'? " if close else "")
                              + "catalog.types.values: " + ", ".join(declared))
-    for i, a in enumerate(m.arms):
-        if a.types is not None and len(set(a.types)) != len(a.types):
-            raise spec.error(CompileError, "an entity type is listed twice",
-                             ("arms", i, "types"), hint="list each type once")
     q = m.output.quotas
     for t, quota in q.items():
         if quota.max is not None and quota.min > quota.max:

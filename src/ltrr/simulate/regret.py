@@ -114,30 +114,23 @@ def account(result: SimResult, step: int | None = None, max_arms: int | None = N
         "mix_changes": result.mix_changes,
         "policies": {}, "timings": result.timings,
     }
+    kinds = None
+    if result.target_types is not None:
+        # a typed catalog: recall also by the type of entity the user wanted
+        kinds = np.array([t or "(none)" for t in result.target_types])
+        summary["target_entity_types"] = {k: int((kinds == k).sum())
+                                          for k in sorted(set(kinds.tolist()))}
     series: dict[str, dict[str, Any]] = {}
     for run in result.runs:
         summary["policies"][run.label], series[run.label] = _account_run(
-            run, grid, arms, budget, types, type_names, quarters)
-    if result.target_types is not None:
-        # a typed catalog: recall by the type of entity the user wanted
-        kinds = np.array([t or "(none)" for t in result.target_types])
-        names = sorted(set(kinds.tolist()))
-        summary["target_entity_types"] = {k: int((kinds == k).sum()) for k in names}
-        for run in result.runs:
-            got = run.reward.astype(np.float64)
-            R = rewards(run.ranks, grid)
-            m_best = int(R.sum(axis=0).argmax())
-            pol = summary["policies"][run.label]
-            pol["recall_by_entity_type"] = {k: round(float(got[kinds == k].mean()), 4)
-                                            for k in names}
-            pol["best_fixed"]["recall_by_entity_type"] = {
-                k: round(float(R[kinds == k, m_best].mean()), 4) for k in names}
+            run, grid, arms, budget, types, type_names, quarters, kinds)
     best = max(summary["policies"].items(), key=lambda kv: kv[1]["best_fixed"]["recall"])
     summary["best_static"] = {"policy_run": best[0], **best[1]["best_fixed"]}
     return summary, series
 
 
-def _account_run(run: PolicyRun, grid, arms, budget, types, type_names, quarters):
+def _account_run(run: PolicyRun, grid, arms, budget, types, type_names, quarters,
+                 kinds=None):
     import numpy as np
 
     R = rewards(run.ranks, grid)                               # (S, M)
@@ -205,6 +198,13 @@ def _account_run(run: PolicyRun, grid, arms, budget, types, type_names, quarters
         "timings": run.timings,
         "dropped_arms": dict(run.dropped),    # arm → answers (served, probed) without it
     }
+    if kinds is not None:
+        def by_kind(values) -> dict[str, float]:
+            return {k: round(float(values[kinds == k].mean()), 4)
+                    for k in sorted(set(kinds.tolist()))}
+
+        summary["recall_by_entity_type"] = by_kind(got)
+        summary["best_fixed"]["recall_by_entity_type"] = by_kind(best)
     if run.state_dir:
         summary["state_dir"] = run.state_dir
     series = {"reward": got, "best": best.astype(np.float64), "oracle": oracle.astype(np.float64),
