@@ -85,7 +85,7 @@ def decision_row(action, context, entity: str, *, weight: float = 1.0,
             "allocation": [{"arm": a, "k": n} for a, n in action.allocation.items()],
             "probability": action.probability, "action_index": action.index,
             "pmf": json.dumps(action.pmf), "action_features": json.dumps(action.features),
-            "timings_ms": None}
+            "timings_ms": None, "entity_type": None}
 
 
 def interactions_of(rows: list[dict]):
@@ -94,7 +94,8 @@ def interactions_of(rows: list[dict]):
 
     from ltrr.feedback.interactions import INTERACTION_COLUMNS
 
-    return pl.DataFrame(rows, schema_overrides={"timings_ms": pl.String}).select(
+    return pl.DataFrame(rows, schema_overrides={"timings_ms": pl.String,
+                                                "entity_type": pl.String}).select(
         INTERACTION_COLUMNS)
 
 

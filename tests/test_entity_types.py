@@ -308,3 +308,163 @@ def test_the_mixed_catalog_is_what_its_build_script_makes():
     stations = built.filter(pl.col("kind") == "station")
     assert stations.height == 321 and stations["entity_id"].n_unique() == 321
     assert all(" " not in e for e in stations["entity_id"].to_list())   # TREC-safe ids
+
+
+def test_the_engaged_entity_type_is_joined_to_each_event(tmp_path):
+    from ltrr.feedback.ingest import Joined, event_log, ingest
+    from ltrr.feedback.schema import EVENT_SCHEMA
+
+    spec = typed_folder(tmp_path)
+    plan = indexed(tmp_path, spec)
+    with Pipeline(plan) as pipe:
+        d = pipe.run(Query("fb1", "rock"))
+    shown = {r.entity_type: r.entity_id for r in d.ranking}
+    events = pl.DataFrame(
+        [{"event_id": f"e{i}", "request_id": "fb1", "entity_id": e, "type": "click",
+          "timestamp": 1.7e9} for i, e in enumerate([shown["artist"], shown["station"],
+                                                     "not-in-catalog"])],
+        schema_overrides=EVENT_SCHEMA).select(
+            [pl.col(c) if c in ("event_id", "request_id", "entity_id", "type", "timestamp")
+             else pl.lit(None, dtype=t).alias(c) for c, t in EVENT_SCHEMA.items()])
+    ingest(plan, events)
+    joined, _ = Joined(plan).of(event_log(plan).pieces())
+    got = dict(zip(joined["entity_id"], joined["entity_type"]))
+    assert got == {shown["artist"]: "artist", shown["station"]: "station",
+                   "not-in-catalog": None}
+
+
+def test_type_weights_scale_an_engagement_by_the_engaged_entity_type():
+    from ltrr.feedback.interactions import interaction_frame
+    from ltrr_plugins.policies.reward import RewardParams, outcomes
+
+    def row(rid, entity, kind):
+        return {"event_id": rid, "request_id": rid, "entity_id": entity, "type": "click",
+                "weight": 1.0, "timestamp": 1.0, "in_candidates": True, "arms": ["a"],
+                "allocation": [{"arm": "a", "k": 5}], "probability": 1.0,
+                "entity_type": kind}
+
+    frame = interaction_frame([row("r1", "x", "station"), row("r2", "y", "artist"),
+                               row("r3", "z", None)])
+    plain = {o.request_id: o.reward for o in outcomes(frame)}
+    assert plain == {"r1": 1.0, "r2": 1.0, "r3": 1.0}
+    weighted = outcomes(frame, RewardParams(type_weights={"station": 2.5, "artist": 0.5}))
+    assert {o.request_id: o.reward for o in weighted} == {"r1": 2.5, "r2": 0.5, "r3": 1.0}
+    with pytest.raises(ValueError, match="finite number"):
+        RewardParams(type_weights={"station": -1.0})
+
+
+def test_type_weights_must_name_declared_types(tmp_path):
+    spec = typed_folder(tmp_path)
+    spec["policy"] = {"use": "epsilon_greedy", "budget": 12,
+                      "with": {"reward": {"type_weights": {"stations": 2.0}}}}
+    with pytest.raises(CompileError) as err:
+        load_plan(write(tmp_path, spec))
+    assert "'stations' is not an entity type" in str(err.value)
+    assert "types: artist, station" in str(err.value)
+
+
+def test_type_words_become_type_intent_slots_the_policy_sees(tmp_path):
+    from ltrr_plugins.policies.features import ContextFeaturizer
+
+    spec = typed_folder(tmp_path)
+    spec["slotters"][0]["with"]["types"] = {"station": ["radio", "station", "radio station"]}
+    plan = indexed(tmp_path, spec)
+    slots = run(plan, "jazz cats radio station").slots
+    intents = [s for s in slots if s.name == "type"]
+    assert [(s.value, s.entity_type) for s in intents] == [("station", "station")]
+    assert "jazz cats radio station"[intents[0].start:intents[0].end] == "radio station"
+    names = [s for s in slots if s.name == "artist"]
+    assert [(s.entity_id, s.entity_type) for s in names] == [("a3", "artist")]
+    # inside another slot's span too: the station named "rock radio" asks for a station
+    assert any(s.name == "type" for s in run(plan, "Rock Radio").slots)
+    assert not any(s.name == "type" for s in run(plan, "jazz cats").slots)
+    features = ContextFeaturizer.slot_features("jazz cats radio station", slots)
+    assert features["type_exact_station"] == 1.0 and features["artist_exact_artist"] == 1.0
+
+
+@pytest.mark.parametrize("types, where, words", [
+    ({"stations": ["radio"]}, ("slotters", 0, "with", "types", "stations"),
+     "'stations' is not an entity type"),
+    ({"station": ["  "]}, ("slotters", 0, "with", "types", "station", 0), "no word to match"),
+])
+def test_type_intents_must_name_declared_types(tmp_path, types, where, words):
+    spec = typed_folder(tmp_path)
+    spec["slotters"][0]["with"]["types"] = types
+    path = write(tmp_path, spec)
+    with pytest.raises(CompileError) as err:
+        load_plan(path)
+    from ltrr.spec import load_spec
+
+    assert words in str(err.value)
+    assert f"typed.yaml:{load_spec(path).locate(where).line}" in str(err.value)
+
+
+def test_ranker_type_features_tell_the_candidate_type_and_the_type_asked(typed_plan):
+    from ltrr.types import Candidate, Merged, RankRequest, Slot
+    from ltrr_plugins.rankers.features import (FeatureBuilder, RankerFeatureParams,
+                                               UserProfiles)
+
+    _, plan = typed_plan
+    with Pipeline(plan, log_decisions=False) as pipe:
+        catalog = pipe.catalog
+    params = RankerFeatureParams(features=["types"])
+    b = FeatureBuilder(params, ("artists",), catalog, UserProfiles(), ("artist", "station"))
+    assert b.names == ["type.artist", "type.artist.asked", "type.station",
+                       "type.station.asked", "type.match"]
+    merged = [Merged("st:rock", 0.5, [Candidate("st:rock", "artists", 1, 1.0)]),
+              Merged("a1", 0.4, [Candidate("a1", "artists", 2, 1.0)])]
+    intent = Slot("type", "station", 5, 10, 1.0, None, "station")
+
+    def features(slots):
+        x = b.matrix([RankRequest(Query("r", "rock radio"), slots, merged, 2)])[0]
+        return {n: x[:, i].tolist() for i, n in enumerate(b.names)}
+
+    f = features([intent])
+    assert f["type.station"] == [1, 0] and f["type.artist"] == [0, 1]
+    assert f["type.station.asked"] == [1, 1] and f["type.artist.asked"] == [0, 0]
+    assert f["type.match"] == [1, 0]
+    plain = features([])
+    assert plain["type.match"] == [0, 0] and plain["type.station.asked"] == [0, 0]
+    # untyped: the group adds no column, so single-type rankers keep their features
+    assert FeatureBuilder(RankerFeatureParams(), ("artists",), catalog,
+                          UserProfiles()).names == FeatureBuilder(
+        RankerFeatureParams(features=["arms", "fused", "slots", "personal"]), ("artists",),
+        catalog, UserProfiles()).names
+
+
+def test_a_learned_ranker_learns_which_type_to_put_first_from_feedback(tmp_path):
+    from ltrr.feedback.ingest import ingest
+    from ltrr.feedback.schema import EVENT_SCHEMA
+
+    spec = typed_folder(tmp_path)
+    spec["slotters"][0]["with"]["types"] = {"station": ["radio"]}
+    spec["ranker"] = {"use": "lightgbm", "with": {
+        "features": ["types", "fused"], "min_requests": 40, "retrain_every": 40,
+        "n_estimators": 40}}
+    plan = indexed(tmp_path, spec)
+    texts = [f"{word} {tag}{radio}" for tag in ("rock", "jazz", "metal", "blues")
+             for word in ("best", "top", "new", "old", "good") for radio in ("", " radio")]
+
+    def wanted(d):       # a listener saying "radio" plays the station, else an artist
+        kind = "station" if "radio" in d.query.text else "artist"
+        return next((r for r in d.ranking if r.entity_type == kind), None)
+
+    def serve(pipe, start):
+        ds = pipe.run_batch([Query(f"r{start + i}", texts[i % len(texts)])
+                             for i in range(len(texts))])
+        rows = [{"event_id": f"e{d.request_id}", "request_id": d.request_id,
+                 "entity_id": w.entity_id, "type": "click", "position": w.rank,
+                 "timestamp": 1.7e9 + start} for d in ds if (w := wanted(d))]
+        return ds, pl.DataFrame(rows, schema=EVENT_SCHEMA)
+
+    def first_is_wanted(ds):
+        return sum(d.ranking[0].entity_type == ("station" if "radio" in d.query.text
+                                                else "artist") for d in ds) / len(ds)
+
+    with Pipeline(plan) as pipe:
+        before, events = serve(pipe, 0)
+        for n in range(1, 4):
+            ingest(plan, events, workspace=pipe.workspace)
+            after, events = serve(pipe, 100 * n)
+    assert first_is_wanted(before) < 0.8      # the fused order mixes them up
+    assert first_is_wanted(after) == 1.0

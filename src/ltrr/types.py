@@ -22,6 +22,10 @@ class Query:
     context: dict[str, Any] = field(default_factory=dict)
 
 
+#: the name of a slot that asks for an entity type (its value: the type, e.g. "station")
+TYPE_SLOT = "type"
+
+
 @dataclass(slots=True)
 class Slot:
     """A span of the query mapped to a catalog value (``tag = "hip hop"``)."""

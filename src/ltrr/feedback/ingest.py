@@ -24,7 +24,7 @@ from ltrr.compiler import Plan
 from ltrr.components import Component, Learner
 from ltrr.feedback.cursor import Cursor, read_cursor, write_cursor
 from ltrr.feedback.events import EventLog, learnable, read_events
-from ltrr.feedback.interactions import interactions, learn_from
+from ltrr.feedback.interactions import entity_types, interactions, learn_from
 from ltrr.feedback.learning_lock import learning
 from ltrr.feedback.silence import close_silent, late_event_ids, learns_silence, window_of
 from ltrr.parquet_log import Piece, part_time_ns
@@ -97,6 +97,7 @@ class Joined:
         self.plan = plan
         self.seconds = 0.0
         self._done: dict[tuple[str, ...], tuple[pl.DataFrame, pl.DataFrame, pl.Series]] = {}
+        self._types: pl.DataFrame | None | bool = False     # False: not read yet
 
     def of(self, pieces: list[Piece]) -> tuple[pl.DataFrame, pl.DataFrame]:
         """``(interactions, decisions)`` of the events in ``pieces``."""
@@ -115,7 +116,10 @@ class Joined:
                                pieces, self.plan.model.feedback.max_future_s)
             ids = events["request_id"].drop_nulls().unique().to_list()
             decisions = decisions_for(self.plan, ids)
-            joined = interactions(events, decisions, self.plan.model.feedback.weights)
+            if self._types is False:
+                self._types = entity_types(self.plan)
+            joined = interactions(events, decisions, self.plan.model.feedback.weights,
+                                  self._types)  # type: ignore[arg-type]
             window = window_of(self.plan)
             late = (late_event_ids(events, decisions, window) if window is not None
                     else pl.Series("event_id", [], dtype=pl.String))

@@ -8,7 +8,10 @@ EVENT_COLUMNS = ("event_id", "request_id", "user_id", "query", "entity_id", "typ
                  "position", "timestamp")
 DECISION_COLUMNS = ("in_candidates", "arms", "allocation", "probability", "action_index", "pmf",
                     "action_features", "timings_ms")
-INTERACTION_COLUMNS = EVENT_COLUMNS + DECISION_COLUMNS
+#: the engaged entity's type, from the catalog (null when the catalog is untyped or does
+#: not hold the entity): events and the decision log do not store it
+ENTITY_TYPE = "entity_type"
+INTERACTION_COLUMNS = EVENT_COLUMNS + DECISION_COLUMNS + (ENTITY_TYPE,)
 
 
 def require_columns(interactions: pl.DataFrame, needed: tuple[str, ...], node: str) -> None:
@@ -38,8 +41,21 @@ def interaction_frame(rows: list[dict]) -> pl.DataFrame:
         INTERACTION_COLUMNS)
 
 
+def entity_types(plan) -> pl.DataFrame | None:
+    """``entity_id`` → ``entity_type`` of a typed catalog (None when untyped): what
+    :func:`interactions` joins to each event."""
+    if plan.model.catalog.types is None:
+        return None
+    from ltrr.runtime.workspace import Workspace
+
+    type_of = Workspace(plan).catalog.type_of
+    return pl.DataFrame({"entity_id": list(type_of), ENTITY_TYPE: list(type_of.values())},
+                        schema={"entity_id": pl.String, ENTITY_TYPE: pl.String})
+
+
 def interactions(events: pl.DataFrame, decisions: pl.DataFrame,
-                 weights: dict[str, float]) -> pl.DataFrame:
+                 weights: dict[str, float], types: pl.DataFrame | None = None
+                 ) -> pl.DataFrame:
     """Events with what is known of their decision, and the type's weight.
 
     Adds the decision's query and user (an event's own ``query``/``user_id`` win:
@@ -47,7 +63,8 @@ def interactions(events: pl.DataFrame, decisions: pl.DataFrame,
     the decision's candidate set), ``arms`` (the arms that proposed it), and the
     policy's ``allocation`` / ``probability`` / ``action_index`` / ``pmf`` /
     ``action_features`` — everything a policy needs to learn from the event. Events
-    whose request is unknown keep nulls there.
+    whose request is unknown keep nulls there. ``types`` (:func:`entity_types`) adds
+    the engaged entity's ``entity_type``; null without it.
     """
     cands = (decisions.select("request_id", "candidates").explode("candidates")
              .unnest("candidates")
@@ -57,7 +74,12 @@ def interactions(events: pl.DataFrame, decisions: pl.DataFrame,
                            "action_index", "pmf", "action_features", "timings_ms")
     weight_map = pl.DataFrame({"type": list(weights), "weight": list(weights.values())},
                               schema={"type": pl.String, "weight": pl.Float64})
-    return (events.join(dec, on="request_id", how="left")
+    joined = events.join(dec, on="request_id", how="left")
+    if types is not None:
+        joined = joined.join(types, on="entity_id", how="left")
+    else:
+        joined = joined.with_columns(pl.lit(None, dtype=pl.String).alias(ENTITY_TYPE))
+    return (joined
             .join(cands, on=["request_id", "entity_id"], how="left")
             .with_columns(pl.coalesce("query", "_query").alias("query"),
                           pl.coalesce("user_id", "_user").alias("user_id"),

@@ -25,7 +25,7 @@ from ltrr.feedback.events import EventLog, learnable
 from ltrr.feedback.events import quarantine_invalid as move_invalid
 from ltrr.feedback.ingest import (catch_up, decision_log, decisions_for, event_log,
                                   paused_gc, pending_pieces)
-from ltrr.feedback.interactions import interactions, learn_from
+from ltrr.feedback.interactions import entity_types, interactions, learn_from
 from ltrr.feedback.learning_lock import describe, learning
 from ltrr.feedback.silence import close_silent, late_event_ids, learns_silence, window_of
 from ltrr.runtime.decision_log import DecisionLog
@@ -84,6 +84,7 @@ def _replay(plan: Plan, learner: Component, log_dir: Path,
     total: dict[str, Any] = {"parts": 0}
     weights = plan.model.feedback.weights
     window = window_of(plan)
+    types = entity_types(plan)
     for n, piece in enumerate(pending, 1):
         try:
             events = events_log.read_pieces([piece], logged_at=True)
@@ -94,7 +95,7 @@ def _replay(plan: Plan, learner: Component, log_dir: Path,
         events = learnable(events, [piece], plan.model.feedback.max_future_s)
         ids = events["request_id"].drop_nulls().unique().to_list()
         decisions = decisions_for(plan, ids, dlog)
-        joined = interactions(events, decisions, weights)
+        joined = interactions(events, decisions, weights, types)
         if window is not None and learns_silence(learner):
             late = late_event_ids(events, decisions, window)
             if late.len():

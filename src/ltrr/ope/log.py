@@ -206,7 +206,7 @@ def ope_report(plan: "Plan", log_dir: Path, policy_component: Any, *,
     import polars as pl
 
     from ltrr.feedback.events import EventLog
-    from ltrr.feedback.interactions import interactions
+    from ltrr.feedback.interactions import entity_types, interactions
     from ltrr.feedback.silence import late_event_ids, silence_events
     from ltrr.runtime.decision_log import DecisionLog
 
@@ -251,7 +251,7 @@ def ope_report(plan: "Plan", log_dir: Path, policy_component: Any, *,
             silent = decisions.filter(~pl.col("request_id").is_in(answered))
             events = pl.concat([events.drop("logged_at"), silence_events(silent)],
                                how="vertical_relaxed")
-        joined = interactions(events, decisions, weights)
+        joined = interactions(events, decisions, weights, entity_types(plan))
         if isinstance(policy_component, RewardingPolicy):
             rewards, source = policy_component.rewards(joined), "policy"
         else:

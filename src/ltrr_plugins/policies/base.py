@@ -46,7 +46,8 @@ class BanditParams(SpaceParams, FeatureParams):
         "Seed of the action draw; the draw of a request depends only on it and the "
         "request id, so runs reproduce."))
     reward: RewardParams = Field(default_factory=RewardParams, description=(
-        "Costs subtracted from the reward (event weights come from feedback.weights)."))
+        "Costs subtracted from the reward, per-type weights of engagements (event weights "
+        "come from feedback.weights)."))
 
 
 def draw(seed: int, request_id: str) -> float:
@@ -85,6 +86,12 @@ class BanditPolicy(Policy, Learner):
                 problems.append(Problem(f"'{arm}' is not an arm of this pipeline",
                                         ("evidence_arms", i),
                                         hint=f"arms: {', '.join(plan.arms)}"))
+        for t in params.reward.type_weights:
+            if t not in plan.types:
+                problems.append(Problem(
+                    f"'{t}' is not an entity type of the catalog", ("reward", "type_weights", t),
+                    hint=(f"types: {', '.join(plan.types)}" if plan.types else
+                          "declare catalog.types first, or drop reward.type_weights")))
         return problems
 
     @classmethod

@@ -1,8 +1,9 @@
 """Rewards of logged decisions, from interactions (feedback events joined to decisions).
 
 The reward of one decision is the best of its events: ``max(0, weight(type) ×
-[entity in the candidate set])`` — did the user engage with something the arms
-retrieved — minus optional costs: ``cost_per_candidate × candidates allocated`` and
+type_weight(entity type) × [entity in the candidate set])`` — did the user engage with
+something the arms retrieved, and of which entity type (a typed catalog) — minus
+optional costs: ``cost_per_candidate × candidates allocated`` and
 ``cost_per_ms × latency`` (the slowest allocated arm, when the interactions carry the
 decision's ``timings_ms``). Events of a request the log does not know are ignored.
 
@@ -21,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ltrr.components import Params
 
@@ -37,6 +38,18 @@ class RewardParams(Params):
     cost_per_ms: float = Field(0.0, ge=0, description=(
         "Subtracted per millisecond of the slowest allocated arm (needs the decision's "
         "timings in the interactions)."))
+    type_weights: dict[str, float] = Field(default_factory=dict, description=(
+        "A typed catalog: multiplier of an engagement's weight by the engaged entity's "
+        "type, e.g. {station: 2.0} when a station played is worth two artist clicks; "
+        "types left out count 1. Each must be one of catalog.types.values."))
+
+    @field_validator("type_weights")
+    @classmethod
+    def _finite(cls, v: dict[str, float]) -> dict[str, float]:
+        for t, w in v.items():
+            if not math.isfinite(w) or w < 0:
+                raise ValueError(f"type_weights.{t} must be a finite number ≥ 0, got {w}")
+        return v
 
 
 @dataclass
@@ -81,6 +94,9 @@ def outcomes(interactions: "pl.DataFrame", params: RewardParams | None = None) -
     rows = rows.with_columns(pl.lit(None).alias(c) for c in ("action_index", "timings_ms")
                              if c not in rows.columns)
     weight = pl.col("weight").fill_null(0.0)
+    if params.type_weights and "entity_type" in rows.columns:
+        weight = weight * pl.col("entity_type").replace_strict(
+            params.type_weights, default=1.0, return_dtype=pl.Float64)
     seen = pl.col("in_candidates").fill_null(False)
     engaged = seen & (weight > 0)
     # one row per decision, in order of first appearance; "first" = the decision's own

@@ -14,7 +14,11 @@ candidate, with named columns grouped as declared in YAML:
 - ``text``: fuzzy similarity (rapidfuzz WRatio) of the query and the candidate's
   title, and exact equality after normalisation;
 - ``personal``: from :class:`UserProfiles` — how much this user engaged with the
-  candidate before, their affinity with its tags, how much history they have.
+  candidate before, their affinity with its tags, how much history they have;
+- ``types`` (a typed catalog): per entity type, whether the candidate is of it and
+  whether the query asks for it (a type-intent slot, or an entity slot naming an
+  entity of that type), and whether the candidate's type is one asked for — what a
+  learned blend of types is learned from.
 
 Missing values (an arm that did not find the candidate) are 0 with the ``found`` flag
 telling them apart, so linear models and trees read the same matrix.
@@ -28,14 +32,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from ltrr.components import Params, PlanView, Problem
-from ltrr.types import RankRequest
+from ltrr.types import TYPE_SLOT, RankRequest
 from ltrr.text import normalize
 
 if TYPE_CHECKING:
     import numpy as np
 
-FeatureGroup = Literal["arms", "fused", "popularity", "slots", "text", "personal"]
-ALL_GROUPS: tuple[str, ...] = ("arms", "fused", "popularity", "slots", "text", "personal")
+FeatureGroup = Literal["arms", "fused", "popularity", "slots", "text", "personal", "types"]
+ALL_GROUPS: tuple[str, ...] = ("arms", "fused", "popularity", "slots", "text", "personal",
+                               "types")
 
 
 class RankerFeatureParams(Params):
@@ -45,7 +50,8 @@ class RankerFeatureParams(Params):
         "Feature groups: arms (found, 1/rank, score per arm; arm count), fused (merger score "
         "and 1/rank), popularity, slots (entity and attribute slot matches), text (query-"
         "title similarity), personal (the user's past engagement with the candidate and "
-        "its tags). Default: every group whose catalog columns are set."))
+        "its tags), types (a typed catalog: the candidate's type, the types the query asks "
+        "for). Default: every group whose catalog columns are set."))
     popularity: str | None = Field(None, description=(
         "Numeric catalog column for the popularity feature (log1p); needed by 'popularity'."))
     title: str | None = Field(None, description=(
@@ -73,6 +79,10 @@ class RankerFeatureParams(Params):
         if "text" in self.features and not self.title:
             problems.append(Problem("the 'text' feature group needs the title column",
                                     ("title",), hint="e.g. title: name"))
+        if "types" in self.features and not plan.types:
+            problems.append(Problem("the 'types' feature group needs a typed catalog",
+                                    ("features",), hint="declare catalog.types, or drop "
+                                    "'types' from features"))
         return problems
 
 
@@ -118,8 +128,9 @@ class FeatureBuilder:
     """Named feature columns of ranking requests (see the module docstring)."""
 
     def __init__(self, params: RankerFeatureParams, arms: tuple[str, ...], catalog,
-                 profiles: UserProfiles):
+                 profiles: UserProfiles, types: tuple[str, ...] = ()):
         self.groups = params.groups()
+        self.types = list(types)
         self.arms = list(arms)
         self.params = params
         self.profiles = profiles
@@ -141,6 +152,10 @@ class FeatureBuilder:
             names += ["text.sim", "text.exact"]
         if "personal" in self.groups:
             names += ["user.entity", "user.tags", "user.history"]
+        if "types" in self.groups and self.types:
+            for t in self.types:
+                names += [f"type.{t}", f"type.{t}.asked"]
+            names.append("type.match")
         self.names = names
         self._index = {n: i for i, n in enumerate(names)}
         self._loaded = False
@@ -167,7 +182,27 @@ class FeatureBuilder:
             self._slot_values[slot] = [
                 {normalize(str(x)) for x in v} if isinstance(v, (list, tuple))
                 else ({normalize(str(v))} if v is not None else set()) for v in vals]
+        self._type_code = None
+        if self.types and cat.typed:
+            code = {t: i for i, t in enumerate(self.types)}
+            type_of = cat.type_of
+            self._type_code = [code.get(type_of.get(e), -1) for e in cat.ids]
         self._loaded = True
+
+    def _types_asked(self, slots) -> set[str]:
+        """The types a query's slots ask for: a type intent's value, the type of an entity
+        named (also for slots read back from the decision log, which keeps no type)."""
+        asked = set()
+        for s in slots:
+            if s.entity_type is not None:
+                asked.add(s.entity_type)
+            elif s.entity_id is not None:
+                row = self._row.get(s.entity_id)
+                if row is not None and self._type_code[row] >= 0:
+                    asked.add(self.types[self._type_code[row]])
+            elif s.name == TYPE_SLOT and s.value in self.types:
+                asked.add(s.value)
+        return asked
 
     def tags_of(self, entity: str) -> list[str] | None:
         if not self._loaded:
@@ -255,4 +290,16 @@ class FeatureBuilder:
                     total = sum(tw.values()) or 1.0
                     x[:, j + 1] = [sum(tw.get(t, 0.0) for t in self._tags[k]) / total
                                    if k is not None else 0.0 for k in rows]
+        if "types" in groups and self._type_code is not None:
+            codes = [self._type_code[k] if k is not None else -1 for k in rows]
+            asked = self._types_asked(r.slots)
+            base = ix[f"type.{self.types[0]}"]
+            for t_i, t in enumerate(self.types):
+                j = base + 2 * t_i
+                x[:, j] = [c == t_i for c in codes]
+                if t in asked:
+                    x[:, j + 1] = 1.0
+            if asked:
+                wanted = {self.types.index(t) for t in asked if t in self.types}
+                x[:, ix["type.match"]] = [c in wanted for c in codes]
         return x

@@ -130,7 +130,8 @@ class LearnedRanker(Ranker, Learner):
     def open(self) -> None:
         p = self.params
         self.profiles = UserProfiles()
-        self.builder = FeatureBuilder(p, self.ctx.plan.arms, self.ctx.catalog, self.profiles)
+        self.builder = FeatureBuilder(p, self.ctx.plan.arms, self.ctx.catalog, self.profiles,
+                                      self.ctx.plan.types)
         self.features_id = hashlib.sha1(json.dumps(self.builder.names).encode()).hexdigest()[:12]
         self.examples = ParquetLog(self.ctx.learned_dir / "examples", EXAMPLES)
         self._lock = threading.Lock()        # serialises learn() / retrain()

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
-from ltrr.components import ColumnUse, Params, Slotter, TableUse
+from ltrr.components import ColumnUse, Params, PlanView, Problem, Slotter, TableUse
 from ltrr.tables import column
 from ltrr.hookspecs import hookimpl
 from ltrr.text import WORD, normalize
-from ltrr.types import Query, Slot
+from ltrr.types import TYPE_SLOT, Query, Slot
 
 class SlotSource(Params):
     column: str = Field(description="Catalog column holding the values (string or list).")
@@ -55,6 +55,11 @@ class DictionaryParams(Params):
         "At most this many distinct spans per query are compared fuzzily, longer spans "
         "first, then in text order; 0 disables fuzzy matching. The Last.fm queries and "
         "their typo variants need at most 13."))
+    types: dict[str, list[str]] = Field(default_factory=dict, description=(
+        "A typed catalog: words or phrases that ask for an entity type, e.g. {station: "
+        "[radio, station, stations]}. Each one found (exactly, normalised, even inside "
+        "another slot's span) adds a slot `type` with that type as value and entity "
+        "type: a type intent the policy's slot features see (`type_exact_station`)."))
 
 
 @dataclass(slots=True)
@@ -70,6 +75,24 @@ class DictionarySlotter(Slotter):
     name = "dictionary"
     reads_user = False
     Params = DictionaryParams
+
+    @classmethod
+    def check(cls, params: DictionaryParams, plan: PlanView) -> list[Problem]:
+        problems = []
+        if params.types and TYPE_SLOT in params.slots:
+            problems.append(Problem(f"slot '{TYPE_SLOT}' is taken by the type intents",
+                                    ("slots", TYPE_SLOT), hint="rename this slot"))
+        for t, words in params.types.items():
+            if t not in plan.types:
+                problems.append(Problem(
+                    f"'{t}' is not an entity type of the catalog", ("types", t),
+                    hint=(f"types: {', '.join(plan.types)}" if plan.types else
+                          "declare catalog.types first, or drop types")))
+            for i, w in enumerate(words):
+                if not normalize(w):
+                    problems.append(Problem(f"'{w}' has no word to match", ("types", t, i),
+                                            hint="give a word or phrase"))
+        return problems
 
     @classmethod
     def tables(cls, params: DictionaryParams) -> list[TableUse]:
@@ -105,6 +128,8 @@ class DictionarySlotter(Slotter):
                 if counts[key] >= src.min_count:
                     self._vocab.setdefault(key, []).append(_Entry(slot, value, entity))
         self._keys = list(self._vocab)
+        self._intents = {normalize(w): t for t, words in self.params.types.items()
+                         for w in words if normalize(w)}
         # keys sorted by length (stable): a fuzzy span is compared only with the keys whose
         # length allows its ratio to reach the threshold (see _fuzzy_best)
         import numpy as np
@@ -199,8 +224,22 @@ class DictionarySlotter(Slotter):
             start, end = words[i][0], words[j - 1][1]
             for e in self._vocab[key]:
                 slots.append(Slot(e.slot, e.value, start, end, score, e.entity_id))
+        if self._intents:
+            slots.extend(self._type_intents(words))
         slots.sort(key=lambda s: s.start)
         return slots
+
+    def _type_intents(self, words: list[tuple[int, int, str]]) -> list[Slot]:
+        """A ``type`` slot per span naming an entity type (``radio`` → station), each
+        type once (its longest, then first span)."""
+        found: dict[str, Slot] = {}
+        for n in range(min(self.params.max_ngram, len(words)), 0, -1):
+            for i in range(len(words) - n + 1):
+                t = self._intents.get(" ".join(w[2] for w in words[i:i + n]))
+                if t is not None and t not in found:
+                    found[t] = Slot(TYPE_SLOT, t, words[i][0], words[i + n - 1][1], 1.0,
+                                    None, t)
+        return list(found.values())
 
 
 def _keys(value: str, articles: list[str]) -> list[str]:
