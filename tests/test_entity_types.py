@@ -468,3 +468,37 @@ def test_a_learned_ranker_learns_which_type_to_put_first_from_feedback(tmp_path)
             after, events = serve(pipe, 100 * n)
     assert first_is_wanted(before) < 0.8      # the fused order mixes them up
     assert first_is_wanted(after) == 1.0
+
+
+def test_a_link_relation_expands_across_types_row_by_row(tmp_path):
+    from ltrr.runtime.batch import index_plan
+
+    pl.DataFrame({"station": ["st:metal", "st:metal", "st:jazz", "st:nowhere", "a1"],
+                  "artist": ["a3", "a5", "a4", "a1", "a1"], "plays": [5, 9, 1, 1, 1]}
+                 ).write_csv(tmp_path / "members.csv")
+    spec = typed_folder(tmp_path)
+    spec["arms"][2]["with"]["relations"] = [
+        {"kind": "link", "path": "members.csv", "source": "station", "target": "artist",
+         "value": "plays"}]
+    plan = load_plan(write(tmp_path, spec))
+    report = index_plan(plan)
+    stats = json.dumps(report, default=str)
+    assert '"between_types": {"artist\\u2013station": 3}' in stats
+    assert '"rows_not_in_catalog": 2' in stats      # an unknown station, a self-link
+    related = run(plan, "Jazz Cats").candidates["related"]
+    assert [c.entity_id for c in related][:1] == ["st:metal"]   # no tag shared: the link
+    assert {c.entity_type for c in related} == {"station"}
+
+
+def test_a_link_relation_with_a_missing_column_names_the_field(tmp_path):
+    from ltrr.errors import LtrrError
+    from ltrr.runtime.batch import index_plan
+
+    pl.DataFrame({"station": ["st:metal"], "artist": ["a3"]}).write_csv(
+        tmp_path / "members.csv")
+    spec = typed_folder(tmp_path)
+    spec["arms"][2]["with"]["relations"] = [
+        {"kind": "link", "path": "members.csv", "source": "station", "target": "member"}]
+    with pytest.raises(LtrrError) as err:
+        index_plan(load_plan(write(tmp_path, spec)))
+    assert "member" in str(err.value) and "relations.0.target" in str(err.value)

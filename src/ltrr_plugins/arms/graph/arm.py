@@ -19,8 +19,8 @@ from ltrr.types import ArmRequest, Candidate
 from ltrr_plugins.arms.graph.deepwalk import DeepWalk
 from ltrr_plugins.arms.graph.ppr import PersonalizedPageRank
 from ltrr.files import content_digest
-from ltrr_plugins.arms.graph.relations import (BipartiteRelation, Relation, RelationReader,
-                                               _namespace, relation_table)
+from ltrr_plugins.arms.graph.relations import (BipartiteRelation, LinkRelation, Relation,
+                                               RelationReader, _namespace, relation_table)
 
 FORMAT = 1          # bump when the files written by build() change shape
 
@@ -126,6 +126,18 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
                 "workers", "seed")}
         return key
 
+    def _between_types(self, u, v) -> dict[str, Any]:
+        """On a typed catalog, how many links join each pair of types ("artist–station")."""
+        catalog = self.ctx.whole_catalog
+        if not catalog.typed:
+            return {}
+        ids, type_of = catalog.ids, catalog.type_of
+        counts: dict[str, int] = {}
+        for a, b in zip(u.tolist(), v.tolist()):
+            key = "–".join(sorted((type_of[ids[a]], type_of[ids[b]])))
+            counts[key] = counts.get(key, 0) + 1
+        return {"between_types": dict(sorted(counts.items()))}
+
     def build(self, out_dir: Path, progress: Callable[[int, int], None]) -> dict[str, Any]:
         import numpy as np
         import polars as pl
@@ -163,6 +175,12 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
                 stats["relations"].append({"kind": rel.kind, "namespace": ns,
                                            "attribute_nodes": len(attributes) - before,
                                            "edges": len(w), "rows_not_in_catalog": dropped})
+            elif isinstance(rel, LinkRelation):
+                u, v, w, dropped = self._link(i, rel, entities)
+                parts.append((u, v, w))
+                stats["relations"].append({"kind": rel.kind, "edges": len(w),
+                                           "rows_not_in_catalog": dropped,
+                                           **self._between_types(u, v)})
             else:
                 r, c, w, dropped = self._co_occurrence(i, rel, entities, n)
                 # a pair in the top-N of both ends is one edge (the cosine is symmetric)

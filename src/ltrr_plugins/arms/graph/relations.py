@@ -66,19 +66,43 @@ class CoOccurrenceRelation(Params):
     weight: float = Field(1.0, gt=0, description="Multiplier of this relation's edge weights.")
 
 
-Relation = Annotated[Union[BipartiteRelation, CoOccurrenceRelation], Field(discriminator="kind")]
+class LinkRelation(Params):
+    kind: Literal["link"] = Field(description=(
+        "Entities linked directly, row by row: e.g. a collection and its movies, a station "
+        "and its artists — relations between entity types of a typed catalog."))
+    path: str = Field(description=(
+        "Table file (Parquet, CSV, TSV or JSONL; text ones may be gzipped), relative to "
+        "the spec's folder."))
+    format: TableFormat | None = Field(None, description=(
+        "The file's format; inferred from its name when omitted."))
+    source: str = Field(description="Column holding one end's catalog entity ids.")
+    target: str = Field(description="Column holding the other end's catalog entity ids.")
+    value: str | None = Field(None, description=(
+        "Optional numeric column weighting a link (e.g. plays); absent: every row counts 1."))
+    transform: Transform = Field("log1p", description=(
+        "Edge weight from the summed `value` (or row count) of a pair: log1p, raw or binary."))
+    weight: float = Field(1.0, gt=0, description="Multiplier of this relation's edge weights.")
+
+
+Relation = Annotated[Union[BipartiteRelation, CoOccurrenceRelation, LinkRelation],
+                     Field(discriminator="kind")]
 
 
 def _namespace(rel: BipartiteRelation) -> str:
     return rel.namespace or rel.attribute
 
 
-def relation_table(rel: "BipartiteRelation | CoOccurrenceRelation", at: tuple
+def relation_table(rel: "BipartiteRelation | CoOccurrenceRelation | LinkRelation", at: tuple
                    ) -> TableUse:
     """The file and columns a relation reads (``at``: where it sits in the params)."""
     if isinstance(rel, BipartiteRelation):
         columns = [ColumnUse(rel.entity, at + ("entity",), "scalar"),
                    ColumnUse(rel.attribute, at + ("attribute",), "text")]
+    elif isinstance(rel, LinkRelation):
+        columns = [ColumnUse(rel.source, at + ("source",), "scalar"),
+                   ColumnUse(rel.target, at + ("target",), "scalar")]
+        if rel.value:
+            columns.append(ColumnUse(rel.value, at + ("value",), "number"))
     else:
         columns = [ColumnUse(rel.group, at + ("group",), "scalar"),
                    ColumnUse(rel.entity, at + ("entity",), "scalar")]
@@ -103,7 +127,7 @@ class RelationReader:
     """Reads the arm's relation files into edges (a mixin of :class:`GraphArm`: uses its
     ``params`` and ``ctx``)."""
 
-    def _relation_file(self, i: int, rel: BipartiteRelation | CoOccurrenceRelation) -> Path:
+    def _relation_file(self, i: int, rel: "Relation") -> Path:
         """The relation's file, checked (a DataError naming the field)."""
         path = self.ctx.resolve(rel.path)
         check_file(path, "relation file", error=DataError, where=None, node=self.ctx.node_id,
@@ -139,6 +163,34 @@ class RelationReader:
         pairs = pairs.join(keep.select("_a"), on="_a", how="semi").sort("_a", "_row")
         w = _weights(pairs["_n"].to_numpy(), rel.transform) * rel.weight
         return pairs["_row"].to_numpy(), pairs["_a"].to_list(), w, dropped
+
+    def _link(self, i: int, rel: LinkRelation, entities: "pl.DataFrame"):
+        """(u, v, weight, rows dropped) entity–entity edges, u < v, one per linked pair;
+        a row naming an entity outside the catalog, or linking one to itself, is dropped."""
+        import polars as pl
+
+        cols = [("source", rel.source), ("target", rel.target)]
+        if rel.value:
+            cols.append(("value", rel.value))
+        df = self._read(i, rel, cols)
+        if rel.value and not df.schema[rel.value].is_numeric():
+            raise StateError(f"column '{rel.value}' is not numeric ({df.schema[rel.value]})",
+                             node=self.ctx.node_id, field=f"with.relations.{i}.value",
+                             hint="name a numeric column, or drop `value`")
+        df = df.select(pl.col(rel.source).cast(pl.String).alias("_s"),
+                       pl.col(rel.target).cast(pl.String).alias("_e"),
+                       (pl.col(rel.value).cast(pl.Float64) if rel.value
+                        else pl.lit(1.0)).alias("_v")).drop_nulls()
+        n_rows = df.height
+        df = (df.join(entities, on="_e", how="inner").rename({"_row": "_t", "_e": "_te"})
+              .rename({"_s": "_e"}).join(entities, on="_e", how="inner")
+              .filter(pl.col("_row") != pl.col("_t")))
+        dropped = n_rows - df.height
+        pairs = (df.select(pl.min_horizontal("_row", "_t").alias("u"),
+                           pl.max_horizontal("_row", "_t").alias("v"), "_v")
+                 .group_by("u", "v").agg(pl.col("_v").sum()).sort("u", "v"))
+        w = _weights(pairs["_v"].to_numpy(), rel.transform) * rel.weight
+        return pairs["u"].to_numpy(), pairs["v"].to_numpy(), w, dropped
 
     def _co_occurrence(self, i: int, rel: CoOccurrenceRelation, entities: "pl.DataFrame",
                        n: int):
