@@ -53,6 +53,58 @@ def test_the_committed_files_are_what_build_makes(build):
                                             "like", "descriptive"}
     judged = {line.split()[0] for line in qrels}
     assert judged == {q["id"] for q in queries}           # every query has a judgement
+    mixed, members = build.collections(catalog)
+    assert mixed.equals(pl.read_parquet(FOLDER / "movies_mixed.parquet"))
+    assert members.equals(pl.read_parquet(FOLDER / "collection_members.parquet"))
+
+
+def test_collections_are_genres_and_common_tags_holding_their_movies(build):
+    catalog = pl.read_parquet(FOLDER / "movies.parquet")
+    mixed = pl.read_parquet(FOLDER / "movies_mixed.parquet")
+    members = pl.read_parquet(FOLDER / "collection_members.parquet")
+    kinds = dict(zip(mixed["movie_id"], mixed["kind"]))
+    assert mixed["movie_id"].n_unique() == mixed.height
+    assert sum(k == "movie" for k in kinds.values()) == catalog.height
+    comedies = set(members.filter(pl.col("collection_id") == "collection:genre:comedy")
+                   ["movie_id"])
+    assert comedies == set(catalog.filter(pl.col("genres").list.contains("Comedy"))
+                           ["movie_id"])
+    size = members.group_by("collection_id").len()
+    assert size["len"].min() >= build.MIN_COLLECTION
+    assert "collection:tag:comedy" not in kinds       # a tag repeating a genre
+    assert "collection:tag:in-netflix-queue" not in kinds
+    row = mixed.row(by_predicate=pl.col("movie_id") == "collection:tag:stephen-king",
+                    named=True)
+    assert row["title"] == "Stephen king movies" and row["tags"] == ["stephen king"]
+
+
+@pytest.fixture(scope="module")
+def mixed_plan():
+    from ltrr.compiler import load_plan
+    from ltrr.runtime.batch import index_plan
+
+    plan = load_plan(FOLDER / "movies-mixed.yaml")
+    index_plan(plan)
+    return plan
+
+
+def test_the_mixed_movies_spec_finds_movies_their_collections_and_asked_collections(
+        mixed_plan):
+    from ltrr.runtime.pipeline import Pipeline
+    from ltrr.types import Query
+
+    with Pipeline(mixed_plan, log_decisions=False) as pipe:
+        toy, king = pipe.run_batch([Query("1", "toy story"),
+                                    Query("2", "stephen king collection")])
+    members = pl.read_parquet(FOLDER / "collection_members.parquet")
+    of_toy_story = set(members.filter(pl.col("movie_id") == "1")["collection_id"])
+    assert toy.ranking[0].entity_id == "1" and toy.ranking[0].entity_type == "movie"
+    related = [c.entity_id for c in toy.candidates["related"]]
+    assert related and set(related[:3]) <= of_toy_story     # a movie → its collections
+    assert ("type", "collection") in {(s.name, s.value) for s in king.slots}
+    assert king.ranking[0].entity_id == "collection:tag:stephen-king"
+    for d in (toy, king):
+        assert sum(r.entity_type == "collection" for r in d.ranking) <= 3   # the quota
 
 
 def test_a_title_that_names_no_movie_stops_the_build_with_its_line(tmp_path):

@@ -9,6 +9,13 @@ Writes, beside this script:
   parentheses: "Se7en", "Le Fabuleux destin d'Amélie Poulain"), ``year`` and ``decade``
   (text: "1972", "1970s"), ``genres`` (list), ``tags`` (list: the users' free-text tags,
   lowercased, most used first), ``ratings`` (how many) and ``mean_rating``.
+* ``movies_mixed.parquet`` and ``collection_members.parquet`` — the movies plus a
+  *collection* entity per genre and per users' tag carried by at least
+  ``MIN_COLLECTION`` movies (a tag that repeats a genre is not one) (``kind``: movie or collection; a collection's id is
+  ``collection:genre:<slug>`` or ``collection:tag:<slug>``, its title "Comedy movies",
+  its ratings those of its movies summed), and which movies each collection holds
+  (``collection_id``, ``movie_id``, ``ratings``): the typed example
+  ``movies-mixed.yaml``.
 * ``queries.jsonl`` and ``qrels.txt`` — the judged queries of ``judged.yaml`` (written by
   hand, movies named by title and year) with their ids resolved; a title that does not
   resolve to exactly one movie stops the build with its line.
@@ -94,6 +101,53 @@ def movies() -> pl.DataFrame:
                         "ratings", "mean_rating")
 
 
+#: a tag carried by this many movies becomes a collection
+MIN_COLLECTION = 10
+#: tags that are someone's to-do list, not a topic
+NOT_TOPICS = ("in netflix queue",)
+
+
+def slug(value: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")
+
+
+def collections(catalog: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the movies and collections as one typed catalog, the collections' members)."""
+    movies = catalog.select("movie_id", "genres", "tags", "ratings")
+    members = []
+    for column, kind in (("genres", "genre"), ("tags", "tag")):
+        pairs = (movies.explode(column).drop_nulls(column)
+                 .filter(~pl.col(column).is_in(list(NOT_TOPICS)))
+                 .select("movie_id", pl.col(column).alias("value"), "ratings"))
+        keep = pairs.group_by("value").len().filter(pl.col("len") >= MIN_COLLECTION)
+        members.append(pairs.join(keep.select("value"), on="value", how="semi")
+                       .with_columns(kind=pl.lit(kind)))
+    members = pl.concat(members).with_columns(
+        slug=pl.col("value").map_elements(slug, return_dtype=pl.String))
+    genres = members.filter(pl.col("kind") == "genre")["slug"].unique().implode()
+    # a tag that repeats a genre ("comedy", "sci-fi") is that genre's collection
+    members = members.filter((pl.col("kind") == "genre") | ~pl.col("slug").is_in(genres))
+    members = members.with_columns(
+        collection_id=pl.format("collection:{}:{}", "kind", "slug"))
+    groups = (members.group_by("collection_id", "kind", "value")
+              .agg(pl.col("ratings").sum().cast(pl.UInt32)).sort("collection_id"))
+    rows = pl.DataFrame({
+        "movie_id": groups["collection_id"],
+        "title": [f"{v[:1].upper()}{v[1:]} movies" for v in groups["value"]],
+        "aka": [[] for _ in range(groups.height)],
+        "year": [None] * groups.height, "decade": [None] * groups.height,
+        "genres": [[v] if k == "genre" else [] for k, v in groups.select("kind", "value")
+                   .iter_rows()],
+        "tags": [[v] if k == "tag" else [] for k, v in groups.select("kind", "value")
+                 .iter_rows()],
+        "ratings": groups["ratings"], "mean_rating": [None] * groups.height,
+    }, schema=catalog.schema)
+    mixed = pl.concat([catalog.with_columns(kind=pl.lit("movie")),
+                       rows.with_columns(kind=pl.lit("collection"))])
+    return mixed, members.select("collection_id", "movie_id", "ratings").sort(
+        "collection_id", "movie_id")
+
+
 def judged(catalog: pl.DataFrame) -> tuple[list[dict], list[str]]:
     """judged.yaml → query records and TREC qrels lines; stops on a title that does not
     name exactly one movie."""
@@ -125,11 +179,15 @@ def judged(catalog: pl.DataFrame) -> tuple[list[dict], list[str]]:
 def main() -> None:
     catalog = movies()
     catalog.write_parquet(HERE / "movies.parquet", statistics=False)
+    mixed, members = collections(catalog)
+    mixed.write_parquet(HERE / "movies_mixed.parquet", statistics=False)
+    members.write_parquet(HERE / "collection_members.parquet", statistics=False)
     queries, qrels = judged(catalog)
     (HERE / "queries.jsonl").write_text(
         "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in queries), encoding="utf-8")
     (HERE / "qrels.txt").write_text("\n".join(qrels) + "\n")
-    print(f"movies.parquet: {catalog.height} movies; "
+    print(f"movies.parquet: {catalog.height} movies; movies_mixed.parquet: "
+          f"{mixed.height - catalog.height} collections of {members.height} members; "
           f"{len(queries)} judged queries, {len(qrels)} judgements")
 
 
