@@ -51,8 +51,11 @@ demo: $(STAMP)
 	$(LTRR) index pipelines/music.yaml
 	$(LTRR) run pipelines/music.yaml -q "britney spears" -q "metalica" -q "french hip hop"
 
+# Two workers, each file on one (module fixtures stay whole): the suite waits on servers
+# and subprocesses as much as it computes. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

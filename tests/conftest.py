@@ -142,13 +142,52 @@ def indexed_copy(folder, name: str, deadline_ms: float | None = None) -> tuple:
     return path, done.stderr
 
 
+def shared_index(tmp_path_factory, name: str, deadline_ms: float | None = None) -> tuple:
+    """``indexed_copy`` of ``pipelines/<name>.yaml`` built once per test run: with
+    pytest-xdist, in a folder every worker shares, by the first worker to get there (a
+    file lock), the others waiting; returns (spec path, index stderr). Use it through
+    :func:`linked_copy`: the built folder is read by every worker."""
+    import os
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    built = root / f"shared-{name}"
+    with FileLock(str(root / f"shared-{name}.lock")):
+        done = built / "index.log"
+        if not done.exists():
+            built.mkdir(exist_ok=True)
+            _, log = indexed_copy(built, name, deadline_ms)
+            done.write_text(log)
+    return built / f"{name}.yaml", done.read_text()
+
+
+def linked_copy(indexed, folder):
+    """A copy of an indexed spec in ``folder`` with its own, empty state folder (logs,
+    learned state), the built indexes and encoder caches linked in."""
+    import yaml
+
+    data = yaml.safe_load(indexed.read_text())
+    built = indexed.parent / "state"
+    state = folder / "state"
+    state.mkdir(parents=True)
+    for node in built.iterdir():
+        if (node / "manifest.json").exists() or node.name.endswith(".cache"):
+            (state / node.name).symlink_to(node, target_is_directory=True)
+    data["state_dir"] = str(state)
+    path = folder / indexed.name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 @pytest.fixture(scope="session")
 def music_spec(tmp_path_factory):
-    """pipelines/music.yaml copied with absolute data paths and a temp state dir, indexed
-    once per test session (the dense arm's encoding is the slow part)."""
-    path, log = indexed_copy(tmp_path_factory.mktemp("music"), "music")
+    """pipelines/music.yaml copied with absolute data paths and its own state dir, the
+    indexes built once per test run (the dense arm's encoding is the slow part)."""
+    path, log = shared_index(tmp_path_factory, "music")
     assert "documents=17632" in log
-    return path
+    return linked_copy(path, tmp_path_factory.mktemp("music"))
 
 
 # --- ltrr serve ---------------------------------------------------------------------------
@@ -159,26 +198,13 @@ def serve_spec_indexed(tmp_path_factory):
 
     Its arms get a 60 s deadline: a server applies deadlines, and a loaded test machine
     must not drop an arm (and change a ranking) in tests that are not about deadlines."""
-    return indexed_copy(tmp_path_factory.mktemp("music-serve"), "music-serve",
-                        deadline_ms=60_000)[0]
+    return shared_index(tmp_path_factory, "music-serve", deadline_ms=60_000)[0]
 
 
 def fresh_serve_spec(indexed, folder):
     """A copy of the indexed music-serve spec in ``folder`` with its own, empty state
-    folder (logs, learned state), the session's built indexes linked in."""
-    import yaml
-
-    data = yaml.safe_load(indexed.read_text())
-    built = indexed.parent / "state"
-    state = folder / "state"
-    state.mkdir(parents=True)
-    for node in built.iterdir():
-        if (node / "manifest.json").exists():
-            (state / node.name).symlink_to(node, target_is_directory=True)
-    data["state_dir"] = str(state)
-    path = folder / "music-serve.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    folder (logs, learned state), the built indexes linked in."""
+    return linked_copy(indexed, folder)
 
 
 @pytest.fixture

@@ -99,7 +99,12 @@ def test_sigkill_during_ingestion_loses_and_duplicates_nothing(serve_spec, start
     assert again.stop() == 0
 
 
-def test_fifty_clients_for_fifteen_seconds_search_and_feedback(serve_spec, start_server):
+ROUNDS = 6     # requests per client
+
+
+def test_fifty_clients_search_and_give_feedback_at_once(serve_spec, start_server):
+    """50 concurrent clients, a fixed number of requests each (no clock: a loaded machine
+    only takes longer): every request answered, every acknowledged event logged once."""
     server = start_server(serve_spec, "--max-batch", "32")
     url = server.url
     queries = ["britney spears", "metallica", "rock", "80s synth pop", "artists like muse",
@@ -108,10 +113,8 @@ def test_fifty_clients_for_fifteen_seconds_search_and_feedback(serve_spec, start
     acked: set[str] = set()
     counts = {"search": 0, "feedback": 0}
 
-    async def client(i: int, http: httpx.AsyncClient, stop_at: float) -> None:
-        n = 0
-        while time.monotonic() < stop_at:
-            n += 1
+    async def client(i: int, http: httpx.AsyncClient) -> None:
+        for n in range(1, ROUNDS + 1):
             try:
                 if i % 5 == 0:                           # 10 of the 50 post feedback
                     ids = [f"r{i}-{n}-{j}" for j in range(5)]
@@ -147,20 +150,22 @@ def test_fifty_clients_for_fifteen_seconds_search_and_feedback(serve_spec, start
     async def main() -> None:
         limits = httpx.Limits(max_connections=60, max_keepalive_connections=60)
         async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-            stop_at = time.monotonic() + 15
-            await asyncio.gather(*(client(i, http, stop_at) for i in range(50)))
+            await asyncio.gather(*(client(i, http) for i in range(50)))
 
     asyncio.run(main())
     assert failures == []
-    assert counts["search"] > 30 and counts["feedback"] > 10
+    assert counts == {"search": 40 * ROUNDS, "feedback": 10 * ROUNDS}
     logged = _event_log(serve_spec)["event_id"]
     assert logged.n_unique() == logged.len()
     assert acked <= set(logged.to_list())
     # the learner ran beside the clients and never failed; searching never waited for
     # it. (How soon it catches up depends on the load: it backs off to 4x its run time,
     # so on a loaded machine the backlog took minutes. Catching up is tested elsewhere.)
-    health = httpx.get(url + "/health", timeout=10).json()
-    assert health["learning"]["runs"] >= 1 and health["learning"]["errors"] == 0, health
+    deadline = time.monotonic() + 600          # generous: only a hang should fail this
+    while (health := httpx.get(url + "/health", timeout=10).json())["learning"]["runs"] < 1:
+        assert time.monotonic() < deadline, health
+        time.sleep(0.2)
+    assert health["learning"]["errors"] == 0, health
     metrics = httpx.get(url + "/metrics", timeout=10).text
     assert 'ltrr_learner_runs_total{result="ok"}' in metrics
     assert server.stop() == 0
