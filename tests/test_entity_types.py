@@ -502,3 +502,21 @@ def test_a_link_relation_with_a_missing_column_names_the_field(tmp_path):
     with pytest.raises(LtrrError) as err:
         index_plan(load_plan(write(tmp_path, spec)))
     assert "member" in str(err.value) and "relations.0.target" in str(err.value)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda s: s["slotters"][0]["with"].update(types={"station": ["radio"]}),
+     "declare catalog.types first"),
+    (lambda s: s.update(policy={"use": "epsilon_greedy", "budget": 12, "with": {
+        "reward": {"type_weights": {"station": 2.0}}}}), "declare catalog.types first"),
+    (lambda s: s.update(ranker={"use": "linear", "with": {"features": ["types"]}}),
+     "needs a typed catalog"),
+])
+def test_type_settings_on_an_untyped_catalog_are_compile_errors(tmp_path, change, words):
+    spec = typed_folder(tmp_path, catalog_types=False)
+    for arm in spec["arms"]:
+        arm.pop("types")
+    change(spec)
+    with pytest.raises(CompileError) as err:
+        load_plan(write(tmp_path, spec))
+    assert words in str(err.value) and "typed.yaml:" in str(err.value)
