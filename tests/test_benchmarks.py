@@ -144,3 +144,42 @@ def test_every_bench_block_in_the_docs_names_a_benchmark():
     names = [m.group("name") for page in ra.doc_pages()
              for m in ra.DOC_BLOCK.finditer(page.read_text())]
     assert names and set(names) <= set(ra.BENCHES)
+
+
+# --- scale data -------------------------------------------------------------------------
+
+def _scale_data():
+    spec = importlib.util.spec_from_file_location("scale_data",
+                                                  ROOT / "benchmarks" / "scale_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scale_data_copies_the_catalog_and_its_relations_with_distinct_ids_and_names():
+    import polars as pl
+
+    sd = _scale_data()
+    base = pl.read_parquet(sd.LASTFM / "artists.parquet")
+    cat = sd.catalog(3, seed=7)
+    assert cat.columns == base.columns and cat.height == 3 * base.height
+    assert cat["artist_id"].n_unique() == cat.height
+    assert cat.head(base.height).equals(base)                   # copy 0 is the original
+    copy2 = cat.filter(pl.col("artist_id").str.ends_with("~2"))
+    assert copy2.height == base.height
+    assert (copy2["name"].str.split(" ").list.len()
+            == base["name"].str.split(" ").list.len() + 1).all()
+    assert cat["name"].n_unique() > 0.99 * cat.height
+    assert cat.equals(sd.catalog(3, seed=7)) and not cat.equals(sd.catalog(3, seed=8))
+    ids = set(cat["artist_id"])
+    plays = sd.plays(3, seed=7)
+    assert plays.height == 3 * pl.read_parquet(sd.LASTFM / "plays.parquet").height
+    assert set(plays["artist_id"]) <= ids
+    # one play in ten goes to another copy: the copies are one graph, not three islands
+    copy_of = lambda s: s.str.extract(r"~(\d+)$").fill_null("0")    # noqa: E731
+    crossed = (copy_of(plays["user_id"]) != copy_of(plays["artist_id"])).mean()
+    assert 0.04 < crossed < 0.1
+    tags = sd.tag_assignments(2)
+    base_tags = pl.read_parquet(sd.LASTFM / "tag_assignments.parquet")
+    unknown = set(base_tags["artist_id"]) - set(base["artist_id"])   # so in the original
+    assert set(tags["artist_id"]) - ids == unknown | {f"{a}~1" for a in unknown}
