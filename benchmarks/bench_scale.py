@@ -86,7 +86,10 @@ def step_serve(spec: Path, queries: int, seed: int) -> dict:
             t = time.perf_counter()
             pipeline.run(Query(new_request_id(), q))
             ms.append((time.perf_counter() - t) * 1000.0)
-        return {"open_s": open_s, "rss_after_open_mb": after_open, "rss_after_mb": rss_mb(),
+        nodes = {k: round(v["open"] + v.get("warm", 0.0), 3)
+                 for k, v in getattr(pipeline, "open_seconds", {}).items()}
+        return {"open_s": open_s, "open_by_node_s": nodes,
+                "rss_after_open_mb": after_open, "rss_after_mb": rss_mb(),
                 "peak_mb": peak_mb(), "p50_ms": c.percentile(ms, 50),
                 "p90_ms": c.percentile(ms, 90), "p99_ms": c.percentile(ms, 99),
                 "queries": len(ms)}
@@ -283,7 +286,11 @@ def main() -> int:
             c.metric(f"{at}: index peak RSS", r["index"]["peak_mb"], "MB"),
             c.metric(f"{at}: Pipeline open", s["open_s"], "s",
                      target=f"< {TARGETS['open_s']:.0f} s" if top else None,
-                     passed=s["open_s"] < TARGETS["open_s"] if top else None),
+                     passed=s["open_s"] < TARGETS["open_s"] if top else None,
+                     note=("per node (open + warm; the catalog counted in its first "
+                           "reader): " + ", ".join(f"{k} {v:.1f} s" for k, v in
+                                                   s["open_by_node_s"].items() if v >= 0.05))
+                     if s.get("open_by_node_s") else None),
             c.metric(f"{at}: RSS after open + {s['queries']} queries", s["rss_after_mb"], "MB",
                      target=f"< {TARGETS['rss_mb']:.0f} MB" if top else None,
                      passed=s["rss_after_mb"] < TARGETS["rss_mb"] if top else None,
