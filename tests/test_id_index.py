@@ -117,3 +117,24 @@ def test_known_tells_each_id(tmp_path, n):
     index.sync()
     asked = pl.Series(ids[::2] + [f"other-{i}" for i in range(n)])
     assert index.known(asked).tolist() == [True] * len(ids[::2]) + [False] * n
+
+
+def test_a_damaged_new_part_is_quarantined_once_not_rescanned_on_every_append(tmp_path,
+                                                                            monkeypatch):
+    log = EventLog(tmp_path / "events")
+    log.append_new(events(["a"]))
+    other = EventLog(tmp_path / "other")
+    other.append_new(events(["lost"]))
+    (part,) = other.parts()
+    data = part.read_bytes()
+    (log.directory / part.name).write_bytes(data[: len(data) // 2])   # damaged, moved in
+    assert log.append_new(events(["b"]))["event_id"].to_list() == ["b"]
+    assert [q["part"].rsplit("/", 1)[-1] for q in log.quarantined()] == [part.name]
+    assert manifest(log)["count"] == len(log.pieces()) == 2
+
+    def rebuild(*_):
+        raise AssertionError("rebuilt from the whole log")
+
+    monkeypatch.setattr(IdIndex, "_rebuild", rebuild)
+    assert log.append_new(events(["c", "a"]))["event_id"].to_list() == ["c"]
+    assert manifest(log)["count"] == 3

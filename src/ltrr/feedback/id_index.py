@@ -108,14 +108,20 @@ class IdIndex:
             del self._maps[run]
         if new:
             ids = self.elog.read_pieces(new)["event_id"]
-            self._add_run(ids, new[-1].name, count + len(new))
+            # a damaged part among them was quarantined by the read: count what is left
+            self._add_run(ids, *self._covering())
+
+    def _covering(self) -> tuple[str | None, int]:
+        """(last append, number of appends) of the log as it is now."""
+        pieces = self.elog.pieces()
+        return (pieces[-1].name if pieces else None), len(pieces)
 
     def _rebuild(self, pieces) -> None:
         ids = self.elog.scan(self.elog.parts(), lambda ps: pl.scan_parquet(ps).select(
             "event_id").collect()["event_id"] if ps else pl.Series([], dtype=pl.String))
         m = {"format": FORMAT, "hasher": hasher(), "last": None, "count": 0, "runs": []}
         self.manifest = m
-        self._add_run(ids, pieces[-1].name if pieces else None, len(pieces), merge=False)
+        self._add_run(ids, *self._covering(), merge=False)
 
     def add(self, ids: pl.Series, piece: str) -> None:
         """Cover the append ``piece`` (just written) holding ``ids``."""
