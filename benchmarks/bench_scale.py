@@ -86,7 +86,10 @@ def step_serve(spec: Path, queries: int, seed: int) -> dict:
             t = time.perf_counter()
             pipeline.run(Query(new_request_id(), q))
             ms.append((time.perf_counter() - t) * 1000.0)
-        return {"open_s": open_s, "rss_after_open_mb": after_open, "rss_after_mb": rss_mb(),
+        nodes = {k: round(v["open"] + v.get("warm", 0.0), 3)
+                 for k, v in getattr(pipeline, "open_seconds", {}).items()}
+        return {"open_s": open_s, "open_by_node_s": nodes,
+                "rss_after_open_mb": after_open, "rss_after_mb": rss_mb(),
                 "peak_mb": peak_mb(), "p50_ms": c.percentile(ms, 50),
                 "p90_ms": c.percentile(ms, 90), "p99_ms": c.percentile(ms, 99),
                 "queries": len(ms)}
@@ -155,6 +158,18 @@ def event_log_of(folder: Path, n: int) -> "object":
         log.append_frame(frame)
         start += size
     return log
+
+
+def build_id_index(log) -> float | None:
+    """Seconds to build the log's id index from scratch (once: a log written through
+    ``append_new`` keeps it up to date); None before the index existed."""
+    try:
+        from ltrr.feedback.id_index import IdIndex
+    except ImportError:
+        return None
+    t = time.perf_counter()
+    IdIndex(log).sync()
+    return time.perf_counter() - t
 
 
 def append_ms(log, n: int, batches: int = 5) -> list[float]:
@@ -248,9 +263,11 @@ def main() -> int:
             t = time.perf_counter()
             log = event_log_of(work / f"events-{n}", n)
             made = time.perf_counter() - t
+            t = time.perf_counter()
+            index_s = build_id_index(log)
             ms = append_ms(log, n)
             events[n] = {"append_ms": ms, "median_ms": c.median(ms),
-                         "made_seconds": round(made, 1)}
+                         "made_seconds": round(made, 1), "id_index_seconds": index_s}
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -269,7 +286,11 @@ def main() -> int:
             c.metric(f"{at}: index peak RSS", r["index"]["peak_mb"], "MB"),
             c.metric(f"{at}: Pipeline open", s["open_s"], "s",
                      target=f"< {TARGETS['open_s']:.0f} s" if top else None,
-                     passed=s["open_s"] < TARGETS["open_s"] if top else None),
+                     passed=s["open_s"] < TARGETS["open_s"] if top else None,
+                     note=("per node (open + warm; the catalog counted in its first "
+                           "reader): " + ", ".join(f"{k} {v:.1f} s" for k, v in
+                                                   s["open_by_node_s"].items() if v >= 0.05))
+                     if s.get("open_by_node_s") else None),
             c.metric(f"{at}: RSS after open + {s['queries']} queries", s["rss_after_mb"], "MB",
                      target=f"< {TARGETS['rss_mb']:.0f} MB" if top else None,
                      passed=s["rss_after_mb"] < TARGETS["rss_mb"] if top else None,
@@ -309,7 +330,9 @@ def main() -> int:
             f"event log of {n:,}: append 10,000 new events (median of 5)", e["median_ms"], "ms",
             target=f"< {TARGETS['append_ms']:.0f} ms" if top else None,
             passed=e["median_ms"] < TARGETS["append_ms"] if top else None,
-            note=", ".join(f"{x:.0f}" for x in e["append_ms"]) + " ms"))
+            note=", ".join(f"{x:.0f}" for x in e["append_ms"]) + " ms"
+            + (f"; the id index was built once first in {e['id_index_seconds']:.1f} s"
+               if e.get("id_index_seconds") is not None else "")))
     if len(events) > 1:
         (n0, e0), (n1, e1) = list(events.items())[:2]
         k = exponent(n0, e0["median_ms"], n1, e1["median_ms"])

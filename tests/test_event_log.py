@@ -33,10 +33,10 @@ def _organic(tag: str, n: int) -> list[dict]:
 
 def _memory_events(spec: Path) -> int:
     """Events the memory arm's learned state holds (0 before it learned anything)."""
-    path = spec.parent / "state" / "memory.learned" / "memory.parquet"
-    if not path.exists():
-        return 0
-    return int(pl.read_parquet(path)["events"].sum())
+    from ltrr_plugins.arms.memory.store import read_pairs
+
+    pairs = read_pairs(spec.parent / "state" / "memory.learned")[0]
+    return 0 if pairs is None else int(pairs["events"].sum())
 
 
 def _wait_memory(spec: Path, want: int, server, timeout: float = 120.0) -> None:

@@ -255,7 +255,9 @@ def test_train_skips_logged_events_with_invalid_timestamps_naming_the_parts(tmp_
     assert report["learners"]["mem"]["learned"] == 2         # g1, g2 only
     assert first.name in caplog.text and second.name in caplog.text
     assert "2 logged events" in caplog.text and "--quarantine-invalid" in caplog.text
-    pairs = pl.read_parquet(tmp_path / ".ltrr/t/mem.learned/memory.parquet")
+    from ltrr_plugins.arms.memory.store import read_pairs
+
+    pairs = read_pairs(tmp_path / ".ltrr/t/mem.learned")[0]
     assert pairs["entity_id"].to_list() == ["a"]
     assert pairs.select(pl.col("w", "a", "t").is_finite().all()).row(0) == (True,) * 3
     assert pairs["t"][0] == 1.7e9 + 1

@@ -371,7 +371,9 @@ def test_feedback_cli_teaches_the_memory_arm(spec, tmp_path):
 # --- bad values never poison the memory (issue 10, item 4) --------------------------------
 
 def _learned_pairs(spec: Path) -> pl.DataFrame:
-    return pl.read_parquet(spec.parent / ".ltrr/t/mem.learned/memory.parquet")
+    from ltrr_plugins.arms.memory.store import read_pairs
+
+    return read_pairs(spec.parent / ".ltrr/t/mem.learned")[0]
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 1e300, -1e300, -5.0])
@@ -436,3 +438,38 @@ def test_evidence_says_how_the_memory_knows_a_query_before_any_allocation(arm):
         arm.learn(events([("my gym mix", "10", 1.0, T0 + i)], start=i))
     learned = ev("my gym mix")
     assert learned["match"] == "exact" and learned["evidence"] > 1.0 and learned["top"] > 0
+
+
+def test_a_learn_writes_what_it_changed_and_deltas_are_folded_into_the_base(spec):
+    """The learned state is not rewritten whole on every learn: a delta of the keys a
+    learn touched, folded into the base once the deltas hold as many rows as it."""
+    from ltrr_plugins.arms.memory.store import DELTAS, read_pairs
+
+    learned = spec.parent / ".ltrr/t/mem.learned"
+    ws, arm = open_arm(spec)
+    try:
+        arm.learn(events([(f"query {i}", "10", 1.0, T0) for i in range(40)]))  # the base
+        base = (learned / "memory.parquet").stat().st_mtime_ns
+        for n in range(5):                   # small learns: deltas, the base untouched
+            arm.learn(events([(f"query {n}", "4", 1.0, T0 + 1 + n)], start=100 + n))
+        assert len(list((learned / DELTAS).glob("delta-*.parquet"))) == 5
+        assert (learned / "memory.parquet").stat().st_mtime_ns == base
+        pairs, _, _, rows = read_pairs(learned)
+        assert rows == 10 and pairs.height == 45           # query 0-4: two pairs each
+        for n in range(40):                  # many touched keys: folded into a new base
+            arm.learn(events([(f"query {n}", "7", 1.0, T0 + 10)], start=200 + n))
+        assert len(list((learned / DELTAS).glob("delta-*.parquet"))) < 40
+        assert (learned / "memory.parquet").stat().st_mtime_ns != base
+        before = {q: arm.scores(q) for q in ("query 0", "query 3", "query 39")}
+    finally:
+        ws.close()
+    ws, again = open_arm(spec)               # what is on disk is what was learned
+    try:
+        assert read_pairs(learned)[0].height == 85
+        for q, (hits, evidence, match) in before.items():
+            got, got_evidence, got_match = again.scores(q)
+            assert [e for e, _, _ in got] == [e for e, _, _ in hits] and hits
+            assert [x for _, x, _ in got] == pytest.approx([x for _, x, _ in hits])
+            assert (got_evidence, got_match) == (pytest.approx(evidence), match)
+    finally:
+        ws.close()

@@ -370,3 +370,16 @@ def test_a_pipeline_that_does_not_own_the_gc_leaves_it_alone(tmp_path, monkeypat
     with Pipeline(plan, log_decisions=False):         # a batch job's pipeline owns it
         pass
     assert calls == ["freeze", "unfreeze"]
+
+
+def test_pipeline_open_is_timed_per_node(tmp_path):
+    from conftest import tiny_spec
+
+    from ltrr.compiler import load_plan
+    from ltrr.runtime.pipeline import Pipeline
+
+    plan = load_plan(tiny_spec(tmp_path))
+    with Pipeline(plan, log_decisions=False) as pipe:
+        times = pipe.open_seconds
+    assert set(times) == {n.id for n in plan.nodes}
+    assert all(set(t) == {"open", "warm"} and min(t.values()) >= 0 for t in times.values())

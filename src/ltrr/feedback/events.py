@@ -287,6 +287,7 @@ def quarantine_invalid(elog: "EventLog", max_future_s: float = DEFAULT_MAX_FUTUR
     import time as _time
     import uuid
 
+    from ltrr.feedback.id_index import IdIndex
     from ltrr.parquet_log import _INPUTS, _SOURCES, COMPACTED_PID, is_compacted, part_time_ns
     from ltrr.state import atomic_write_bytes, file_lock
 
@@ -328,6 +329,7 @@ def quarantine_invalid(elog: "EventLog", max_future_s: float = DEFAULT_MAX_FUTUR
             atomic_write_bytes(elog.directory / name, buf.getvalue())   # the commit point
             elog._remove([part])
             moved[part.name] = n_bad
+            IdIndex(elog).invalidate()      # its ids may be sent again, corrected
             log.warning("%s: moved %d events with invalid timestamps to %s", part, n_bad,
                         dest)
     return moved
@@ -357,69 +359,34 @@ class EventLog(ParquetLog):
         (``ltrr serve`` workers, ``ltrr feedback``): they take turns under the append
         lock, so an id is never logged twice.
 
-        Without ``known``, only the logged ids among the new ones are materialised (the
-        ``event_id`` column of every part is scanned with the filter pushed down): about
-        20 ms per million logged events. A long-lived writer passes its
-        :class:`LoggedIds`, which reads each part once.
+        The ids are checked against the log's id index (:mod:`ltrr.feedback.id_index`,
+        ``events/ids/``), not the log: the time grows with log(size). A long-lived
+        writer passes its :class:`LoggedIds`, which keeps the index's runs mapped.
         """
         from ltrr.state import file_lock
 
         events = events.unique("event_id", keep="first", maintain_order=True)
+        index = (known or LoggedIds()).index(self)
         with file_lock(self.lock_path):       # another writer cannot log the same id meanwhile
-            if known is not None:
-                known.refresh(self)
-                seen = known.ids
-                events = events.filter(pl.Series(
-                    [e not in seen for e in events["event_id"].to_list()], dtype=pl.Boolean))
-            else:
-                events = self._not_logged(events)
+            index.sync()
+            if events.height:
+                events = events.filter(pl.Series(~index.known(events["event_id"])))
             path = self.append_frame(events)
-        if known is not None and path is not None:
-            known.ids.update(events["event_id"].to_list())
-            known.parts.add(path.name)
+            if path is not None:
+                index.add(events["event_id"], path.name)
         return events, path
-
-    def _not_logged(self, events: pl.DataFrame) -> pl.DataFrame:
-        parts = self.parts()
-        if not parts or not events.height:
-            return events
-        wanted = events["event_id"].implode()
-        logged = self.scan(parts, lambda ps: pl.scan_parquet(ps).select("event_id")
-                           .filter(pl.col("event_id").is_in(wanted))
-                           .collect()["event_id"] if ps
-                           else pl.Series("event_id", [], pl.String))
-        return events.filter(~pl.col("event_id").is_in(logged.implode())) if logged.len() \
-            else events
 
 
 class LoggedIds:
-    """The ids an event log holds, kept in memory: each refresh reads only the parts
-    written since the last one (by this process or others) and forgets parts compacted
-    away. Used under the log's append lock (:meth:`EventLog.append_unlogged`)."""
+    """A long-lived writer's handle on the id index of the event log it appends to
+    (:class:`~ltrr.feedback.id_index.IdIndex`): the runs stay mapped between appends."""
 
     def __init__(self) -> None:
-        self.directory: Path | None = None
-        self.ids: set[str] = set()
-        self.parts: set[str] = set()      # the parts the ids were read from
+        self._index = None
 
-    def refresh(self, elog: EventLog) -> None:
-        if self.directory != elog.directory:
-            self.directory, self.ids, self.parts = elog.directory, set(), set()
-        for attempt in range(5):
-            listed = elog.parts()
-            self.parts.intersection_update(p.name for p in listed)   # compacted away
-            parts = [p for p in listed if p.name not in self.parts]
-            if not parts:
-                return
-            try:
-                # a damaged part is quarantined (and reported), not an error for everyone
-                ids = elog.scan(parts, lambda ps: pl.scan_parquet(ps).select("event_id")
-                                .collect()["event_id"] if ps
-                                else pl.Series([], dtype=pl.String))
-            except FileNotFoundError:
-                if attempt == 4:
-                    raise
-                continue          # compacted meanwhile: the merged part holds them
-            self.ids.update(ids.to_list())
-            self.parts.update(p.name for p in parts)
-            return
+    def index(self, elog: "EventLog"):
+        from ltrr.feedback.id_index import IdIndex
+
+        if self._index is None or self._index.elog.directory != elog.directory:
+            self._index = IdIndex(elog)
+        return self._index

@@ -78,11 +78,18 @@ class Pipeline:
         if check:
             for comp in self.components.values():
                 check_state(comp, spec.path)
+        #: node id → seconds its ``open`` and ``warm`` took (the catalog is read by the
+        #: first node that needs it, and counted there)
+        self.open_seconds: dict[str, dict[str, float]] = {}
         for node_id, comp in self.components.items():   # encoders first: arms use them
+            t = perf_counter()
             _open(comp, spec.path)
+            self.open_seconds[node_id] = {"open": perf_counter() - t}
             self.workspace.adopt(node_id, comp)
         for node_id, comp in self.components.items():
+            t = perf_counter()
             _warm(comp)
+            self.open_seconds[node_id]["warm"] = perf_counter() - t
         # indexes and models loaded above live as long as the pipeline: keep them out of
         # the cyclic GC's scans, which otherwise cost large batches 2-4x. A process that
         # holds several pipelines (a server) passes own_gc=False and decides itself.

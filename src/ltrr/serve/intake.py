@@ -4,8 +4,8 @@
 (``ltrr.feedback.schema.Event``) and appends the events of all requests waiting at that
 moment as one Parquet part of the pipeline's event log (group commit: one fsync for
 many requests) through ``EventLog.append_unlogged``, which drops ids already logged;
-the server keeps the logged ids in memory (``LoggedIds``) instead of re-reading every
-part on every append. Only then are the requests answered, and the learner
+ids are checked against the log's id index (``LoggedIds`` keeps it mapped), not by
+re-reading every part on every append. Only then are the requests answered, and the learner
 (``ltrr.serve.learner``) is woken.
 """
 

@@ -11,8 +11,8 @@ engaged with, and answers with them, best first.
   Written to ``predictions.parquet`` in the node's state folder.
 * **Learning** (``ltrr feedback``): per (query key, entity) the decayed weighted
   engagement; evidence gradually replaces the predictions (formula on
-  :class:`MemoryArm`). Kept in ``<state_dir>/<node>.learned/memory.parquet``, which
-  re-indexing never touches.
+  :class:`MemoryArm`). Kept in ``<state_dir>/<node>.learned/`` (``memory.parquet`` and
+  the deltas of later learns, ``store.py``), which re-indexing never touches.
 * **Lookup**: the exact key (``normalize`` of the dictionary slotter), then the
   near-duplicate key (tokens minus stopwords, sorted: "the beatles" ≈ "beatles",
   "hip hop french" ≈ "french hip hop"), then optionally a cheap fuzzy match.

@@ -1,5 +1,10 @@
 """The learned memory: decayed weighted engagement per (query key, entity), learned
-from feedback and kept in ``<node>.learned/memory.parquet``, written atomically."""
+from feedback and kept in ``<node>.learned/``: ``memory.parquet`` (the base) and
+``memory.deltas/`` (after each learn, the rows of the keys it touched, replacing theirs),
+each file written atomically. A learn writes only what it changed; once the deltas hold
+as many rows as the base (or there are ``MAX_DELTAS`` of them), they are folded into a
+new base (which names the last delta it holds) and removed: each row is rewritten
+O(1) times on average, not on every learn. :func:`read_pairs` reads the whole."""
 
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ import json
 import logging
 import math
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +29,10 @@ if TYPE_CHECKING:
 
 
 LEARNED = "memory.parquet"
+DELTAS = "memory.deltas"
+#: deltas folded into the base once there are this many (or they hold its row count)
+MAX_DELTAS = 32
+THROUGH = "ltrr_memory_through"
 
 
 LEARNED_FORMAT = 1
@@ -62,17 +72,15 @@ class LearnedStore:
         import polars as pl
 
         path = self._learned_path
-        if not path.exists():
-            return self._empty_pairs()
         try:
-            meta = pl.read_parquet_metadata(path)
-            pairs = pl.read_parquet(path)
-            fmt = int(meta.get("ltrr_memory_format", "0"))
+            pairs, fmt, self._through, self._delta_rows = read_pairs(self.ctx.learned_dir)
         except Exception as exc:
             raise StateError(f"learned state {path} is unreadable: {exc}",
                              node=self.ctx.node_id,
                              hint=f"move {path} away to start learning afresh (the events "
                                   "stay in the pipeline's event log)") from exc
+        if pairs is None:
+            return self._empty_pairs()
         if fmt != LEARNED_FORMAT or set(pairs.columns) != set(self._empty_pairs().columns):
             raise StateError(f"learned state {path} has format {fmt}, expected "
                              f"{LEARNED_FORMAT}", node=self.ctx.node_id,
@@ -148,8 +156,8 @@ class LearnedStore:
                     stats[f"ignored_{name}"] = count
             if df.height:
                 merged = self._merge(self._pairs, df)
-                self._save(merged)
                 touched = df["key"].unique()
+                self._save(merged, touched)
                 self._pairs = merged
                 self._update_learned(merged.filter(pl.col("key").is_in(touched.implode())))
                 self._after_new_keys(touched.to_list())
@@ -188,13 +196,38 @@ class LearnedStore:
                 .agg(pl.col("w").sum(), pl.col("a").sum(), pl.col("events").sum(),
                      pl.col("t").max()))
 
-    def _save(self, pairs: "pl.DataFrame") -> None:
+    def _save(self, pairs: "pl.DataFrame", touched: "pl.Series") -> None:
+        """Persist: the touched keys' rows as a delta, or everything as a new base when
+        the deltas have grown to the base's size (see the module docstring)."""
+        import polars as pl
+
+        base_exists = self._learned_path.exists()
+        delta = pairs.filter(pl.col("key").is_in(touched.implode()))
+        rows = getattr(self, "_delta_rows", 0) + delta.height
+        deltas = self.ctx.learned_dir / DELTAS
+        if not base_exists or rows >= pairs.height - rows or \
+                len(list(deltas.glob("delta-*.parquet"))) >= MAX_DELTAS:
+            self._write_base(pairs)
+            return
+        name = f"delta-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        buf = io.BytesIO()
+        delta.write_parquet(buf, compression="zstd", statistics=False)
+        atomic_write_bytes(deltas / name, buf.getvalue())
+        self._delta_rows = rows
+
+    def _write_base(self, pairs: "pl.DataFrame") -> None:
+        deltas = sorted((self.ctx.learned_dir / DELTAS).glob("delta-*.parquet"))
+        through = deltas[-1].name if deltas else getattr(self, "_through", "")
         buf = io.BytesIO()
         pairs.write_parquet(buf, compression="zstd", statistics=False, metadata={
             "ltrr_memory_format": str(LEARNED_FORMAT),
             "ltrr_memory_params": json.dumps({"half_life_days": self.params.half_life_days}),
+            THROUGH: through,
         })
-        atomic_write_bytes(self._learned_path, buf.getvalue())
+        atomic_write_bytes(self._learned_path, buf.getvalue())   # the commit point
+        for d in deltas:
+            d.unlink(missing_ok=True)
+        self._through, self._delta_rows = through, 0
 
     def _after_new_keys(self, keys: list[str]) -> None:
         """Index newly learned keys by near-duplicate key and for the fuzzy fallback."""
@@ -215,3 +248,35 @@ class LearnedStore:
                 buckets[block] = buckets.get(block, []) + new
             self._buckets = buckets
         self._fuzzy_cache = {}
+
+
+def read_pairs(learned_dir: Path) -> tuple["pl.DataFrame | None", int, str, int]:
+    """The learned pairs in ``learned_dir`` (base + deltas; None: nothing learned), the
+    base's format, the last delta it holds and the rows of the deltas after it. Raises
+    what reading a damaged file raises. A delta removed by a concurrent fold (another
+    process learning) means the base changed: read again."""
+    import polars as pl
+
+    path = Path(learned_dir) / LEARNED
+    for attempt in range(5):
+        if not path.exists():
+            return None, LEARNED_FORMAT, "", 0
+        meta = pl.read_parquet_metadata(path)
+        pairs = pl.read_parquet(path)
+        fmt = int(meta.get("ltrr_memory_format", "0"))
+        through = meta.get(THROUGH, "")
+        rows = 0
+        try:
+            for d in sorted((Path(learned_dir) / DELTAS).glob("delta-*.parquet")):
+                if d.name <= through:
+                    continue                    # folded in already (a fold stopped early)
+                delta = pl.read_parquet(d).select(pairs.columns)
+                rows += delta.height
+                pairs = pl.concat([pairs.filter(~pl.col("key").is_in(
+                    delta["key"].unique().implode())), delta])
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
+            continue
+        return pairs, fmt, through, rows
+    raise AssertionError("unreachable")
