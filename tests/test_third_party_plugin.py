@@ -1,8 +1,8 @@
 """The plugin API is enough for a third-party package: examples/ltrr-popularity.
 
-The package is installed into (and removed from) the test venv by the fixtures below,
-so the CLI — run as a subprocess, like a user would — sees it through its entry point
-exactly as it would see any package from PyPI. The unit checks import it from its
+The package is installed into a folder of its own by the fixtures below, put on the
+path of the CLI — run as a subprocess, like a user would — which sees it through its
+entry point exactly as it would see any package from PyPI. The unit checks import it from its
 source folder and do not need it installed.
 """
 
@@ -38,41 +38,27 @@ def _pip(*args: str) -> None:
     assert proc.returncode == 0, f"pip {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
 
 
-class _PluginInstall:
-    """Tracks whether ltrr-popularity is installed and switches only when needed."""
-
-    def __init__(self) -> None:
-        self.installed: bool | None = None      # unknown: a previous run may have left it
-
-    def ensure(self, installed: bool) -> None:
-        if self.installed is installed:
-            return
-        if installed:
-            _pip("install", "--quiet", "--no-deps", "--no-build-isolation", "-e", str(PACKAGE_DIR))
-        else:
-            _pip("uninstall", "--quiet", "-y", DIST)
-        self.installed = installed
-
-
 @pytest.fixture(scope="module")
-def plugin_install():
-    state = _PluginInstall()
-    state.ensure(False)
-    try:
-        yield state
-    finally:    # leave the venv as other tests expect it: without the example package
-        state.installed = None
-        state.ensure(False)
+def plugin_site(tmp_path_factory) -> Path:
+    """The package installed (built from its folder, as from PyPI) into a folder of its
+    own — never into the shared venv, where tests running beside these (pytest-xdist)
+    would see it come and go."""
+    site = tmp_path_factory.mktemp("popularity-site")
+    _pip("install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site),
+         str(PACKAGE_DIR))
+    return site
 
 
 @pytest.fixture
-def without_plugin(plugin_install):
-    plugin_install.ensure(False)
+def without_plugin(monkeypatch):
+    monkeypatch.delenv("PYTHONPATH", raising=False)
 
 
 @pytest.fixture
-def with_plugin(plugin_install):
-    plugin_install.ensure(True)
+def with_plugin(plugin_site, monkeypatch):
+    """The CLI subprocesses see the package on their path, found by its entry point."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(plugin_site), os.environ.get("PYTHONPATH")) if p))
 
 
 def ltrr(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
