@@ -26,6 +26,7 @@ Targets (issue 16) at ×100 without the dense arm: open < 5 s, RSS after open + 
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import resource
@@ -213,7 +214,7 @@ def main() -> int:
     p.add_argument("--events", default="1e6,1e8", help="event log sizes ('' for none)")
     p.add_argument("--work", type=Path, default=None,
                    help="folder for the data and state (default: a temporary one)")
-    p.add_argument("--step", nargs="+", help=argparse_hidden())
+    p.add_argument("--step", nargs="+", help=argparse.SUPPRESS)   # a step's own process
     args = p.parse_args()
     if args.step:
         kind, spec = args.step[0], Path(args.step[1])
@@ -343,12 +344,6 @@ def main() -> int:
     c.emit(c.result("scale", "the music pipeline ×1/×10/×100 and event logs to 10⁸", metrics,
                     details, started=started), args.out)
     return 0
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

@@ -103,6 +103,22 @@ class PlanView:
     types: tuple[str, ...] = ()
     arm_types: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
 
+    def unknown_type(self, name: str, at: tuple, params: str) -> "Problem | None":
+        """A Problem at ``at`` when ``name`` is not one of the catalog's entity types
+        (hint: the closest declared one; on an untyped catalog, to declare types or drop
+        ``params``)."""
+        if name in self.types:
+            return None
+        if not self.types:
+            hint = f"declare catalog.types first, or drop {params}"
+        else:
+            import difflib
+
+            close = difflib.get_close_matches(name, self.types, n=1)
+            hint = (f"did you mean '{close[0]}'? " if close else "") + \
+                f"types: {', '.join(self.types)}"
+        return Problem(f"'{name}' is not an entity type of the catalog", at, hint=hint)
+
 
 @dataclass
 class ComponentContext:

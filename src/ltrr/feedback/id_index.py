@@ -99,7 +99,7 @@ class IdIndex:
         last, count = m.get("last"), m.get("count", 0)
         covered = [p for p in pieces if last is not None and p.name <= last]
         if not m or len(covered) != count:
-            self._rebuild(pieces)
+            self._rebuild()
             return
         new = [p for p in pieces if p.name > last]
         self.manifest = m
@@ -116,7 +116,7 @@ class IdIndex:
         pieces = self.elog.pieces()
         return (pieces[-1].name if pieces else None), len(pieces)
 
-    def _rebuild(self, pieces) -> None:
+    def _rebuild(self) -> None:
         ids = self.elog.scan(self.elog.parts(), lambda ps: pl.scan_parquet(ps).select(
             "event_id").collect()["event_id"] if ps else pl.Series([], dtype=pl.String))
         m = {"format": FORMAT, "hasher": hasher(), "last": None, "count": 0, "runs": []}

@@ -93,8 +93,9 @@ class Joined:
     decisions once: learners with the same pending parts (the usual case: every
     learner was up to date before this ingestion) share one join."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, catalog=None):
         self.plan = plan
+        self.catalog = catalog          # the plan's, when a workspace already loaded it
         self.seconds = 0.0
         self._done: dict[tuple[str, ...], tuple[pl.DataFrame, pl.DataFrame, pl.Series]] = {}
         self._types: pl.DataFrame | None | bool = False     # False: not read yet
@@ -117,7 +118,7 @@ class Joined:
             ids = events["request_id"].drop_nulls().unique().to_list()
             decisions = decisions_for(self.plan, ids)
             if self._types is False:
-                self._types = entity_types(self.plan)
+                self._types = entity_types(self.plan, self.catalog)
             joined = interactions(events, decisions, self.plan.model.feedback.weights,
                                   self._types)  # type: ignore[arg-type]
             window = window_of(self.plan)
@@ -169,7 +170,7 @@ def catch_up(plan: Plan, learner: Component, joined: Joined | None = None,
     cursor, pending, pieces = _pending(plan, learner.ctx.learned_dir, until_ns)
     stats = None
     if pending:
-        joined = joined or Joined(plan)
+        joined = joined or Joined(plan, learner.ctx.whole_catalog)
         frame, decisions = joined.of(pending)
         late = joined.late(pending) if learns_silence(learner) else None
         if late is not None and late.len():
@@ -218,7 +219,7 @@ def _learn_all(plan: Plan, workspace: Workspace | None, report: dict[str, Any],
     seconds = report["seconds"]
     own = workspace is None
     workspace = workspace or Workspace(plan)
-    joined = Joined(plan)
+    joined = Joined(plan, workspace.catalog)
     try:
         with paused_gc():
             for node in plan.nodes:

@@ -41,16 +41,18 @@ def interaction_frame(rows: list[dict]) -> pl.DataFrame:
         INTERACTION_COLUMNS)
 
 
-def entity_types(plan) -> pl.DataFrame | None:
+def entity_types(plan, catalog=None) -> pl.DataFrame | None:
     """``entity_id`` → ``entity_type`` of a typed catalog (None when untyped): what
-    :func:`interactions` joins to each event."""
+    :func:`interactions` joins to each event. ``catalog``: the plan's, already loaded
+    (a workspace's); read from the spec otherwise."""
     if plan.model.catalog.types is None:
         return None
-    from ltrr.runtime.workspace import Workspace
+    if catalog is None:
+        from ltrr.runtime.workspace import Workspace
 
-    type_of = Workspace(plan).catalog.type_of
-    return pl.DataFrame({"entity_id": list(type_of), ENTITY_TYPE: list(type_of.values())},
-                        schema={"entity_id": pl.String, ENTITY_TYPE: pl.String})
+        catalog = Workspace(plan).catalog
+    return catalog.frame.select(pl.col(catalog.id_column).alias("entity_id"),
+                                pl.col(catalog.type_column).cast(pl.String).alias(ENTITY_TYPE))
 
 
 def interactions(events: pl.DataFrame, decisions: pl.DataFrame,

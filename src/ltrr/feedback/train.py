@@ -59,7 +59,8 @@ def _merge_stats(total: dict[str, Any], stats: dict[str, Any] | None) -> None:
 
 
 def _replay(plan: Plan, learner: Component, log_dir: Path,
-            progress: Callable[[int, int], None] | None) -> dict[str, Any] | None:
+            progress: Callable[[int, int], None] | None,
+            types: pl.DataFrame | None = None) -> dict[str, Any] | None:
     events_log = EventLog(log_dir / EVENTS_DIR)
     dlog = DecisionLog(log_dir / DECISIONS_DIR)
     cursor_path = learner.ctx.learned_dir / TRAIN_CURSOR
@@ -84,7 +85,6 @@ def _replay(plan: Plan, learner: Component, log_dir: Path,
     total: dict[str, Any] = {"parts": 0}
     weights = plan.model.feedback.weights
     window = window_of(plan)
-    types = entity_types(plan)
     for n, piece in enumerate(pending, 1):
         try:
             events = events_log.read_pieces([piece], logged_at=True)
@@ -159,6 +159,7 @@ def _train(plan: Plan, log_dir: Path, learners: list[str], own: bool,
            report: dict[str, Any]) -> None:
     mine = workspace is None
     workspace = workspace or Workspace(plan)
+    types = None if own else entity_types(plan, workspace.catalog)   # read once
     try:
         for node_id in learners:
             learner = workspace.opened(node_id)
@@ -166,7 +167,7 @@ def _train(plan: Plan, log_dir: Path, learners: list[str], own: bool,
                 report["learners"][node_id] = catch_up(plan, learner)
             else:
                 cb = (lambda d, t, _n=node_id: progress(_n, d, t)) if progress else None
-                stats = _replay(plan, learner, log_dir, cb)
+                stats = _replay(plan, learner, log_dir, cb, types)
                 with paused_gc():
                     silence = close_silent(plan, learner, log_dir=log_dir)
                 if silence is not None:

@@ -362,7 +362,8 @@ class BackgroundLearner:
                 self.decisions.flush()      # the decisions the events answer are on disk
             except Exception as exc:
                 errors.append(f"decision log: {exc}")
-            joined = Joined(served.plan)    # learners with the same parts share one join
+            # learners with the same parts share one join
+            joined = Joined(served.plan, served.pipeline.catalog)
             for node in served.learners if not errors else []:
                 try:
                     out = catch_up(served.plan, served.pipeline.workspace.opened(node),

@@ -86,12 +86,8 @@ class BanditPolicy(Policy, Learner):
                 problems.append(Problem(f"'{arm}' is not an arm of this pipeline",
                                         ("evidence_arms", i),
                                         hint=f"arms: {', '.join(plan.arms)}"))
-        for t in params.reward.type_weights:
-            if t not in plan.types:
-                problems.append(Problem(
-                    f"'{t}' is not an entity type of the catalog", ("reward", "type_weights", t),
-                    hint=(f"types: {', '.join(plan.types)}" if plan.types else
-                          "declare catalog.types first, or drop reward.type_weights")))
+        problems += [p for t in params.reward.type_weights if (p := plan.unknown_type(
+            t, ("reward", "type_weights", t), "reward.type_weights"))]
         return problems
 
     @classmethod

@@ -83,11 +83,8 @@ class DictionarySlotter(Slotter):
             problems.append(Problem(f"slot '{TYPE_SLOT}' is taken by the type intents",
                                     ("slots", TYPE_SLOT), hint="rename this slot"))
         for t, words in params.types.items():
-            if t not in plan.types:
-                problems.append(Problem(
-                    f"'{t}' is not an entity type of the catalog", ("types", t),
-                    hint=(f"types: {', '.join(plan.types)}" if plan.types else
-                          "declare catalog.types first, or drop types")))
+            if p := plan.unknown_type(t, ("types", t), "types"):
+                problems.append(p)
             for i, w in enumerate(words):
                 if not normalize(w):
                     problems.append(Problem(f"'{w}' has no word to match", ("types", t, i),

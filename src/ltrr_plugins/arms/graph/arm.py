@@ -128,15 +128,17 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
 
     def _between_types(self, u, v) -> dict[str, Any]:
         """On a typed catalog, how many links join each pair of types ("artist–station")."""
+        import numpy as np
+
         catalog = self.ctx.whole_catalog
         if not catalog.typed:
             return {}
-        ids, type_of = catalog.ids, catalog.type_of
-        counts: dict[str, int] = {}
-        for a, b in zip(u.tolist(), v.tolist()):
-            key = "–".join(sorted((type_of[ids[a]], type_of[ids[b]])))
-            counts[key] = counts.get(key, 0) + 1
-        return {"between_types": dict(sorted(counts.items()))}
+        kinds = catalog.frame[catalog.type_column].cast(str).to_numpy().astype(str)
+        a, b = kinds[u], kinds[v]
+        first = a <= b
+        pairs, counts = np.unique(np.char.add(np.char.add(np.where(first, a, b), "–"),
+                                              np.where(first, b, a)), return_counts=True)
+        return {"between_types": {str(k): int(n) for k, n in zip(pairs, counts)}}
 
     def build(self, out_dir: Path, progress: Callable[[int, int], None]) -> dict[str, Any]:
         import numpy as np

@@ -144,6 +144,25 @@ class RelationReader:
                    what=f"relation file {Path(rel.path).name}")
         return frame.select(list(dict.fromkeys(c for _, c in columns)))
 
+    def _valued(self, i: int, rel: "CoOccurrenceRelation | LinkRelation",
+                keys: list[tuple[str, str, str]]) -> "pl.DataFrame":
+        """The relation's ``keys`` (param, column, alias) as text and its optional
+        ``value`` as ``_v`` (1 when absent; a non-numeric column is an error naming the
+        field), rows with a null dropped."""
+        import polars as pl
+
+        cols = [(param, col) for param, col, _ in keys]
+        if rel.value:
+            cols.append(("value", rel.value))
+        df = self._read(i, rel, cols)
+        if rel.value and not df.schema[rel.value].is_numeric():
+            raise StateError(f"column '{rel.value}' is not numeric ({df.schema[rel.value]})",
+                             node=self.ctx.node_id, field=f"with.relations.{i}.value",
+                             hint="name a numeric column, or drop `value`")
+        return df.select(*(pl.col(col).cast(pl.String).alias(alias) for _, col, alias in keys),
+                         (pl.col(rel.value).cast(pl.Float64) if rel.value
+                          else pl.lit(1.0)).alias("_v")).drop_nulls()
+
     def _bipartite(self, i: int, rel: BipartiteRelation, entities: "pl.DataFrame"):
         """(entity rows, attribute values, weights, rows dropped) of one bipartite relation."""
         import polars as pl
@@ -169,18 +188,7 @@ class RelationReader:
         a row naming an entity outside the catalog, or linking one to itself, is dropped."""
         import polars as pl
 
-        cols = [("source", rel.source), ("target", rel.target)]
-        if rel.value:
-            cols.append(("value", rel.value))
-        df = self._read(i, rel, cols)
-        if rel.value and not df.schema[rel.value].is_numeric():
-            raise StateError(f"column '{rel.value}' is not numeric ({df.schema[rel.value]})",
-                             node=self.ctx.node_id, field=f"with.relations.{i}.value",
-                             hint="name a numeric column, or drop `value`")
-        df = df.select(pl.col(rel.source).cast(pl.String).alias("_s"),
-                       pl.col(rel.target).cast(pl.String).alias("_e"),
-                       (pl.col(rel.value).cast(pl.Float64) if rel.value
-                        else pl.lit(1.0)).alias("_v")).drop_nulls()
+        df = self._valued(i, rel, [("source", rel.source, "_s"), ("target", rel.target, "_e")])
         n_rows = df.height
         df = (df.join(entities, on="_e", how="inner").rename({"_row": "_t", "_e": "_te"})
               .rename({"_s": "_e"}).join(entities, on="_e", how="inner")
@@ -199,18 +207,7 @@ class RelationReader:
         import polars as pl
         import scipy.sparse as sp
 
-        cols = [("group", rel.group), ("entity", rel.entity)]
-        if rel.value:
-            cols.append(("value", rel.value))
-        df = self._read(i, rel, cols)
-        if rel.value and not df.schema[rel.value].is_numeric():
-            raise StateError(f"column '{rel.value}' is not numeric ({df.schema[rel.value]})",
-                             node=self.ctx.node_id, field=f"with.relations.{i}.value",
-                             hint="name a numeric column, or drop `value`")
-        df = df.select(pl.col(rel.group).cast(pl.String).alias("_g"),
-                       pl.col(rel.entity).cast(pl.String).alias("_e"),
-                       (pl.col(rel.value).cast(pl.Float64) if rel.value
-                        else pl.lit(1.0)).alias("_v")).drop_nulls()
+        df = self._valued(i, rel, [("group", rel.group, "_g"), ("entity", rel.entity, "_e")])
         n_rows = df.height
         df = df.join(entities, on="_e", how="inner")
         dropped = n_rows - df.height

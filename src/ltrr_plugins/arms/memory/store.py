@@ -203,7 +203,7 @@ class LearnedStore:
 
         base_exists = self._learned_path.exists()
         delta = pairs.filter(pl.col("key").is_in(touched.implode()))
-        rows = getattr(self, "_delta_rows", 0) + delta.height
+        rows = self._delta_rows + delta.height
         deltas = self.ctx.learned_dir / DELTAS
         if not base_exists or rows >= pairs.height - rows or \
                 len(list(deltas.glob("delta-*.parquet"))) >= MAX_DELTAS:
@@ -217,7 +217,7 @@ class LearnedStore:
 
     def _write_base(self, pairs: "pl.DataFrame") -> None:
         deltas = sorted((self.ctx.learned_dir / DELTAS).glob("delta-*.parquet"))
-        through = deltas[-1].name if deltas else getattr(self, "_through", "")
+        through = deltas[-1].name if deltas else self._through
         buf = io.BytesIO()
         pairs.write_parquet(buf, compression="zstd", statistics=False, metadata={
             "ltrr_memory_format": str(LEARNED_FORMAT),
