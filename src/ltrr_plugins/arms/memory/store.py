@@ -261,8 +261,12 @@ def read_pairs(learned_dir: Path) -> tuple["pl.DataFrame | None", int, str, int]
     for attempt in range(5):
         if not path.exists():
             return None, LEARNED_FORMAT, "", 0
-        meta = pl.read_parquet_metadata(path)
-        pairs = pl.read_parquet(path)
+        try:       # one read: a fold replacing the file between two reads would mix them
+            data = io.BytesIO(path.read_bytes())
+        except FileNotFoundError:
+            continue
+        meta = pl.read_parquet_metadata(data)
+        pairs = pl.read_parquet(data)
         fmt = int(meta.get("ltrr_memory_format", "0"))
         through = meta.get(THROUGH, "")
         rows = 0
