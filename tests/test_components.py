@@ -38,6 +38,8 @@ def slotter(catalog, **params) -> DictionarySlotter:
     params.setdefault("slots", {"tag": {"column": "tags"},
                                 "artist": {"column": "name", "entity": True}})
     s = DictionarySlotter(DictionaryParams.model_validate(params), ctx(catalog))
+    s.ctx.state_dir.mkdir(parents=True, exist_ok=True)
+    s.build(s.ctx.state_dir, lambda *_: None)
     s.open()
     return s
 

@@ -77,7 +77,8 @@ def test_a_crash_mid_build_leaves_the_previous_index_whole(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         index_plan(plan_for(tmp_path, crash=True))
     state = tmp_path / ".ltrr/t"
-    assert sorted(p.name for p in state.iterdir()) == ["a"]       # no temp folder left
+    # no temp folder left; the catalog's id map of the first build
+    assert sorted(p.name for p in state.iterdir()) == ["_catalog", "a"]
     with Pipeline(plan_for(tmp_path), registry=REG, log_decisions=False) as p:
         assert [r.entity_id for r in p.run(Query("r", "q")).ranking] == ["e0", "e1", "e2", "e3"]
 
@@ -148,7 +149,7 @@ def test_index_removes_building_folders_of_killed_runs_but_not_of_live_ones(tmp_
     finally:
         live.stdin.close()
         assert live.wait(timeout=60) == 3
-    assert sorted(p.name for p in state.iterdir()) == ["a"]
+    assert sorted(p.name for p in state.iterdir()) == ["_catalog", "a"]
 
 
 def test_an_index_replaced_by_a_killed_run_is_put_back_not_rebuilt(tmp_path):
@@ -165,7 +166,7 @@ def test_an_index_replaced_by_a_killed_run_is_put_back_not_rebuilt(tmp_path):
     (state / "a").rename(state / f".a.old-{int(dead.stdout)}")
     index_plan(plan_for(tmp_path))
     assert BUILDS == ["a"]
-    assert sorted(p.name for p in state.iterdir()) == ["a"]
+    assert sorted(p.name for p in state.iterdir()) == ["_catalog", "a"]
     with Pipeline(plan_for(tmp_path), registry=REG, log_decisions=False) as p:
         assert [r.entity_id for r in p.run(Query("r", "q")).ranking] == ["e0", "e1", "e2", "e3"]
 

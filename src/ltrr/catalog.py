@@ -1,5 +1,9 @@
 """The catalog: the entities a pipeline retrieves, loaded once with polars.
 
+Once ``ltrr index`` has mapped its ids and titles (:mod:`ltrr.catalog_map`, attached with
+:meth:`Catalog.use_map`), ``id_at``, ``row_of``, ``title_of`` and ``len`` come from the
+map, and the table itself is read only by what needs its columns (``frame``, ``ids``).
+
 A catalog may hold several kinds of entity (``catalog.types``: a type column and its
 declared values; ids unique across types). An arm that retrieves some types sees a
 :meth:`Catalog.of_types` view: the same kind of object over those rows only.
@@ -10,12 +14,16 @@ from __future__ import annotations
 import hashlib
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from ltrr.errors import DataError, Location, StateError
 from ltrr.files import check_file, content_digest, shown, shown_names
 from ltrr.tables import infer_format, list_values, read_table
+
+if TYPE_CHECKING:
+    from ltrr.catalog_map import CatalogMap
 
 
 class Catalog:
@@ -41,6 +49,43 @@ class Catalog:
         self.type_column = type_column
         self.types = tuple(types) if type_column else ()
         self.types_where = types_where
+        self._map_dir: Path | None = None
+        self.title_column: str | None = None
+
+    def use_map(self, folder: Path, title: str | None = None) -> None:
+        """Where the mapped ids live (``ltrr index`` writes them: :meth:`write_map`), and
+        the spec's title column."""
+        self._map_dir, self.title_column = Path(folder), title
+
+    @cached_property
+    def map(self) -> "CatalogMap | None":
+        """The mapped ids and titles, if written for this content (else None)."""
+        if self._map_dir is None:
+            return None
+        from ltrr.catalog_map import open_catalog_map
+
+        return open_catalog_map(self._map_dir, self.fingerprint, self.id_column,
+                                self.title_column)
+
+    def write_map(self) -> bool:
+        """Map the ids and titles for later opens (False: not attached, or the ids are
+        not unique)."""
+        if self._map_dir is None or not self.ids_unique:
+            return False
+        from ltrr.catalog_map import write_catalog_map
+
+        titles = None
+        if self.title_column and self.title_column in self.frame.columns:
+            titles = self.frame[self.title_column].cast(pl.String).to_list()
+        write_catalog_map(self._map_dir, self.frame[self.id_column].to_list(), titles,
+                          self.fingerprint, self.id_column, self.title_column)
+        self.__dict__.pop("map", None)
+        return True
+
+    @property
+    def ids_unique(self) -> bool:
+        ids = self.frame[self.id_column]
+        return ids.n_unique() == len(ids)
 
     def _check(self) -> None:
         check_file(self.path, "catalog file", where=self.where,
@@ -93,16 +138,63 @@ class Catalog:
 
     @cached_property
     def ids(self) -> list[str]:
+        """Entity id of each row, as a list (reads the table: at scale, prefer
+        :meth:`id_at` and :meth:`row_of`, which use the map)."""
         return self.frame[self.id_column].to_list()
+
+    def id_at(self, row: int) -> str:
+        """The entity id of a row."""
+        if self.map is not None:
+            return self.map.ids[row]
+        return self.ids[row]
 
     @cached_property
     def _rows(self) -> dict[str, int]:
         return {entity: i for i, entity in enumerate(self.ids)}
 
     def row_of(self, entity_id: str) -> int | None:
+        if self.map is not None:
+            return self.map.ids.row_of(entity_id)
         return self._rows.get(entity_id)
 
+    def title_of(self, entity_id: str) -> str | None:
+        """The title of an entity (None: unknown entity, no title column or value)."""
+        row = self.row_of(entity_id)
+        if row is None or not self.title_column:
+            return None
+        if self.map is not None:
+            return self.map.title(row)
+        if self.title_column not in self.frame.columns:
+            return None
+        value = self.frame[self.title_column][row]
+        return None if value is None else str(value)
+
+    @property
+    def columns(self) -> list[str]:
+        """The table's column names (read from a Parquet file's schema if not loaded)."""
+        if "frame" not in self.__dict__ and self.format == "parquet":
+            self._check()
+            try:
+                return list(pl.read_parquet_schema(self.path))
+            except Exception:
+                pass
+        return self.frame.columns
+
+    def head(self, columns: list[str], n: int) -> pl.DataFrame:
+        """Some rows of some columns (spread over the table if it is loaded, else the
+        first ``n`` of a Parquet file, read alone): enough to warm a component up."""
+        if "frame" not in self.__dict__ and self.format == "parquet" and not self.lists:
+            self._check()
+            try:
+                return pl.scan_parquet(self.path).select(columns).head(n).collect()
+            except Exception:   # a column missing or odd: the full read says why
+                pass
+        frame = self.frame.select(columns)
+        return frame.gather_every(max(1, len(frame) // max(n, 1)))[:n]
+
     def __len__(self) -> int:
+        if self.map is not None:
+            return len(self.map.ids)
         return self.frame.height
 
     @cached_property

@@ -226,7 +226,28 @@ class Indexed:
     ``build`` writes into ``out_dir`` (a fresh temporary folder that the framework
     renames into place only when ``build`` returns), and ``open`` reads
     ``self.ctx.state_dir``.
+
+    ``open_unindexed``: True for a component cheap enough to build its state when the
+    pipeline opens, into a temporary folder (see :meth:`unindexed_state`), while
+    ``ltrr index`` has not built it yet — a spec then runs before ``ltrr index``, as
+    it did before the component kept an index. A stale index is still an error.
     """
+
+    open_unindexed: bool = False
+
+    def unindexed_state(self) -> Path:
+        """The folder ``open`` reads: ``ctx.state_dir`` once ``ltrr index`` built it;
+        before that (``open_unindexed``), a temporary folder built now and removed when
+        the component is collected."""
+        state = self.ctx.state_dir
+        if state.is_dir() or not self.open_unindexed:    # built (renamed into place whole)
+            return state
+        import tempfile
+
+        self._unindexed = tempfile.TemporaryDirectory(prefix=f"ltrr-{self.ctx.node_id}-")
+        folder = Path(self._unindexed.name)
+        self.build(folder, lambda done, total: None)
+        return folder
 
     def state_key(self) -> dict[str, Any]:
         """The params the built state depends on (default: all of them).

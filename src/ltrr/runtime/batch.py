@@ -34,8 +34,9 @@ Progress = Callable[[int, int], None]
 
 def index_plan(plan: Plan, *, force: bool = False,
                progress: IndexProgress | None = None) -> dict[str, Any]:
-    """Build every indexed node's state, skipping those already current. Returns node
-    id → build stats (None: already up to date); empty when no node keeps an index."""
+    """Build every indexed node's state, skipping those already current, then the
+    catalog's id map (:mod:`ltrr.catalog_map`). Returns node id → build stats (None:
+    already up to date); empty when no node keeps an index."""
     workspace = Workspace(plan)
     report: dict[str, Any] = {}
     try:
@@ -52,6 +53,9 @@ def index_plan(plan: Plan, *, force: bool = False,
             report[node.id] = stats = build_state(comp, update, force=force)
             if stats is None:
                 update(1, 1)
+        catalog = workspace.catalog
+        if report and (force or catalog.map is None):
+            catalog.write_map()       # ids and titles mapped: opens need not read the table
     finally:
         workspace.close()
     return report
@@ -88,9 +92,8 @@ def _titles(pipeline: Pipeline, decisions: list[Decision]) -> dict[str, str]:
     if not column:
         return {}
     catalog = pipeline.catalog
-    values = catalog.frame[column]
-    rows = {e: catalog.row_of(e) for e in {r.entity_id for d in decisions for r in d.ranking}}
-    return {e: str(values[i]) for e, i in rows.items() if i is not None}
+    titles = {e: catalog.title_of(e) for e in {r.entity_id for d in decisions for r in d.ranking}}
+    return {e: t for e, t in titles.items() if t is not None}
 
 
 @dataclass

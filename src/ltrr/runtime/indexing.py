@@ -56,6 +56,8 @@ def check_state(component: Component, spec_path: Path) -> None:
     node, state = component.ctx.node_id, component.ctx.state_dir
     fix = f"run `ltrr index {spec_path}`"
     manifest = read_manifest(state)
+    if manifest is None and component.open_unindexed:
+        return                         # builds its state when it opens (see Indexed)
     if manifest is None:
         raise StateError(f"no index built yet (expected in {state})", node=node, hint=fix)
     if manifest.get("corrupt"):

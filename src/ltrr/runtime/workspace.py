@@ -31,6 +31,7 @@ class Workspace:
                                     types=tuple(t.values) if t else (),
                                     types_where=spec.locate(("catalog", "types"))
                                     if t else None)
+            self._catalog.use_map(spec.state_dir / "_catalog", c.title)   # not a node id
         return self._catalog
 
     def instantiate(self, node: PlanNode) -> Component:

@@ -44,12 +44,8 @@ class Served:
             decision_log(plan) if plan.model.log.decisions else None)
         self.learners = [n.id for n in plan.nodes if issubclass(n.registration.cls, Learner)]
         self.typed = plan.model.catalog.types is not None
-        self.titles: dict[str, str] = {}
-        column = plan.model.catalog.title
-        if column:
-            catalog = pipeline.catalog
-            values = catalog.frame[column].cast(str).to_list()
-            self.titles = {e: t for e, t in zip(catalog.ids, values) if t is not None}
+        # titles looked up per result (mapped by `ltrr index`), not a dict of the catalog
+        self.catalog = pipeline.catalog if plan.model.catalog.title else None
         self.users = 0
         self.retired = False
         self.closed = False
@@ -83,7 +79,14 @@ def warm_up(served: Served, n: int = 64) -> None:
     requests do not pay for the JVM's JIT and cold caches."""
     from ltrr.types import Query
 
-    titles = list(served.titles.values())[:: max(1, len(served.titles) // n)][:n] or ["warm up"]
+    titles: list[str] = []
+    catalog = served.catalog
+    if catalog is not None and len(catalog):
+        ids = catalog.ids
+        for row in range(0, len(catalog), max(1, len(catalog) // n)):
+            if (title := catalog.title_of(ids[row])) is not None:
+                titles.append(title)
+    titles = titles[:n] or ["warm up"]
     for size in (1, 8, len(titles)):
         served.pipeline.run_batch([Query(f"warmup-{i}", t) for i, t in
                                    enumerate(titles[:size])])

@@ -212,8 +212,9 @@ class SearchEndpoint(QueueWorker[Job]):
             self.metrics.searches_degraded.inc()
             for arm, reason in d.dropped.items():
                 self.metrics.arms_dropped.labels(arm, reason).inc()
-        titles = served.titles
-        results = [{"rank": r.rank, "entity_id": r.entity_id, "title": titles.get(r.entity_id),
+        catalog = served.catalog
+        results = [{"rank": r.rank, "entity_id": r.entity_id,
+                    "title": catalog.title_of(r.entity_id) if catalog is not None else None,
                     "score": r.score if math.isfinite(r.score) else None,
                     "arms": {c.arm: c.rank for c in r.sources}}
                    for r in d.ranking[:job.k or served.k_max]]

@@ -36,6 +36,7 @@ from ltrr.types import ArmRequest, Candidate
 PRIOR_FIELD = "ltrr.prior"
 PRIOR_LOG1P_FIELD = "ltrr.prior.log1p"
 PRIOR_STATS = "prior.json"
+PRIOR_ROWS = "prior.npy"     # the prior column by catalog row (NaN: missing)
 _RESERVED = frozenset({"id", "contents", "raw", "entity", PRIOR_FIELD, PRIOR_LOG1P_FIELD})
 _FIELD_CHARS = "letters, digits, '_' and '.', starting with a letter or '_'"
 
@@ -220,6 +221,10 @@ class Bm25Arm(Arm, Indexed):
             info = {"column": self.params.prior.column, "max": max(present, default=0.0),
                     "min": min(present, default=0.0), "missing": len(prior) - len(present)}
             (out_dir / PRIOR_STATS).write_text(json.dumps(info))
+            import numpy as np
+
+            np.save(out_dir / PRIOR_ROWS, np.asarray([np.nan if v is None else v for v in prior],
+                                                    dtype=np.float64))
             stats["prior_max"] = info["max"]
             stats["prior_missing"] = info["missing"]
         return stats
@@ -252,15 +257,18 @@ class Bm25Arm(Arm, Indexed):
         100-200 ms, and missed a 200 ms deadline under load)."""
         from ltrr.types import Query, Slot
 
-        frame = self.ctx.catalog.frame
         text_col = next(iter(self.params.fields))
-        slot_cols = {name: r.field for name, r in self._rules.items() if r.field in frame.columns}
-        if len(frame) == 0 or text_col not in frame.columns:
+        have = self.ctx.catalog.columns
+        slot_cols = {name: r.field for name, r in self._rules.items() if r.field in have}
+        if text_col not in have:
             return
-        picked = frame.select(list(dict.fromkeys([text_col, *slot_cols.values()])))
+        try:
+            picked = self.ctx.catalog.head(list(dict.fromkeys([text_col, *slot_cols.values()])),
+                                           rows)
+        except Exception:       # warming up must not fail a pipeline that opened
+            return
         requests = []
-        for i in range(0, len(picked), max(1, len(picked) // rows))[:rows]:
-            row = picked.row(i, named=True)
+        for i, row in enumerate(picked.iter_rows(named=True)):
             text = _first(row[text_col])
             slots = [Slot(name, value, 0, len(text), 1.0)
                      for name, col in slot_cols.items() if (value := _first(row[col]))]
@@ -289,8 +297,26 @@ class Bm25Arm(Arm, Indexed):
             field, scale, f = PRIOR_FIELD, 1.0, (lambda x: x)
         self._prior = self._lucene.Prior(field, p.weight * scale)
         self._prior_weight = p.weight
-        values = self._prior_values()
-        self._prior_of = {e: f(v) for e, v in zip(self.ctx.catalog.ids, values) if v is not None}
+        self._prior_f, self._prior_rows = f, None
+        rows = self.ctx.state_dir / PRIOR_ROWS
+        if rows.is_file() and self.ctx.catalog.map is not None:
+            from ltrr.mapped import map_array
+
+            self._prior_rows = map_array(rows)     # by catalog row, mapped: no dict of ids
+        else:
+            values = self._prior_values()
+            self._prior_of = {e: f(v) for e, v in zip(self.ctx.catalog.ids, values)
+                              if v is not None}
+
+    def _prior_value(self, entity_id: str) -> float:
+        """The transformed prior of an entity (0 when it has none)."""
+        if self._prior_rows is None:
+            return self._prior_of.get(entity_id, 0.0)
+        row = self.ctx.catalog.row_of(entity_id)
+        if row is None:
+            return 0.0
+        v = float(self._prior_rows[row])
+        return 0.0 if math.isnan(v) else self._prior_f(v)
 
     def close(self) -> None:
         searcher = getattr(self, "_searcher", None)
@@ -367,10 +393,10 @@ class Bm25Arm(Arm, Indexed):
             hits += extra
         arm = self.ctx.node_id
         if self._prior is not None:
-            prior_of, weight = self._prior_of, self._prior_weight
+            weight = self._prior_weight
             features = []
             for docid, raw, _ in hits:
-                prior = prior_of.get(docid, 0.0)
+                prior = self._prior_value(docid)
                 lexical = raw - weight * prior
                 # float32 rounding of the sum leaves ~1e-8 where there is no lexical score
                 features.append({"bm25": lexical if lexical > 1e-6 * (raw if raw > 1.0 else 1.0)

@@ -16,7 +16,8 @@ from ltrr.hookspecs import hookimpl
 from ltrr.text import normalize
 from ltrr.types import ArmRequest, Candidate
 from ltrr_plugins.arms.memory.keys import DEFAULT_STOPWORDS, NameSource, near_key, query_key
-from ltrr_plugins.arms.memory.predictions import PREDICTIONS, Predictions
+from ltrr_plugins.arms.memory.predictions import (ENTITIES, KEYS, NEAR, NEAR_KEYS,
+                                                  NEAR_STARTS, SCORES, STARTS, Predictions)
 from ltrr_plugins.arms.memory.store import _ENTITIES, _LN2, _S, _T, _W, DAY, LearnedStore
 
 
@@ -119,12 +120,12 @@ class MemoryArm(Predictions, LearnedStore, Arm, Indexed, Learner):
 
     def state_key(self) -> dict[str, Any]:
         p = self.params
-        return {"name": p.name.model_dump(mode="json") if p.name else None,
+        return {"format": 2, "stopwords": sorted(p.stopwords),
+                "name": p.name.model_dump(mode="json") if p.name else None,
                 "attributes": [a.model_dump(mode="json") for a in p.attributes],
                 "popularity": p.popularity, "popularity_log": p.popularity_log}
 
     def open(self) -> None:
-        import polars as pl
 
         p = self.params
         self._stop = frozenset(p.stopwords)
@@ -132,34 +133,37 @@ class MemoryArm(Predictions, LearnedStore, Arm, Indexed, Learner):
         self._lam = _LN2 / (p.half_life_days * DAY)   # decay rate per second
         self._lock = threading.Lock()                  # serialises learn() calls
         self._fuzzy_cache: dict[str, tuple[str, float] | None] = {}
-        # predictions: key -> (start, end) into the flat entity/score lists
-        path = self.ctx.state_dir / PREDICTIONS
-        self._pred_index: dict[str, tuple[int, int]] = {}
-        self._pred_entities: list[str] = []
-        self._pred_scores: list[float] = []
-        self.has_predictions = path.exists()
+        # predictions, mapped: key → its run of (entity, score), best first
+        state = self.ctx.state_dir
+        self.has_predictions = (state / STARTS).exists()
+        self._pred_keys = self._pred_near_keys = None
         if self.has_predictions:
+            from ltrr.mapped import Vocabulary, map_array, map_arrow
+
             try:
-                table = pl.read_parquet(path, columns=["key", "entity_id", "score"])
-            except Exception as exc:
-                raise StateError(f"cannot read {path}: {exc}", node=self.ctx.node_id,
-                                 hint="rebuild it with `ltrr index <spec> --force`") from exc
-            self._pred_entities = table["entity_id"].to_list()
-            self._pred_scores = table["score"].cast(pl.Float64).to_list()
-            runs = (table.select("key").with_row_index("i")
-                    .group_by("key", maintain_order=True)
-                    .agg(pl.col("i").first().alias("start"), pl.len().alias("n")))
-            self._pred_index = {k: (s, s + c) for k, s, c in
-                                zip(runs["key"].to_list(), runs["start"].to_list(),
-                                    runs["n"].to_list())}
-        self._pred_near: dict[str, tuple[str, ...]] = self._near_index(self._pred_index)
+                self._pred_keys = Vocabulary.open(state, KEYS)
+                self._pred_starts = map_array(state / STARTS)
+                self._pred_entities = map_arrow(state / ENTITIES).column("entity_id")
+                self._pred_scores = map_array(state / SCORES)
+                self._pred_near_keys = Vocabulary.open(state, NEAR)
+                self._near_starts = map_array(state / NEAR_STARTS)
+                self._near_members = map_array(state / NEAR_KEYS)
+                if (len(self._pred_starts) != len(self._pred_keys) + 1
+                        or self._pred_starts[-1] != len(self._pred_entities)
+                        or len(self._pred_scores) != len(self._pred_entities)
+                        or len(self._near_starts) != len(self._pred_near_keys) + 1):
+                    raise ValueError("its files disagree")
+            except (OSError, ValueError) as exc:
+                raise StateError(f"memory predictions in {state} are unreadable: {exc}",
+                                 node=self.ctx.node_id,
+                                 hint="rebuild them with `ltrr index <spec> --force`") from exc
         # learned state
         self._pairs = self._read_learned()
         self._learned: dict[str, tuple] = {}
         self._t_now = 0.0
         self._update_learned(self._pairs)
         self._learned_near = self._near_index(self._learned)
-        self._buckets = self._fuzzy_buckets()
+        self._buckets = self._fuzzy_buckets()     # of learned keys; predicted ones mapped
 
     def _near_index(self, keys) -> dict[str, tuple[str, ...]]:
         """Near-duplicate key → the exact keys sharing it (the canonical one first)."""
@@ -168,35 +172,63 @@ class MemoryArm(Predictions, LearnedStore, Arm, Indexed, Learner):
             near.setdefault(near_key(key, self._stop), []).append(key)
         return {n: tuple(sorted(v, key=lambda k, n=n: k != n)) for n, v in near.items()}
 
+    @classmethod
+    def _near(cls, index: dict[str, tuple[str, ...]], nk: str) -> tuple[str, ...]:
+        return cls._near_of(index.get(nk, ()), nk)
+
     @staticmethod
-    def _near(index: dict[str, tuple[str, ...]], nk: str) -> tuple[str, ...]:
+    def _near_of(keys: tuple[str, ...], nk: str) -> tuple[str, ...]:
         """The exact keys to use for a near-duplicate key: the key equal to it when there
         is one ("rock music" → "rock", not also "the rock"), else all of them."""
-        keys = index.get(nk, ())
         return keys[:1] if keys and keys[0] == nk else keys
 
     def _fuzzy_buckets(self) -> dict[tuple[str, int], list[str]]:
-        """Near keys by (first character, length): the fuzzy fallback's blocking."""
+        """Learned near keys by (first character, length): the fuzzy fallback's blocking
+        (the predicted ones are found in their mapped vocabulary)."""
         buckets: dict[tuple[str, int], list[str]] = {}
         if self.params.fuzzy_threshold >= 100:
             return buckets
-        for nk in sorted(set(self._pred_near) | set(self._learned_near)):
+        for nk in sorted(self._learned_near):
             if len(nk) >= self.params.fuzzy_min_chars:
                 buckets.setdefault((nk[0], len(nk)), []).append(nk)
         return buckets
 
+    def _pred_span(self, key: str) -> tuple[int, int] | None:
+        """Where the predictions of ``key`` lie in the mapped runs (None: no key)."""
+        if self._pred_keys is None:
+            return None
+        i = self._pred_keys.id(key)
+        return None if i < 0 else (int(self._pred_starts[i]), int(self._pred_starts[i + 1]))
+
+    def _pred_near(self, nk: str) -> tuple[str, ...]:
+        """The predicted keys whose near-duplicate key is ``nk`` (the one equal first)."""
+        if self._pred_near_keys is None:
+            return ()
+        j = self._pred_near_keys.id(nk)
+        if j < 0:
+            return ()
+        a, b = int(self._near_starts[j]), int(self._near_starts[j + 1])
+        return tuple(self._pred_keys.key(int(i)) for i in self._near_members[a:b])
+
+    def _pred_run(self, span: tuple[int, int], k: int | None = None
+                  ) -> tuple[list[str], list[float]]:
+        """Entity ids and scores of a run of predictions (its first ``k``)."""
+        s, e = span
+        if k is not None:
+            e = min(e, s + k)
+        return (self._pred_entities.slice(s, e - s).to_pylist(),
+                self._pred_scores[s:e].tolist())
+
     def _predicted(self, keys: tuple[str, ...]) -> dict[str, float]:
         """Entity → predicted score over keys (max when several near-duplicates match)."""
         out: dict[str, float] = {}
-        ents, scores = self._pred_entities, self._pred_scores
         for key in keys:
-            span = self._pred_index.get(key)
+            span = self._pred_span(key)
             if span is None:
                 continue
-            for i in range(span[0], span[1]):
-                e = ents[i]
-                if scores[i] > out.get(e, -1.0):
-                    out[e] = scores[i]
+            for e, score in zip(*self._pred_run(span)):
+                if score > out.get(e, -1.0):
+                    out[e] = score
         return out
 
     def scores(self, text: str, k: int | None = None
@@ -212,11 +244,11 @@ class MemoryArm(Predictions, LearnedStore, Arm, Indexed, Learner):
             return [], 0.0, -1
         match, sim = 0, 1.0
         lkeys: tuple[str, ...] = (key,) if key in self._learned else ()
-        pkeys: tuple[str, ...] = (key,) if key in self._pred_index else ()
+        pkeys: tuple[str, ...] = (key,) if self._pred_span(key) is not None else ()
         if not lkeys and not pkeys:                     # exact key unknown: near-duplicates
             nk = near_key(key, self._stop)
             lkeys = self._near(self._learned_near, nk)
-            pkeys = self._near(self._pred_near, nk)
+            pkeys = self._near_of(self._pred_near(nk), nk)
             match = 1
             if not lkeys and not pkeys:                 # then the fuzzy fallback
                 found = self._fuzzy(nk)
@@ -224,17 +256,14 @@ class MemoryArm(Predictions, LearnedStore, Arm, Indexed, Learner):
                     return [], 0.0, -1
                 nk, sim = found
                 lkeys = self._near(self._learned_near, nk)
-                pkeys = self._near(self._pred_near, nk)
+                pkeys = self._near_of(self._pred_near(nk), nk)
                 match = 2
         floor = self.params.min_score
         if not lkeys:                                   # predictions only
             if len(pkeys) == 1:                         # already sorted: slice
-                s, e = self._pred_index[pkeys[0]]
-                if k is not None:
-                    e = min(e, s + k)
-                ents, sc = self._pred_entities, self._pred_scores
-                return ([(ents[i], sc[i] * sim, sc[i]) for i in range(s, e)
-                         if sc[i] * sim > floor], 0.0, match)
+                ents, sc = self._pred_run(self._pred_span(pkeys[0]), k)
+                return ([(e, p * sim, p) for e, p in zip(ents, sc) if p * sim > floor],
+                        0.0, match)
             ranked = sorted(self._predicted(pkeys).items(), key=lambda x: -x[1])[:k]
             return [(e, p * sim, p) for e, p in ranked if p * sim > floor], 0.0, match
         pred = self._predicted(pkeys) if pkeys else {}
@@ -270,8 +299,11 @@ class MemoryArm(Predictions, LearnedStore, Arm, Indexed, Learner):
         n, first, buckets = len(nk), nk[0], self._buckets
         lo, hi = math.ceil(n * t / (2 - t) - 1e-9), math.floor(n * (2 - t) / t + 1e-9)
         choices: list[str] = []
-        for length in range(lo, hi + 1):
-            choices += buckets.get((first, length), ())
+        for length in range(max(lo, self.params.fuzzy_min_chars), hi + 1):
+            block = set(buckets.get((first, length), ()))
+            if self._pred_near_keys is not None:
+                block.update(k for k, _ in self._pred_near_keys.starting(length, first))
+            choices += sorted(block)
         found = None
         if choices:
             from rapidfuzz import fuzz, process

@@ -1,5 +1,7 @@
 """Cold start: query–entity predictions from the catalog (names, name variants,
-attribute values scaled by popularity), written at index time."""
+attribute values scaled by popularity), written at index time: ``predictions.parquet``
+(the table, for people and tools) and the same memory-mapped for lookups
+(:func:`write_mapped`)."""
 
 
 from __future__ import annotations
@@ -11,13 +13,60 @@ from typing import TYPE_CHECKING, Any, Callable
 from ltrr.errors import StateError
 from ltrr.tables import column
 from ltrr.text import normalize
-from ltrr_plugins.arms.memory.keys import _separator_regex, name_keys
+from ltrr_plugins.arms.memory.keys import _separator_regex, name_keys, near_key
 
 if TYPE_CHECKING:
     import polars as pl
 
 
 PREDICTIONS = "predictions.parquet"
+KEYS = "keys"                      # prediction keys (ltrr.mapped.Vocabulary)
+NEAR = "near"                      # their near-duplicate keys
+STARTS = "starts.npy"              # key id → its first prediction (CSR offsets)
+ENTITIES = "entities.arrow"        # predictions by key id, best first: entity ids
+SCORES = "scores.npy"              # … and their scores
+NEAR_STARTS = "near_starts.npy"    # near key id → first of its keys in NEAR_KEYS
+NEAR_KEYS = "near_keys.npy"        # key ids per near key, the one equal to it first
+
+
+def write_mapped(out_dir: Path, best: "pl.DataFrame", stopwords: frozenset[str]) -> None:
+    """The predictions (sorted by key, best first) as mapped files: key → its run of
+    entities and scores; near-duplicate key → its keys (the one equal to it first)."""
+    import numpy as np
+    import polars as pl
+    import pyarrow as pa
+
+    from ltrr.mapped import Vocabulary, write_arrow
+
+    runs = (best.select("key").with_row_index("i").group_by("key", maintain_order=True)
+            .agg(pl.col("i").first().alias("first"), pl.len().alias("n")))
+    keys = runs["key"].to_list()
+    key_ids = Vocabulary.write(out_dir, KEYS, keys)
+    first = runs["first"].to_numpy().astype(np.int64)
+    count = runs["n"].to_numpy().astype(np.int64)
+    by_id = np.argsort(key_ids)                  # for each id, the key's index in keys
+    starts = np.zeros(len(keys) + 1, dtype=np.int64)
+    np.cumsum(count[by_id], out=starts[1:])
+    rows = (np.repeat(first[by_id] - starts[:-1], count[by_id])
+            + np.arange(int(starts[-1]), dtype=np.int64))
+    write_arrow(out_dir / ENTITIES, pa.table({
+        "entity_id": best["entity_id"].to_arrow().take(pa.array(rows))}))
+    np.save(out_dir / SCORES, best["score"].cast(pl.Float64).to_numpy()[rows])
+    np.save(out_dir / STARTS, starts)
+    near: dict[str, list[str]] = {}
+    for key in keys:                             # sorted: members keep key order
+        near.setdefault(near_key(key, stopwords), []).append(key)
+    near_list = list(near)
+    near_ids = Vocabulary.write(out_dir, NEAR, near_list)
+    id_of = dict(zip(keys, key_ids.tolist()))
+    members = [[id_of[k] for k in sorted(near[n], key=lambda k, n=n: k != n)]
+               for n in near_list]
+    order = np.argsort(near_ids)
+    near_starts = np.zeros(len(near_list) + 1, dtype=np.int64)
+    np.cumsum([len(members[j]) for j in order.tolist()], out=near_starts[1:])
+    np.save(out_dir / NEAR_STARTS, near_starts)
+    np.save(out_dir / NEAR_KEYS, np.asarray([i for j in order.tolist() for i in members[j]],
+                                            dtype=np.int64))
 
 
 class Predictions:
@@ -139,6 +188,7 @@ class Predictions:
                 .select("key", "entity_id", pl.col("score").cast(pl.Float32), "source"))
         best = best.with_columns(pl.col("source").cast(pl.Categorical))
         best.write_parquet(out_dir / PREDICTIONS, compression="zstd", statistics=False)
+        write_mapped(out_dir, best, frozenset(self.params.stopwords))
         stats.update({"pairs": best.height, "keys": best["key"].n_unique(),
                       "entities": best["entity_id"].n_unique()})
         stats.update({f"pairs_{s.replace('attr:', '')}": c for s, c in by_source})

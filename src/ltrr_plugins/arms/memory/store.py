@@ -141,8 +141,12 @@ class LearnedStore:
             df = df.filter(sane)
             zero = df.filter(pl.col("weight") == 0).height
             df = df.filter(pl.col("weight") != 0)
-            catalog_ids = pl.Series(self.ctx.catalog.ids, dtype=pl.String).implode()
-            known = pl.col("entity_id").is_in(catalog_ids)
+            # the batch's entities looked up in the catalog (mapped ids at scale), not
+            # the catalog's ids listed for every learn
+            catalog = self.ctx.catalog
+            seen = [e for e in df["entity_id"].drop_nulls().unique().to_list()
+                    if catalog.row_of(e) is not None]
+            known = pl.col("entity_id").is_in(pl.Series(seen, dtype=pl.String).implode())
             unknown = df.filter(~known).height
             df = df.filter(known)
             now = df["timestamp"].max() if df.height else None
@@ -238,7 +242,7 @@ class LearnedStore:
             have = near.get(nk, ())
             if key not in have:
                 near[nk] = (key,) + have if key == nk else have + (key,)
-                if (not have and nk not in self._pred_near
+                if (not have and not self._pred_near(nk)
                         and len(nk) >= self.params.fuzzy_min_chars):
                     added.setdefault((nk[0], len(nk)), []).append(nk)
         self._learned_near = near
