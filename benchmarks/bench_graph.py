@@ -150,7 +150,7 @@ def main() -> int:
         arms[node.id].open()
     ppr, emb = arms["ppr"], arms["embedding"]
     n_ent = len(ws.catalog)
-    adj = sp.load_npz(plan.spec.state_dir / "ppr" / "graph.npz").tocsr()
+    adj = ppr.adjacency()
     deg = np.asarray(adj.sum(axis=1)).ravel()
     pt = (sp.diags(1.0 / np.where(deg > 0, deg, 1.0)) @ adj).T.tocsr()
     alpha = ppr.params.alpha

@@ -113,7 +113,9 @@ def test_build_counts_nodes_and_edges_of_catalog_entities_only(folder):
     assert stats["entity_nodes"] == 13
     assert stats["isolated_entities"] == 1      # "Lonely"
     assert stats["edges"] == tag["edges"] + plays["edges"]
-    assert sorted(p.name for p in (folder / "state").iterdir()) == ["graph.npz", "nodes.json"]
+    assert sorted(p.name for p in (folder / "state").iterdir()) == [
+        "degree.npy", "indices.npy", "indptr.npy", "inv_degree.npy", "nodes.json",
+        "transition.npy", "weight.npy"]
 
 
 def test_neighbours_of_a_metal_band_are_metal_bands(arm):
@@ -167,15 +169,126 @@ def test_no_usable_seeds_give_an_empty_list(arm):
     assert many[0] == [] and len(many[1]) == 3
 
 
+def test_a_push_leaves_no_trace_for_the_next_one(folder):
+    """The push reuses its scratch arrays from call to call: each query's results are
+    those of a freshly opened arm, whatever ran before it."""
+    first = make_arm(folder)
+    alone = {name: expand(first, 8, seeds=seeds(name)) for name in ("Slayer", "Nas")}
+    again = make_arm(folder, "again")
+    for name in ("Nas", "Slayer", "Nas", "Slayer"):
+        assert expand(again, 8, seeds=seeds(name)) == alone[name]
+    resid, score, stamp, *_ = again._scratch()
+    assert not resid.any() and not score.any() and not stamp.any()
+
+
+def reference_push(adj, seeds: dict[int, float], alpha: float, tolerance: float,
+                   iterations: int, per_edge: bool = False) -> tuple[np.ndarray, list[int]]:
+    """The synchronous push written plainly: every node scanned every round. Returns
+    the scores and the number of edges each round followed."""
+    n = adj.shape[0]
+    degree = np.asarray(adj.sum(axis=1)).ravel()
+    inv = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
+    resid, score = np.zeros(n), np.zeros(n)
+    total = sum(seeds.values())
+    for s, w in seeds.items():
+        resid[s] += w / total
+    active = list(seeds)
+    edges = []
+    for _ in range(iterations):
+        if not active:
+            break
+        edges.append(int(sum(adj.indptr[u + 1] - adj.indptr[u] for u in active)))
+        mass = [resid[u] for u in active]
+        for u, m in zip(active, mass):
+            score[u] += (1.0 - alpha) * m
+            resid[u] = 0.0
+        for u, m in zip(active, mass):
+            for e in range(adj.indptr[u], adj.indptr[u + 1]):
+                resid[adj.indices[e]] += alpha * m * (adj.data[e] * inv[u])
+        limit = tolerance * np.maximum(np.diff(adj.indptr), 1) if per_edge else np.full(
+            n, tolerance)
+        active = [v for v in range(n) if resid[v] > limit[v]]
+    return score + (1.0 - alpha) * resid, edges
+
+
+def test_the_push_equals_a_plain_scan_whatever_the_frontier_size(tmp_path):
+    """The compiled push finds each round's frontier by sorting the nodes it reached
+    (a small frontier) or by scanning the graph (a large one): both give exactly the
+    scores of a plain synchronous push."""
+    import scipy.sparse as sp
+
+    from ltrr_plugins.arms.graph.arm import write_csr
+
+    rng = np.random.default_rng(5)
+    n = 4000                        # a ring (slow spread) plus a few random chords
+    u = np.concatenate([np.arange(n), rng.integers(0, n, 300)])
+    v = np.concatenate([(np.arange(n) + 1) % n, rng.integers(0, n, 300)])
+    w = rng.uniform(0.5, 2.0, len(u))
+    upper = sp.csr_matrix((w, (np.minimum(u, v), np.maximum(u, v))), shape=(n, n))
+    adj = (upper + upper.T).tocsr()
+    adj.sort_indices()
+    write_csr(tmp_path, adj)
+    arm = GraphArm.__new__(GraphArm)
+    arm._indptr, arm._indices = (np.load(tmp_path / f) for f in ("indptr.npy", "indices.npy"))
+    arm._transition = np.load(tmp_path / "transition.npy")
+    arm._size = n
+    import threading
+
+    arm._local = threading.local()
+    largest = []
+    for tolerance, rounds, threshold in ((1e-3, 8, "node"), (1e-7, 40, "edge"),
+                                         (1e-12, 100, "node")):   # growing frontiers
+        arm.params = GraphParams.model_validate({"relations": RELATIONS, "alpha": 0.85,
+                                                 "tolerance": tolerance,
+                                                 "iterations": rounds,
+                                                 "threshold": threshold})
+        seeds = {7: 1.0, 2500: 0.5}
+        nodes, scores = arm.personalized_pagerank(seeds)
+        want, edges = reference_push(adj, seeds, 0.85, tolerance, rounds,
+                                     threshold == "edge")
+        largest.append(max(edges))
+        assert nodes.tolist() == np.flatnonzero(want).tolist()
+        assert scores.tolist() == want[nodes].tolist()       # bit for bit
+    # rounds that sorted a few nodes, and rounds that followed over n/8 edges (scanned)
+    assert largest[0] * 64 < n and largest[-1] * 8 > n
+
+
+def test_an_edge_threshold_keeps_a_hub_from_flooding_the_graph(tmp_path):
+    """threshold: edge — a hub pushes only a mass worth its edges: seeding a leaf of a
+    star of 20,000 leaves reaches a handful of nodes, not the whole star."""
+    import threading
+
+    import scipy.sparse as sp
+
+    from ltrr_plugins.arms.graph.arm import write_csr
+
+    n = 20_001
+    upper = sp.csr_matrix((np.ones(n - 1), (np.zeros(n - 1, dtype=int), np.arange(1, n))),
+                          shape=(n, n))
+    adj = (upper + upper.T).tocsr()
+    write_csr(tmp_path, adj)
+    arm = GraphArm.__new__(GraphArm)
+    arm._indptr, arm._indices, arm._transition = (
+        np.load(tmp_path / f"{a}.npy") for a in ("indptr", "indices", "transition"))
+    arm._size, arm._local = n, threading.local()
+    reached = {}
+    for threshold in ("node", "edge"):
+        arm.params = GraphParams.model_validate({"relations": RELATIONS, "threshold": threshold,
+                                                 "tolerance": 1e-4})
+        reached[threshold] = len(arm.personalized_pagerank({5: 1.0})[0])
+    assert reached == {"node": n, "edge": 2}
+
+
 def test_ppr_matches_networkx_personalized_pagerank(folder):
     import networkx as nx
-    import scipy.sparse as sp
 
     arm = make_arm(folder, alpha=0.7, tolerance=1e-12, iterations=100)
     weights = arm.seed_weights(ArmRequest(Query("r", "q"), 5, seeds=seeds("Slayer", "Jay-Z")))
     assert weights == {int(ID["Slayer"]) - 1: 1.0, int(ID["Jay-Z"]) - 1: 0.5}
-    ours = arm.personalized_pagerank(weights)
-    graph = nx.from_scipy_sparse_array(sp.load_npz(folder / "state" / "graph.npz"))
+    nodes, scores = arm.personalized_pagerank(weights)
+    ours = np.zeros(arm.adjacency().shape[0])
+    ours[nodes] = scores
+    graph = nx.from_scipy_sparse_array(arm.adjacency())
     total = sum(weights.values())
     ref = nx.pagerank(graph, alpha=0.7, weight="weight", tol=1e-12, max_iter=500,
                       personalization={n: w / total for n, w in weights.items()})
@@ -304,7 +417,7 @@ def test_the_index_is_stale_when_a_relation_file_changes(spec_folder):
     Pipeline(p, log_decisions=False).close()
     # a query-time param does not invalidate it; the mode does
     assert index_plan(plan(spec_folder, spec_text(f"[{TAGS}, {PLAYS}]", "alpha: 0.3"))) == {
-        "related": None}
+        "understand": None, "related": None}
     embedding = "mode: embedding\n      dim: 8\n      walks_per_node: 2"
     stats = index_plan(plan(spec_folder, spec_text(f"[{TAGS}, {PLAYS}]", embedding)))
     assert stats["related"]["embedded_entities"] == 12

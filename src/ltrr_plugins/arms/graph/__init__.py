@@ -10,8 +10,9 @@ the relations the spec declares, each read from a Parquet file:
   ``artist_id`` s a user played). Entities are compared by the cosine of their group
   vectors and each keeps its ``top_n`` most associated entities as neighbours.
 
-Only catalog entities become entity nodes. The graph is persisted as a CSR adjacency
-(``graph.npz``) with its node list (``nodes.json``).
+Only catalog entities become entity nodes. The graph is persisted as the arrays of a
+CSR adjacency (``indptr.npy``, ``indices.npy``, ``weight.npy``, the degrees), which
+``open`` memory-maps, with its node list (``nodes.json``).
 
 At query time the seeds — upstream candidates (``from: [lexical]``), entity slots
 (``from: [understand]``), each weighing 1/rank, and non-entity slots that name

@@ -22,7 +22,10 @@ from ltrr.files import content_digest
 from ltrr_plugins.arms.graph.relations import (BipartiteRelation, LinkRelation, Relation,
                                                RelationReader, _namespace, relation_table)
 
-FORMAT = 1          # bump when the files written by build() change shape
+FORMAT = 2          # bump when the files written by build() change shape
+
+#: The adjacency's CSR arrays, one ``.npy`` each, memory-mapped by ``open``.
+ARRAYS = ("indptr", "indices", "weight", "transition", "degree", "inv_degree")
 
 Mode = Literal["ppr", "embedding"]
 
@@ -56,6 +59,12 @@ class GraphParams(Params):
         "each seed's mass over its edges by edge weight, so a seed with few neighbours "
         "does not outweigh a central one; 0 is classic personalized PageRank."))
     iterations: int = Field(8, ge=1, le=100, description="ppr: most push rounds.")
+    threshold: Literal["node", "edge"] = Field("node", description=(
+        "ppr: node — a node pushes while its residual exceeds `tolerance`; edge — while "
+        "it exceeds `tolerance` × its number of edges, so a hub pushes only a mass worth "
+        "its many edges (Andersen, Chung & Lang's local push). With `edge` the work per "
+        "query is bounded whatever the graph's size (take a smaller tolerance, ~1e-5); "
+        "with `node` a seed near hubs reaches much of a large graph."))
     tolerance: float = Field(1e-4, gt=0, description=(
         "ppr: a node pushes its residual mass only while it exceeds this (seed mass "
         "totals 1); smaller is more exact and slower."))
@@ -222,7 +231,7 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
             "largest_component": int(sizes.max()) if (sizes > 1).any() else 0,
             "seconds_graph": round(time.perf_counter() - started, 3),
         })
-        sp.save_npz(out_dir / "graph.npz", adj, compressed=False)
+        write_csr(out_dir, adj)
         (out_dir / "nodes.json").write_text(json.dumps(
             {"entities": n, "attributes": attributes}, ensure_ascii=False))
         progress(35, total)
@@ -233,23 +242,28 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
         return stats
 
     def open(self) -> None:
+        import threading
+
         import numpy as np
-        import scipy.sparse as sp
 
         state = self.ctx.state_dir
         embedding = self.params.mode == "embedding"
         try:
-            adj = sp.load_npz(state / "graph.npz").tocsr()
+            # mapped, not loaded: open costs the same at any size, pages are read on
+            # first use and shared by every process serving the same index
+            arrays = {a: np.load(state / f"{a}.npy", mmap_mode="r") for a in ARRAYS}
             nodes = json.loads((state / "nodes.json").read_text())
             if embedding:
                 import faiss
 
-                self._vectors = np.load(state / "vectors.npy")
+                self._vectors = np.load(state / "vectors.npy", mmap_mode="r")
                 self._index = faiss.read_index(str(state / "entities.faiss"))
             self._n = int(nodes["entities"])
             self._attributes: list[str] = nodes["attributes"]
-            if adj.shape[0] != self._n + len(self._attributes) or self._n != len(
-                    self.ctx.whole_catalog) or (embedding and len(self._vectors) != adj.shape[0]):
+            size = len(arrays["indptr"]) - 1
+            if size != self._n + len(self._attributes) or self._n != len(
+                    self.ctx.whole_catalog) or (embedding and len(self._vectors) != size) \
+                    or len(arrays["indices"]) != arrays["indptr"][-1]:
                 raise ValueError("node counts of its files disagree")
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise StateError(f"graph index in {state} is unreadable: {exc}",
@@ -259,28 +273,32 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
         for j, name in enumerate(self._attributes):
             ns, _, value = name.partition(":")
             self._attr.setdefault((ns, normalize(value)), []).append(self._n + j)
-        self._ids = self.ctx.whole_catalog.ids
+        self._ids = _Ids(self.ctx.whole_catalog)          # row → id, mapped at scale
         # an arm of some entity types expands from any entity but returns only those
         self._allowed = None
         if self.ctx.types:
-            kinds = self.ctx.whole_catalog.type_of
-            wanted = set(self.ctx.types)
-            self._allowed = np.fromiter((kinds.get(e) in wanted for e in self._ids),
-                                        dtype=bool, count=self._n)
-        # the random walk's transition matrix P = D^-1 A, over A's CSR structure
-        deg = np.asarray(adj.sum(axis=1)).ravel()
-        inv = np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0)
-        self._indptr = adj.indptr.astype(np.int64)
-        self._indices = adj.indices.astype(np.int64)
-        self._degree = np.diff(self._indptr)
-        self._volume = deg                                          # weighted degree
-        self._pdata = adj.data * np.repeat(inv, self._degree)      # P[u, v] = A[u, v] / d_u
-        self._qdata = adj.data * inv[self._indices]                 # P[v, u] at A's (u, v)
-        self._size = adj.shape[0]
+            whole = self.ctx.whole_catalog
+            self._allowed = whole.frame[whole.type_column].cast(str).is_in(
+                list(self.ctx.types)).to_numpy()
+        # the random walk's transition matrix P = D^-1 A: P[u, v] = weight(u, v) / d_u
+        self._indptr, self._indices = arrays["indptr"], arrays["indices"]
+        self._weight, self._inv_degree = arrays["weight"], arrays["inv_degree"]
+        self._transition = arrays["transition"]
+        self._volume = arrays["degree"]                             # weighted degree
+        self._degree = np.diff(self._indptr)                        # number of edges
+        self._size = size
+        self._local = threading.local()                             # push scratch arrays
         if embedding:
-            self._index.search(self._vectors[:1], 1)      # warm up: the first search is slow
+            self._index.search(np.ascontiguousarray(self._vectors[:1]), 1)   # warm up
         elif self._size:
             self.personalized_pagerank({0: 1.0})          # load (or compile) the kernel now
+
+    def adjacency(self):
+        """The symmetric weighted adjacency as a scipy CSR matrix over the mapped arrays."""
+        import scipy.sparse as sp
+
+        return sp.csr_matrix((self._weight, self._indices, self._indptr),
+                             shape=(self._size, self._size), copy=False)
 
     def node_name(self, node: int) -> str:
         """Entity id, or the ``namespace:value`` of an attribute node."""
@@ -313,8 +331,34 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
         return [self._ppr(w, r.k) if w and r.k > 0 else [] for w, r in zip(weights, requests)]
 
 
+class _Ids:
+    """``ids[row]`` over a catalog's :meth:`~ltrr.catalog.Catalog.id_at`."""
+
+    def __init__(self, catalog):
+        self._catalog = catalog
+
+    def __getitem__(self, row: int) -> str:
+        return self._catalog.id_at(row)
+
+
+def write_csr(out_dir: Path, adj) -> None:
+    """Write the adjacency's CSR arrays (:data:`ARRAYS`) for ``open`` to map: column
+    indices as int32 while they fit, the weighted degree and its inverse (0 for an
+    isolated node), and the random walk's transition probabilities P[u, v] = weight /
+    degree(u) in CSR order, computed once here."""
+    import numpy as np
+
+    degree = np.asarray(adj.sum(axis=1)).ravel()
+    inv = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
+    small = adj.shape[0] < 2 ** 31
+    arrays = {"indptr": adj.indptr.astype(np.int64),
+              "indices": adj.indices.astype(np.int32 if small else np.int64),
+              "weight": adj.data.astype(np.float64), "degree": degree, "inv_degree": inv,
+              "transition": adj.data * np.repeat(inv, np.diff(adj.indptr))}
+    for name in ARRAYS:
+        np.save(out_dir / f"{name}.npy", arrays[name])
+
+
 @hookimpl
-
-
 def ltrr_components():
     return [GraphArm]

@@ -16,8 +16,10 @@ class PersonalizedPageRank:
     """Expansion by personalized PageRank (a mixin of :class:`GraphArm`: uses the CSR
     arrays its ``open`` sets)."""
 
-    def personalized_pagerank(self, weights: dict[int, float]) -> "np.ndarray":
-        """Approximate personalized PageRank of every node from the weighted seeds.
+    def personalized_pagerank(self, weights: dict[int, float]
+                              ) -> tuple["np.ndarray", "np.ndarray"]:
+        """Approximate personalized PageRank from the weighted seeds: the nodes reached
+        (ascending) and their scores; every other node scores 0.
 
         Synchronous push: in each round every node whose residual mass exceeds
         ``tolerance`` keeps ``1 - alpha`` of it as score and spreads ``alpha`` of it
@@ -32,8 +34,25 @@ class PersonalizedPageRank:
         p = self.params
         seeds = np.fromiter(weights, dtype=np.int64, count=len(weights))
         w = np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
-        return push(self._indptr, self._indices, self._pdata, seeds, w, self._size,
-                    p.alpha, p.tolerance, p.iterations)
+        return push(self._indptr, self._indices, self._transition, seeds, w,
+                    *self._scratch(), p.alpha, p.tolerance, p.threshold == "edge",
+                    p.iterations)
+
+    def _scratch(self) -> tuple["np.ndarray", ...]:
+        """This thread's scratch arrays for the push: residual, score and stamp (all
+        zero between calls), and two node lists. Allocated zeroed (lazily, by the OS),
+        they hold memory only where pushes have written."""
+        import numpy as np
+
+        local = self._local
+        arrays = getattr(local, "push", None)
+        if arrays is None:
+            node = self._indices.dtype
+            arrays = local.push = (np.zeros(self._size), np.zeros(self._size),
+                                   np.zeros(self._size, dtype=np.int32),
+                                   np.zeros(self._size, dtype=node),
+                                   np.zeros(self._size, dtype=node))
+        return arrays
 
     def attribute(self, weights: dict[int, float], entities: "np.ndarray") -> "np.ndarray":
         """Index into ``weights`` of the seed contributing most to each of ``entities``.
@@ -51,13 +70,14 @@ class PersonalizedPageRank:
         hop = np.zeros((len(seeds), self._size))    # P[s, :] per seed (calloc: lazy pages)
         for j, s in enumerate(seeds.tolist()):
             lo, hi = indptr[s], indptr[s + 1]
-            hop[j, indices[lo:hi]] = self._pdata[lo:hi]
+            hop[j, indices[lo:hi]] = self._transition[lo:hi]
         deg = self._degree[entities]
         edges = _ranges(indptr[entities], indptr[entities + 1])
         two = np.zeros((len(seeds), len(entities)))
         if len(edges):
             # P²[s, v] = sum_u P[s, u] * P[u, v], with P[u, v] read from row v (A symmetric)
-            terms = hop[:, indices[edges]] * self._qdata[edges]
+            near = indices[edges]
+            terms = hop[:, near] * (self._weight[edges] * self._inv_degree[near])
             nz = deg > 0
             starts = np.concatenate(([0], np.cumsum(deg)[:-1]))[nz]
             two[:, nz] = np.add.reduceat(terms, starts, axis=1)
@@ -79,18 +99,19 @@ class PersonalizedPageRank:
         weights = self.personalization(weights)
         if not weights:
             return []
-        scores = self.personalized_pagerank(weights)
-        seeds = list(weights)
-        ent = scores[:self._n]
-        ent[[s for s in seeds if s < self._n]] = 0.0
+        nodes, scores = self.personalized_pagerank(weights)
+        keep = (nodes < self._n) & (scores > 0)
+        keep &= ~np.isin(nodes, np.fromiter(weights, dtype=np.int64, count=len(weights)))
         if self._allowed is not None:
-            ent[~self._allowed] = 0.0
-        found = np.flatnonzero(ent > 0)
+            keep &= self._allowed[np.minimum(nodes, self._n - 1)]
+        found, ent = nodes[keep], scores[keep]
         if len(found) > k:
-            found = found[np.argpartition(-ent[found], k - 1)[:k]]
-        found = found[np.lexsort((found, -ent[found]))]
+            top = np.argpartition(-ent, k - 1)[:k]
+            found, ent = found[top], ent[top]
+        order = np.lexsort((found, -ent))
+        found, ent = found[order], ent[order]
+        seeds = list(weights)
         best = self.attribute(weights, found).tolist()
         arm = self.ctx.node_id
-        return [Candidate(self._ids[e], arm, rank, float(ent[e]),
-                          seed=self.node_name(seeds[b]))
-                for rank, (e, b) in enumerate(zip(found.tolist(), best), 1)]
+        return [Candidate(self._ids[e], arm, rank, x, seed=self.node_name(seeds[b]))
+                for rank, (e, x, b) in enumerate(zip(found.tolist(), ent.tolist(), best), 1)]
