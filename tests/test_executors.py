@@ -1,0 +1,285 @@
+"""Executors (``--executor local|processes|ray``): the same results on each, one clean
+error when a task fails; Ray on a local session and on a two-node cluster.
+
+The pipeline here needs no JVM and no encoder (a dictionary slotter, the entity lookup
+and the memory arm, which learns from feedback), so a worker opens it in well under a
+second; the Ray tests share one local session (2 CPUs) and one two-node cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ltrr.cli import main
+from ltrr.compiler import load_plan
+from ltrr.errors import RunError
+from ltrr.executors import (LocalExecutor, TaskError, open_executor, parse_executor,
+                            shards)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "examples/data/lastfm"
+
+SPEC = f"""
+name: exec
+catalog: {{path: {DATA / 'artists.parquet'}, id: artist_id, title: name}}
+slotters:
+  - id: understand
+    use: dictionary
+    with:
+      slots:
+        tag: {{column: tags, min_count: 5, min_chars: 3}}
+        artist: {{column: name, entity: true, min_chars: 3}}
+arms:
+  - id: names
+    use: entity_lookup
+    from: [understand]
+    seeds: 20
+  - id: memory
+    use: memory
+    max_k: 200
+    with:
+      name: {{column: name}}
+      attributes:
+        - {{column: tags, weight: 0.6, top_n: 50, rank_decay: 0.15}}
+      popularity: popularity
+policy:
+  use: epsilon_greedy
+  budget: 40
+  with: {{epsilon: 0.3}}
+merge: {{use: rrf}}
+output: {{k: 10}}
+"""
+
+
+# --- picklable task functions (module level: spawned workers import them) -------------------
+
+def square(x: int) -> int:
+    return x * x
+
+
+def ten() -> int:
+    return 10
+
+
+def add(state: int, x: int) -> int:
+    return state + x
+
+
+def fail_on_two(x: int) -> int:
+    if x == 2:
+        raise ValueError("two is not allowed\nsecond line")
+    return x
+
+
+def spec_error(x: int) -> int:
+    raise RunError("the spec says no", field="with.k", hint="try k: 5")
+
+
+# --- the interface ----------------------------------------------------------------------------
+
+def test_parse_executor_names_kinds_addresses_and_mistakes():
+    assert parse_executor(None).kind == "local"
+    assert parse_executor("processes", 3).workers == 3
+    spec = parse_executor("ray=10.0.0.5:6379")
+    assert (spec.kind, spec.address, str(spec)) == ("ray", "10.0.0.5:6379", "ray=10.0.0.5:6379")
+    assert parse_executor("ray").address is None
+    with pytest.raises(RunError, match="unknown executor 'procesess'") as err:
+        parse_executor("procesess")
+    assert "did you mean 'processes'" in err.value.hint
+    with pytest.raises(RunError, match="only ray takes an address"):
+        parse_executor("processes=4")
+    with pytest.raises(RunError, match="--workers must be positive"):
+        parse_executor("processes", 0)
+
+
+def test_shards_are_contiguous_and_even():
+    assert [list(r) for r in shards(7, 3)] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert [len(r) for r in shards(300, 2)] == [150, 150]
+    assert [list(r) for r in shards(2, 5)] == [[0], [1]]
+    assert shards(0, 3) == []
+
+
+@pytest.mark.parametrize("kind", ["local", "processes"])
+def test_map_keeps_task_order_opens_once_and_reports_one_failed_task(kind):
+    with open_executor(parse_executor(kind, 2)) as ex:
+        assert ex.map(square, list(range(7))) == [x * x for x in range(7)]
+        assert ex.map(add, [1, 2, 3], init=ten) == [11, 12, 13]
+        with pytest.raises(TaskError) as err:
+            ex.map(fail_on_two, [0, 1, 2, 3], names=["a", "b", "c", "d"])
+        assert str(err.value) == "task 'c' failed: ValueError: two is not allowed"
+        assert "Traceback" in err.value.detail           # kept for who wants it, not shown
+        with pytest.raises(TaskError) as err:
+            ex.map(spec_error, [0], names=["only"])
+        assert str(err.value) == ("task 'only' failed: field 'with.k': the spec says no "
+                                  "(hint: try k: 5)")
+
+
+def test_a_missing_ray_names_the_extra(monkeypatch):
+    from ltrr import extras
+
+    monkeypatch.setattr(extras, "RAY", {"ltrr_no_such_ray": "ltrr[ray]"})
+    with pytest.raises(RunError) as err:
+        open_executor("ray")
+    assert "--executor ray needs ltrr_no_such_ray" in err.value.message
+    assert err.value.hint == "pip install 'ltrr[ray]'"
+
+
+def test_cli_bad_executor_is_one_error_line(tmp_path, capsys):
+    from conftest import tiny_spec
+
+    code = main(["evaluate", str(tiny_spec(tmp_path)), "--queries", "q.tsv", "--qrels",
+                 "r.tsv", "--executor", "rey"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: field '--executor': unknown executor 'rey'")
+    assert len(err.strip().splitlines()) == 1
+
+
+# --- the commands on each executor --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("exec")
+    path = folder / "spec.yaml"
+    path.write_text(SPEC)
+    names = pl.read_parquet(DATA / "artists.parquet").head(400)
+    rows = names.select("artist_id", "name").rows()[::10]       # 40 judged queries
+    (folder / "queries.tsv").write_text("".join(f"q{i}\t{n}\n" for i, (_, n) in
+                                                enumerate(rows)))
+    (folder / "qrels.tsv").write_text("".join(f"q{i} 0 {a} 1\n" for i, (a, _) in
+                                               enumerate(rows)))
+    from ltrr.runtime.batch import index_plan
+
+    index_plan(load_plan(path))
+    return path
+
+
+def simulate_with(spec: Path, out: Path, executor) -> dict:
+    from ltrr.simulate.engine import PolicyChoice, SimConfig
+    from ltrr.simulate.report import write_sweep
+    from ltrr.simulate.sweep import sweep
+
+    plan = load_plan(spec)
+    policies = [PolicyChoice("eps", "epsilon_greedy", {"epsilon": 0.3}),
+                PolicyChoice("memory", "static", {"allocation": {"memory": 40}})]
+    results = sweep(plan, "lastfm", {}, policies,
+                    SimConfig(sessions=60, round_size=20), [3, 4], executor=executor)
+    return write_sweep(results, out)
+
+
+def without_timings(summary):
+    if isinstance(summary, dict):
+        return {k: without_timings(v) for k, v in summary.items()
+                if k not in ("timings", "per_seed", "files", "plots", "state_dir")}
+    return summary
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    """Every file a simulation wrote but the summaries (timings), by relative path."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "summary.json"}
+
+
+def evaluate_with(spec: Path, run: Path, executor) -> dict:
+    from ltrr.runtime.batch import evaluate_plan
+
+    folder = spec.parent
+    result, _ = evaluate_plan(load_plan(spec), folder / "queries.tsv", folder / "qrels.tsv",
+                              batch_size=8, run_path=run, executor=executor)
+    return result["measures"]
+
+
+@pytest.fixture(scope="module")
+def local_results(spec, tmp_path_factory):
+    """The reference every executor must match: simulate and evaluate in this process."""
+    out = tmp_path_factory.mktemp("local")
+    summary = simulate_with(spec, out / "sim", LocalExecutor())
+    measures = evaluate_with(spec, out / "run.trec", LocalExecutor())
+    return summary, out
+
+
+def check_same_as_local(local_results, spec, tmp: Path, executor) -> None:
+    summary, ref = local_results
+    got = simulate_with(spec, tmp / "sim", executor)
+    assert without_timings(got) == without_timings(summary)
+    for seed in ("seed-3", "seed-4"):
+        a = json.loads((ref / "sim" / seed / "summary.json").read_text())
+        b = json.loads((tmp / "sim" / seed / "summary.json").read_text())
+        assert without_timings(a) == without_timings(b)
+    assert outputs(tmp / "sim") == outputs(ref / "sim")      # sessions.parquet and the PNGs
+    evaluate_with(spec, tmp / "run.trec", executor)
+    assert (tmp / "run.trec").read_bytes() == (ref / "run.trec").read_bytes()
+
+
+def test_sweep_summary_aggregates_seeds_with_paired_errors(local_results):
+    summary, ref = local_results
+    assert summary["seeds"] == [3, 4] and summary["reference"] == "eps"
+    eps, mem = summary["policies"]["eps"], summary["policies"]["memory"]
+    assert len(eps["recall_by_seed"]) == 2
+    assert eps["recall"] == pytest.approx(sum(eps["recall_by_seed"]) / 2, abs=1e-4)
+    assert set(mem["minus_eps"]) == {"mean", "se"} and "minus_eps" not in eps
+    assert mem["minus_eps"]["mean"] == pytest.approx(mem["recall"] - eps["recall"], abs=2e-4)
+    assert (ref / "sim" / "seed-4" / "regret.png").exists()
+
+
+def test_processes_give_the_same_results(local_results, spec, tmp_path):
+    with open_executor(parse_executor("processes", 2)) as ex:
+        check_same_as_local(local_results, spec, tmp_path, ex)
+
+
+# --- Ray -----------------------------------------------------------------------------------------
+
+ray = pytest.importorskip("ray", reason="ltrr[ray] is not installed")
+# Ray's workers cannot import this test module by name: its functions travel by value
+ray.cloudpickle.register_pickle_by_value(__import__(__name__))
+
+
+@pytest.fixture(scope="class")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="class")
+def two_nodes():
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1,
+                                                           "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+@pytest.mark.usefixtures("local_ray")
+class TestLocalRay:
+    def test_same_results_as_local(self, local_results, spec, tmp_path):
+        with open_executor("ray") as ex:
+            assert ex.workers == 2
+            check_same_as_local(local_results, spec, tmp_path, ex)
+
+    def test_a_failed_task_is_one_error_not_a_ray_traceback(self):
+        with open_executor("ray") as ex:
+            assert ex.map(add, [1, 2, 3], init=ten) == [11, 12, 13]
+            with pytest.raises(TaskError) as err:
+                ex.map(fail_on_two, [0, 1, 2, 3], names=["a", "b", "c", "d"])
+        assert str(err.value) == "task 'c' failed: ValueError: two is not allowed"
+
+
+@pytest.mark.usefixtures("two_nodes")
+class TestTwoNodeCluster:
+    def test_work_spreads_over_both_nodes_with_the_same_results(self, spec, tmp_path,
+                                                                local_results):
+        with open_executor("ray") as ex:
+            assert ex.workers == 2
+            assert len(set(ex.nodes())) == 2
+            ref = local_results[1]
+            evaluate_with(spec, tmp_path / "run.trec", ex)
+            assert (tmp_path / "run.trec").read_bytes() == (ref / "run.trec").read_bytes()
