@@ -104,6 +104,33 @@ def call(fn: Callable, state: Any, task: Any, stateful: bool) -> Any:
         return failure(exc)
 
 
+class Loaded:
+    """A worker's current job: ``(fn, init)`` loaded from their pickle and ``init()``
+    run, once per distinct pickle — a worker kept across maps reopens only when the
+    job changes. A failure to load or open is every task's failure."""
+
+    def __init__(self, loads: Callable[[bytes], Any]):
+        self.loads = loads
+        self.code: bytes | None = None
+        self.fn: Any = None
+        self.stateful = False
+        self.state: Any = None
+        self.failed: Failure | None = None
+
+    def run(self, code: bytes, task: Any) -> Any:
+        if code != self.code:
+            self.code, self.failed, self.state = code, None, None
+            try:
+                self.fn, init = self.loads(code)
+                self.stateful = init is not None
+                self.state = init() if init is not None else None
+            except Exception as exc:
+                self.failed = failure(exc)
+        if self.failed is not None:
+            return self.failed
+        return call(self.fn, self.state, task, self.stateful)
+
+
 def raise_failure(f: Failure, name: str) -> None:
     raise TaskError(f"task '{name}' failed: {f.message}", task=name, detail=f.detail)
 

@@ -3,37 +3,26 @@
 Spawned, never forked: pyjnius starts one JVM per process and a forked child of a
 process that started one inherits a JVM it cannot use (it hangs or crashes). Spawning
 costs each worker a fresh interpreter and its imports (about a second for ltrr), paid
-once per :meth:`ProcessExecutor.map`.
+once: the pool lives as long as the executor, and a worker reopens (``init``) only
+when it is given another job.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from ltrr.executors import Executor, Failure, TaskError, call, raise_failure, task_names
+from ltrr.executors import Executor, Failure, Loaded, TaskError, raise_failure, task_names
 
-#: the worker's state: what ``init`` returned, once per worker process
-_STATE: dict[str, Any] = {}
-
-
-def _init_worker(init) -> None:
-    _STATE.clear()
-    if init is not None:
-        try:
-            _STATE["state"] = init()
-        except Exception as exc:  # reported with the first task this worker is given
-            from ltrr.executors import failure
-
-            _STATE["failed"] = failure(exc)
+#: this worker process's current job
+_JOB = Loaded(pickle.loads)
 
 
-def _run(fn, task, stateful: bool):
-    if "failed" in _STATE:
-        return _STATE["failed"]
-    return call(fn, _STATE.get("state"), task, stateful)
+def _run(code: bytes, task):
+    return _JOB.run(code, task)
 
 
 class ProcessExecutor(Executor):
@@ -41,19 +30,24 @@ class ProcessExecutor(Executor):
 
     def __init__(self, workers: int):
         self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers,
+                                             mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
 
     def map(self, fn, tasks, *, names=None, init=None, on_done=None):
         names = task_names(tasks, names)
         if not tasks:
             return []
+        code = pickle.dumps((fn, init))
         results: list[Any] = [None] * len(tasks)
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)),
-                                   mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(init,))
+        pool = self._get_pool()
         ok = False
         try:
-            futures = {pool.submit(_run, fn, task, init is not None): i
-                       for i, task in enumerate(tasks)}
+            futures = {pool.submit(_run, code, task): i for i, task in enumerate(tasks)}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
@@ -72,7 +66,17 @@ class ProcessExecutor(Executor):
             ok = True
         finally:
             if not ok:       # a failed task: stop the others now, not when they finish
-                for proc in list(getattr(pool, "_processes", {}).values()):
-                    proc.terminate()
-            pool.shutdown(wait=True, cancel_futures=True)
+                self._stop(kill=True)
         return results
+
+    def _stop(self, kill: bool = False) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if kill:
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        self._stop()

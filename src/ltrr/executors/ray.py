@@ -1,9 +1,10 @@
 """``--executor ray[=ADDRESS]``: tasks on Ray actors, on this machine or a cluster.
 
-One actor per worker (one CPU each), each given one task at a time: an actor that
-finishes early takes the next task (the slowest worker sets the end, not a fixed
-split), and with ``init`` it opens what the tasks share once (the pipeline, a JVM,
-an encoder) and keeps it for every task it runs. Results come back in task order.
+One actor per worker (one CPU each, kept as long as the executor), each given one task
+at a time: an actor that finishes early takes the next task (the slowest worker sets
+the end, not a fixed split), and with ``init`` it opens what the tasks share once (the
+pipeline, a JVM, an encoder) and keeps it for every task of that job. Results come
+back in task order.
 
 Without an address, a Ray already started in this process (``ray.init``) is used, else
 a local one is started for the executor's lifetime. With ``ray=ADDRESS`` (or
@@ -19,35 +20,22 @@ from typing import Any
 
 from ltrr import extras
 from ltrr.errors import RunError
-from ltrr.executors import Executor, Failure, TaskError, call, failure, raise_failure, task_names
+from ltrr.executors import Executor, Failure, Loaded, TaskError, raise_failure, task_names
 
 
 class _Worker:
-    """The actor: ``fn`` and ``init`` come pickled and are loaded, and ``init()`` run,
-    on the first task — so a module the worker cannot import or an ``init`` that fails
-    is that task's failure, not an actor that died in its constructor."""
+    """The actor: one job at a time (:class:`Loaded`): ``fn`` and ``init`` arrive
+    pickled and are loaded, and ``init()`` run, by the first task of a job — so a module
+    the worker cannot import or an ``init`` that fails is that task's failure, not an
+    actor that died in its constructor."""
 
-    def __init__(self, code: bytes):
-        self.code = code
-        self.fn: Any = None
-        self.stateful = False
-        self.state: Any = None
-        self.failed: Failure | None = None
+    def __init__(self):
+        from ray import cloudpickle
 
-    def run(self, task):
-        if self.code is not None:
-            from ray import cloudpickle
+        self.job = Loaded(cloudpickle.loads)
 
-            code, self.code = self.code, None
-            try:
-                self.fn, init = cloudpickle.loads(code)
-                self.stateful = init is not None
-                self.state = init() if init is not None else None
-            except Exception as exc:
-                self.failed = failure(exc)
-        if self.failed is not None:
-            return self.failed
-        return call(self.fn, self.state, task, self.stateful)
+    def run(self, code: bytes, task):
+        return self.job.run(code, task)
 
     def node(self) -> str:
         import ray
@@ -82,6 +70,12 @@ class RayExecutor(Executor):
         # more actors than CPUs would wait for a CPU that the others never give back
         self.workers = min(workers or cpus, cpus)
         self._actor = ray.remote(num_cpus=1)(_Worker)
+        self._actors: list = []
+
+    def _get_actors(self) -> list:
+        if not self._actors:
+            self._actors = [self._actor.remote() for _ in range(self.workers)]
+        return self._actors
 
     def map(self, fn, tasks, *, names=None, init=None, on_done=None):
         import ray
@@ -91,15 +85,16 @@ class RayExecutor(Executor):
             return []
         results: list[Any] = [None] * len(tasks)
         code = ray.put(ray.cloudpickle.dumps((fn, init)))
-        actors = [self._actor.remote(code) for _ in range(min(self.workers, len(tasks)))]
+        actors = self._get_actors()[:len(tasks)]
         queue = deque(range(len(tasks)))
         inflight: dict[Any, tuple[int, Any]] = {}
 
         def give(actor) -> None:
             if queue:
                 i = queue.popleft()
-                inflight[actor.run.remote(tasks[i])] = (i, actor)
+                inflight[actor.run.remote(code, tasks[i])] = (i, actor)
 
+        ok = False
         try:
             for actor in actors:
                 give(actor)
@@ -119,24 +114,27 @@ class RayExecutor(Executor):
                 if on_done:
                     on_done(i, result)
                 give(actor)
+            ok = True
         finally:
-            for actor in actors:       # also stops the tasks still running after a failure
-                ray.kill(actor)
+            if not ok:       # a failed task: stop the tasks still running
+                self._kill()
         return results
 
     def nodes(self) -> list[str]:
         """The Ray node id of each worker (what tests check a cluster spreads over)."""
         import ray
 
-        code = ray.put(ray.cloudpickle.dumps((None, None)))
-        actors = [self._actor.remote(code) for _ in range(self.workers)]
-        try:
-            return ray.get([a.node.remote() for a in actors])
-        finally:
-            for a in actors:
-                ray.kill(a)
+        return ray.get([a.node.remote() for a in self._get_actors()])
+
+    def _kill(self) -> None:
+        import ray
+
+        actors, self._actors = self._actors, []
+        for actor in actors:
+            ray.kill(actor)
 
     def close(self) -> None:
+        self._kill()
         if self.started:
             import ray
 
