@@ -214,6 +214,62 @@ def check_same_as_local(local_results, spec, tmp: Path, executor) -> None:
     assert (tmp / "run.trec").read_bytes() == (ref / "run.trec").read_bytes()
 
 
+@pytest.fixture(scope="module")
+def replay_log(spec, tmp_path_factory) -> Path:
+    """A logged history to replay: an epsilon-greedy simulation's decisions and events,
+    appended round by round (6 appends)."""
+    from ltrr.simulate.engine import PolicyChoice, SimConfig
+    from ltrr.simulate.sweep import simulate
+
+    keep = tmp_path_factory.mktemp("logged")
+    simulate(load_plan(spec), "lastfm", {}, [PolicyChoice("eps", "epsilon_greedy",
+                                                          {"epsilon": 0.3})],
+             SimConfig(sessions=60, round_size=10, seed=5, keep_state=keep))
+    return keep / "eps"
+
+
+def fresh_copy(spec: Path, folder: Path) -> Path:
+    """``spec`` in ``folder`` with its own state: the built index linked in."""
+    folder.mkdir()
+    state = folder / ".ltrr" / "exec"
+    state.mkdir(parents=True)
+    (state / "memory").symlink_to(spec.parent / ".ltrr" / "exec" / "memory",
+                                  target_is_directory=True)
+    (folder / "spec.yaml").write_text(SPEC)
+    return folder / "spec.yaml"
+
+
+def replay_with(spec: Path, log: Path, folder: Path, executor, monkeypatch) -> tuple:
+    """Train a fresh copy on ``log`` (two appends per task), then answer the judged
+    queries with what it learned: the report and every query's allocation and ranking."""
+    import ltrr.feedback.train as train_module
+    from ltrr.runtime.batch import run_queries
+    from ltrr.runtime.queries import read_queries
+
+    monkeypatch.setattr(train_module, "MOST_PIECES", 2)
+    plan = load_plan(fresh_copy(spec, folder))
+    report = train_module.train(plan, log, executor=executor)
+    decisions, _ = run_queries(plan, read_queries(spec.parent / "queries.tsv"), log=False)
+    learned = {node: {k: v for k, v in stats.items() if k != "seconds"}
+               for node, stats in report["learners"].items()}
+    return learned, [(d.action.allocation, [(r.entity_id, r.score) for r in d.ranking])
+                     for d in decisions]
+
+
+def test_replay_is_cut_by_day_and_by_count():
+    from ltrr.feedback.train import DAY_NS, by_day
+    from ltrr.parquet_log import Piece
+
+    def piece(t):
+        name = f"part-{t:020d}-1-abcdef01.parquet"
+        return Piece(name, Path(name))
+
+    day = [piece(DAY_NS + i) for i in range(5)]
+    nxt = [piece(2 * DAY_NS + i) for i in range(2)]
+    assert [len(g) for g in by_day(day + nxt, most=3)] == [3, 2, 2]
+    assert [len(g) for g in by_day(day + nxt)] == [5, 2]
+
+
 def test_sweep_summary_aggregates_seeds_with_paired_errors(local_results):
     summary, ref = local_results
     assert summary["seeds"] == [3, 4] and summary["reference"] == "eps"
@@ -228,6 +284,15 @@ def test_sweep_summary_aggregates_seeds_with_paired_errors(local_results):
 def test_processes_give_the_same_results(local_results, spec, tmp_path):
     with open_executor(parse_executor("processes", 2)) as ex:
         check_same_as_local(local_results, spec, tmp_path, ex)
+
+
+def test_replayed_training_is_the_same_on_processes(spec, replay_log, tmp_path, monkeypatch):
+    learned, answers = replay_with(spec, replay_log, tmp_path / "local", LocalExecutor(),
+                                   monkeypatch)
+    assert learned["policy"]["parts"] == 6 and learned["memory"]["parts"] == 6
+    with open_executor(parse_executor("processes", 2)) as ex:
+        again = replay_with(spec, replay_log, tmp_path / "processes", ex, monkeypatch)
+    assert again == (learned, answers)
 
 
 # --- Ray -----------------------------------------------------------------------------------------
@@ -260,10 +325,14 @@ def two_nodes():
 
 @pytest.mark.usefixtures("local_ray")
 class TestLocalRay:
-    def test_same_results_as_local(self, local_results, spec, tmp_path):
+    def test_same_results_as_local(self, local_results, spec, tmp_path, replay_log,
+                                   monkeypatch):
+        reference = replay_with(spec, replay_log, tmp_path / "local", LocalExecutor(),
+                                monkeypatch)
         with open_executor("ray") as ex:
             assert ex.workers == 2
             check_same_as_local(local_results, spec, tmp_path, ex)
+            assert replay_with(spec, replay_log, tmp_path / "ray", ex, monkeypatch) == reference
 
     def test_a_failed_task_is_one_error_not_a_ray_traceback(self):
         with open_executor("ray") as ex:

@@ -167,8 +167,9 @@ def train(args) -> int:
     from ltrr.compiler import load_plan
     from ltrr.feedback.train import train
 
-    report = train(load_plan(args.spec), args.log, nodes=args.node,
-                   quarantine_invalid=args.quarantine_invalid)
+    with executor(args) as ex:
+        report = train(load_plan(args.spec), args.log, nodes=args.node,
+                       quarantine_invalid=args.quarantine_invalid, executor=ex)
     moved = report.get("quarantined")
     if moved is not None:
         print(f"moved {sum(moved.values())} events with invalid timestamps out of "

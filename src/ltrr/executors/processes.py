@@ -15,10 +15,25 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from ltrr.executors import Executor, Failure, Loaded, TaskError, raise_failure, task_names
+from ltrr.executors import (Executor, Failure, Loaded, TaskError, default_workers,
+                            raise_failure, task_names)
 
 #: this worker process's current job
 _JOB = Loaded(pickle.loads)
+
+
+#: the thread pools of the numeric libraries a worker may load (OpenMP: faiss, torch;
+#: BLAS; numba): sized to its share of the cores, as Ray sizes an actor's to its CPUs —
+#: N workers each spinning up a pool per core would fight over the same cores
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "NUMBA_NUM_THREADS")
+
+
+def _limit_threads(n: int) -> None:
+    import os
+
+    for var in THREAD_VARS:
+        os.environ.setdefault(var, str(n))
 
 
 def _run(code: bytes, task):
@@ -34,8 +49,10 @@ class ProcessExecutor(Executor):
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            share = max(1, default_workers() // self.workers)
             self._pool = ProcessPoolExecutor(max_workers=self.workers,
-                                             mp_context=multiprocessing.get_context("spawn"))
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_limit_threads, initargs=(share,))
         return self._pool
 
     def map(self, fn, tasks, *, names=None, init=None, on_done=None):
