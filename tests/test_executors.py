@@ -197,7 +197,7 @@ def local_results(spec, tmp_path_factory):
     """The reference every executor must match: simulate and evaluate in this process."""
     out = tmp_path_factory.mktemp("local")
     summary = simulate_with(spec, out / "sim", LocalExecutor())
-    measures = evaluate_with(spec, out / "run.trec", LocalExecutor())
+    assert evaluate_with(spec, out / "run.trec", LocalExecutor())["nDCG@10"] > 0.5
     return summary, out
 
 
@@ -284,6 +284,22 @@ def test_sweep_summary_aggregates_seeds_with_paired_errors(local_results):
 def test_processes_give_the_same_results(local_results, spec, tmp_path):
     with open_executor(parse_executor("processes", 2)) as ex:
         check_same_as_local(local_results, spec, tmp_path, ex)
+
+
+def test_nodes_indexed_by_processes_answer_the_same(spec, local_results, tmp_path):
+    from ltrr.runtime.batch import index_plan
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("queries.tsv", "qrels.tsv"):
+        (copy / name).write_bytes((spec.parent / name).read_bytes())
+    (copy / "spec.yaml").write_text(SPEC)
+    with open_executor(parse_executor("processes", 2)) as ex:
+        report = index_plan(load_plan(copy / "spec.yaml"), executor=ex)
+        assert list(report) == ["memory"] and report["memory"]["seconds"] > 0
+        assert index_plan(load_plan(copy / "spec.yaml"), executor=ex) == {"memory": None}
+    evaluate_with(copy / "spec.yaml", tmp_path / "run.trec", LocalExecutor())
+    assert (tmp_path / "run.trec").read_bytes() == (local_results[1] / "run.trec").read_bytes()
 
 
 def test_replayed_training_is_the_same_on_processes(spec, replay_log, tmp_path, monkeypatch):

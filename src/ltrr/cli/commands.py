@@ -99,8 +99,8 @@ def index(args) -> int:
     from ltrr.runtime.batch import index_plan
 
     plan = load_plan(args.spec)
-    with output.index_progress() as progress:
-        report = index_plan(plan, force=args.force, progress=progress)
+    with executor(args) as ex, output.index_progress() as progress:
+        report = index_plan(plan, force=args.force, progress=progress, executor=ex)
     output.print_index_report(report)
     return 0
 

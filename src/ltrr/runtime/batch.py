@@ -34,9 +34,30 @@ Progress = Callable[[int, int], None]
 
 
 def index_plan(plan: Plan, *, force: bool = False,
-               progress: IndexProgress | None = None) -> dict[str, Any]:
+               progress: IndexProgress | None = None,
+               executor: Executor | None = None) -> dict[str, Any]:
     """Build every indexed node's state, skipping those already current. Returns node
-    id → build stats (None: already up to date); empty when no node keeps an index."""
+    id → build stats (None: already up to date); empty when no node keeps an index.
+
+    ``executor`` builds the nodes in parallel, one per task: a node's state depends on
+    the catalog and its own params alone, never on another node's (an arm reaches its
+    encoder, which keeps no index). Progress is then per node, not per document."""
+    import functools
+
+    if executor is not None and executor.kind != "local":
+        nodes = [n for n in plan.nodes if issubclass(n.registration.cls, Indexed)]
+        for node in nodes:
+            if progress:
+                progress(node.id, node.registration.name, 0, None)
+
+        def built(i: int, stats) -> None:
+            if progress:
+                progress(nodes[i].id, nodes[i].registration.name, 1, 1)
+
+        results = executor.map(functools.partial(_build_node, plan, force),
+                               [n.id for n in nodes], on_done=built,
+                               names=[f"index node '{n.id}'" for n in nodes])
+        return dict(zip([n.id for n in nodes], results))
     workspace = Workspace(plan)
     report: dict[str, Any] = {}
     try:
@@ -56,6 +77,16 @@ def index_plan(plan: Plan, *, force: bool = False,
     finally:
         workspace.close()
     return report
+
+
+def _build_node(plan: Plan, force: bool, node_id: str) -> dict[str, Any] | None:
+    """One indexed node's state built in a worker (its own workspace)."""
+    workspace = Workspace(plan)
+    try:
+        return build_state(workspace.instantiate(plan.node(node_id)), lambda d, t: None,
+                           force=force)
+    finally:
+        workspace.close()
 
 
 def answer(pipeline: Pipeline, queries: list[Query], batch_size: int = 256,
