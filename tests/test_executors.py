@@ -9,6 +9,7 @@ second; the Ray tests share one local session (2 CPUs) and one two-node cluster.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -94,6 +95,17 @@ def test_parse_executor_names_kinds_addresses_and_mistakes():
         parse_executor("processes=4")
     with pytest.raises(RunError, match="--workers must be positive"):
         parse_executor("processes", 0)
+
+
+def test_seeds_are_a_list_or_a_count_from_seed():
+    from ltrr.simulate.options import parse_seeds
+
+    assert parse_seeds(None, 7) == [7]
+    assert parse_seeds("3", 5) == [5, 6, 7]
+    assert parse_seeds("0,2,9") == [0, 2, 9]
+    for bad in ("0,0", "x", "0"):
+        with pytest.raises(RunError, match="--seeds"):
+            parse_seeds(bad)
 
 
 def test_shards_are_contiguous_and_even():
@@ -300,6 +312,20 @@ def test_nodes_indexed_by_processes_answer_the_same(spec, local_results, tmp_pat
         assert index_plan(load_plan(copy / "spec.yaml"), executor=ex) == {"memory": None}
     evaluate_with(copy / "spec.yaml", tmp_path / "run.trec", LocalExecutor())
     assert (tmp_path / "run.trec").read_bytes() == (local_results[1] / "run.trec").read_bytes()
+
+
+def test_cli_a_task_failing_in_a_worker_is_one_error_line(spec, tmp_path, capsys):
+    for name in ("queries.tsv", "qrels.tsv"):
+        (tmp_path / name).write_bytes((spec.parent / name).read_bytes())
+    (tmp_path / "spec.yaml").write_text(SPEC)                   # never indexed
+    code = main(["evaluate", str(tmp_path / "spec.yaml"), "--queries",
+                 str(tmp_path / "queries.tsv"), "--qrels", str(tmp_path / "qrels.tsv"),
+                 "--batch-size", "20", "--executor", "processes", "--workers", "2"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert re.match(r"error: task 'queries (1-20|21-40)' failed: node 'memory': no index "
+                    r"built yet", err), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_replayed_training_is_the_same_on_processes(spec, replay_log, tmp_path, monkeypatch):
