@@ -51,8 +51,9 @@ def main() -> int:
 
     from ltrr.compiler import load_plan
     from ltrr.runtime.pipeline import Pipeline
-    from ltrr.simulate.engine import PolicyChoice, SimConfig, simulate
+    from ltrr.simulate.engine import PolicyChoice, SimConfig
     from ltrr.simulate.regret import account
+    from ltrr.simulate.sweep import simulate
     from ltrr.types import Query, RankRequest
 
     reg = registry()

@@ -482,7 +482,8 @@ def pretrain(spec: Path, folder: Path, sessions: int, seed: int) -> dict[str, An
     starts with trained learners, as after a period of serving."""
     from ltrr.compiler import load_plan
     from ltrr.feedback.train import train
-    from ltrr.simulate.engine import PolicyChoice, SimConfig, simulate
+    from ltrr.simulate.engine import PolicyChoice, SimConfig
+    from ltrr.simulate.sweep import simulate
 
     t = time.perf_counter()
     plan = load_plan(spec)

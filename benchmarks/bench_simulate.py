@@ -56,8 +56,8 @@ def main() -> None:
     started = perf_counter()
 
     from ltrr.compiler import load_plan
-    from ltrr.simulate.engine import (PolicyChoice, SimConfig, make_user_model,
-                                      sample_sessions, simulate)
+    from ltrr.simulate.engine import PolicyChoice, SimConfig, make_user_model, sample_sessions
+    from ltrr.simulate.sweep import simulate
     from ltrr.types import Query
 
     reg = registry()

@@ -58,6 +58,7 @@ BENCHES = {
     "generalisation": "bench_generalisation.py",
     "entity_types": "bench_entity_types.py",
     "scale": "bench_scale.py",
+    "ray": "bench_ray.py",
     # last: it rewrites its block of docs/scifact-selector.md, a tracked file, so a
     # benchmark after it would be recorded as run on a dirty tree
     "scifact_selector": "bench_scifact_selector.py",
@@ -66,7 +67,7 @@ BENCHES = {
 DEFAULT_TIMEOUT = 1800.0
 TIMEOUTS = {"lucene_concurrency": 600.0, "event_log_compaction": 900.0,
             "scifact_selector": 3600.0, "generalisation": 3600.0, "entity_types": 3600.0,
-            "scale": 3600.0}
+            "scale": 3600.0, "ray": 3600.0}
 RESULTS = c.BENCH_DIR / "results"
 
 

@@ -237,7 +237,8 @@ def test_simulated_listeners_want_stations_and_recall_is_reported_by_entity_type
         mixed_plan, tmp_path):
     import numpy as np
 
-    from ltrr.simulate.engine import PolicyChoice, SimConfig, make_user_model, simulate
+    from ltrr.simulate.engine import PolicyChoice, SimConfig, make_user_model
+    from ltrr.simulate.sweep import simulate
     from ltrr.simulate.report import write_report
 
     users = make_user_model(mixed_plan, "lastfm", {"mix": {"exact": 1, "station": 1}})

@@ -18,9 +18,10 @@ from ltrr.compiler import load_plan
 from ltrr.errors import RunError
 from ltrr.runtime.batch import index_plan
 from ltrr.simulate import Session
-from ltrr.simulate.engine import PolicyChoice, SimConfig, make_user_model, simulate
+from ltrr.simulate.engine import PolicyChoice, SimConfig, make_user_model
 from ltrr.simulate.regret import allocation_grid, rewards
 from ltrr.simulate.report import write_report
+from ltrr.simulate.sweep import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "examples/data/lastfm"

@@ -29,6 +29,7 @@ SERVE = {"fastapi": "ltrr[serve]", "starlette": "ltrr[serve]", "uvicorn": "ltrr[
          "swagger_ui_bundle": "ltrr[serve]"}
 PLOTS = {"matplotlib": "ltrr[plots]"}
 SIMULATE = {"scipy": "ltrr[simulate]"}
+RAY = {"ray": "ltrr[ray]"}        # --executor ray (ltrr.executors.ray)
 
 
 def missing(requires: Mapping[str, str]) -> dict[str, str]:

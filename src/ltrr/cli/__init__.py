@@ -80,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = cmd("index", commands.index, "Build the state (indexes) of every arm that needs one.")
     sp.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    _executor_options(sp, "the indexed nodes are built in parallel, one per worker")
 
     sp = cmd("run", commands.run,
              "Answer queries with the pipeline and print the ranked results.")
@@ -110,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--quarantine-invalid", action="store_true",
                     help="first move logged events with invalid timestamps (NaN, infinite, "
                          "before 1970, beyond feedback.max_future_s) to events/quarantine/")
+    _executor_options(sp, "another folder's log (--log) is read and joined day by day in "
+                          "parallel; the learners learn the days in order")
 
     sp = cmd("evaluate", commands.evaluate,
              "Run judged queries and report IR metrics (ir-measures), "
@@ -129,8 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--per-arm", action="store_true",
                     help="also score each arm's own candidates (what the pipeline took from "
                          "it, in its rank order), e.g. with --measures R@10 R@100")
-    sp.add_argument("--batch-size", type=int, default=256)
+    sp.add_argument("--batch-size", type=int, default=256, help=(
+        "queries per pipeline batch (default: 256); the queries are cut into "
+        "ceil(queries / batch-size) batches of equal size, whichever the executor"))
     _loss_options(sp)
+    _executor_options(sp, "the batches are shared among workers that each open the "
+                          "pipeline once")
 
     sp = cmd("serve", commands.serve, "Serve the pipeline over HTTP: POST /search and /feedback, "
              "GET /health and /metrics, POST /admin/reload (docs/serve.md).")
@@ -196,6 +203,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--rankers", help="comma-separated ranker names or ranker YAML files "
                     "(default: the spec's ranker); every policy runs with every ranker")
     sp.add_argument("--seed", type=int, default=0, help="seeds sessions and engagement")
+    sp.add_argument("--seeds", metavar="S1,S2,...|N", help=(
+        "a sweep over several seeds: a list, or N seeds from --seed on; each seed's report "
+        "goes to OUT/seed-<s>/, OUT/summary.json holds the means across seeds with paired "
+        "standard errors"))
     sp.add_argument("--round-size", type=int, default=200,
                     help="sessions served before each learning step")
     sp.add_argument("--step", type=int, help="grid step of the comparator allocations "
@@ -210,7 +221,19 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--strict", action="store_true",
                     help="exit 1 when an answer lost an arm (it failed: simulations wait for "
                          "every arm); each policy's losses are named on stderr either way")
+    _executor_options(sp, "every (policy, ranker, seed) run is a task of its own")
     return p
+
+
+def _executor_options(sp: argparse.ArgumentParser, what: str) -> None:
+    """``--executor`` and ``--workers`` of the commands that can spread their work."""
+    sp.add_argument("--executor", default="local", metavar="local|processes|ray[=ADDRESS]",
+                    help=f"where the work runs: this process (default), spawned processes on "
+                         f"this machine, or Ray (a local one, or the cluster at ADDRESS; "
+                         f"pip install 'ltrr[ray]'): {what}; results are the same on each")
+    sp.add_argument("--workers", type=int, metavar="N",
+                    help="workers of --executor processes or ray (default: one per core; "
+                         "Ray: the cluster's CPUs)")
 
 
 def _loss_options(sp: argparse.ArgumentParser) -> None:

@@ -99,8 +99,8 @@ def index(args) -> int:
     from ltrr.runtime.batch import index_plan
 
     plan = load_plan(args.spec)
-    with output.index_progress() as progress:
-        report = index_plan(plan, force=args.force, progress=progress)
+    with executor(args) as ex, output.index_progress() as progress:
+        report = index_plan(plan, force=args.force, progress=progress, executor=ex)
     output.print_index_report(report)
     return 0
 
@@ -167,8 +167,9 @@ def train(args) -> int:
     from ltrr.compiler import load_plan
     from ltrr.feedback.train import train
 
-    report = train(load_plan(args.spec), args.log, nodes=args.node,
-                   quarantine_invalid=args.quarantine_invalid)
+    with executor(args) as ex:
+        report = train(load_plan(args.spec), args.log, nodes=args.node,
+                       quarantine_invalid=args.quarantine_invalid, executor=ex)
     moved = report.get("quarantined")
     if moved is not None:
         print(f"moved {sum(moved.values())} events with invalid timestamps out of "
@@ -196,11 +197,11 @@ def evaluate(args) -> int:
     from ltrr.cli import output
     from ltrr.runtime.batch import evaluate_plan
 
-    with output.query_progress(args.batch_size) as progress:
+    with executor(args) as ex, output.query_progress(args.batch_size) as progress:
         result, lost = evaluate_plan(
             plan, args.queries, args.qrels, measures=args.measures, by=args.by,
             per_arm=args.per_arm, deadlines=args.deadlines, batch_size=args.batch_size,
-            run_path=args.run, progress=progress)
+            run_path=args.run, progress=progress, executor=ex)
     output.warn_losses(lost)
     if args.json:
         output.print_json({k: v for k, v in result.items() if k != "per_query"})
@@ -252,29 +253,40 @@ def simulate(args) -> int:
     from ltrr.cli import output
     from ltrr.compiler import load_plan
     from ltrr.registry import default_registry
-    from ltrr.simulate.engine import SimConfig, simulate
-    from ltrr.simulate.options import (default_out, losses, parse_with, policy_choices,
-                                       ranker_choices, with_rankers)
-    from ltrr.simulate.report import write_report
+    from ltrr.simulate.engine import SimConfig
+    from ltrr.simulate.options import (default_out, losses, parse_seeds, parse_with,
+                                       policy_choices, ranker_choices, with_rankers)
+    from ltrr.simulate.report import write_sweep
+    from ltrr.simulate.sweep import sweep
 
     plan = load_plan(args.spec)
     registry = default_registry()
-    out = Path(args.out) if args.out else default_out(plan, args)
-    config = SimConfig(sessions=args.sessions, seed=args.seed, round_size=args.round_size,
+    seeds = parse_seeds(args.seeds, args.seed)
+    out = Path(args.out) if args.out else default_out(plan, args, seeds)
+    config = SimConfig(sessions=args.sessions, seed=seeds[0], round_size=args.round_size,
                        step=args.step, max_arms=args.max_arms,
                        keep_state=out / "state" if args.keep_state else None)
     choices = with_rankers(policy_choices(plan, args.policies, registry),
                            ranker_choices(plan, args.rankers, registry))
-    with output.simulation_progress() as progress:
-        result = simulate(plan, args.user_model, parse_with(args.with_), choices, config,
-                          registry=registry, progress=progress)
-    summary = write_report(result, out)
-    lost = losses(result)
+    with executor(args) as ex, output.simulation_progress() as progress:
+        results = sweep(plan, args.user_model, parse_with(args.with_), choices, config, seeds,
+                        registry=registry, progress=progress, executor=ex)
+    summary = write_sweep(results, out)
+    lost = [x for result in results for x in losses(result)]
     for line, _ in lost:
         print(f"warning: {line}", file=sys.stderr)
     if args.json:
         output.print_json(summary)
+    elif len(results) > 1:
+        output.print_sweep(summary, out)
     else:
         output.print_simulation(summary, out)
     output.fail_if_strict([problem for _, problem in lost], args.strict)
     return 0
+
+
+def executor(args):
+    """The executor ``--executor``/``--workers`` name (a context manager)."""
+    from ltrr.executors import open_executor, parse_executor
+
+    return open_executor(parse_executor(args.executor, args.workers))

@@ -76,14 +76,16 @@ def query_progress(batch_size: int) -> Iterator[Any]:
 
 @contextmanager
 def simulation_progress() -> Iterator[Any]:
-    """Bars for sampling and for each policy of ``ltrr simulate`` (with its recall)."""
+    """Bars for sampling and for each policy of ``ltrr simulate`` (with its recall), or
+    for the runs done when another executor runs them."""
     tasks: dict[str, Any] = {}
     with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=stderr(), transient=False) as bar:
         def update(label: str, done: int, total: int, stats: dict[str, Any]) -> None:
             if label not in tasks:
-                name = "sampling sessions" if label == "sessions" else f"policy {label}"
+                name = {"sessions": "sampling sessions", "runs": "runs"}.get(
+                    label, f"policy {label}")
                 tasks[label] = bar.add_task(name, total=total, note="")
             note = f"recall {stats['recall']:.3f}" if "recall" in stats else ""
             bar.update(tasks[label], completed=done, note=note)
@@ -282,3 +284,21 @@ def print_simulation(summary: Mapping[str, Any], out: Path) -> None:
                   f"(recall {best['recall']:.4f})")
     console.print(f"wrote {out}/summary.json, sessions.parquet, "
                   + ", ".join(Path(p).name for p in summary["plots"].values()))
+
+
+def print_sweep(summary: Mapping[str, Any], out: Path) -> None:
+    """``ltrr simulate --seeds``: per policy, means across seeds and paired differences."""
+    ref = summary["reference"]
+    table = Table("policy", "recall", "by seed", f"− {ref}", "− best fixed", "MRR", box=None)
+    for label, p in summary["policies"].items():
+        diff = p.get(f"minus_{ref}")
+        best = p["minus_best_fixed"]
+        table.add_row(label, f"{p['recall']:.4f}", " ".join(f"{r:.4f}" for r in p["recall_by_seed"]),
+                      f"{diff['mean']:+.4f} ± {diff['se']:.4f}" if diff else "—",
+                      f"{best['mean']:+.4f} ± {best['se']:.4f}", f"{p['mrr']:.4f}")
+    console = Console()
+    console.print(table)
+    seeds = ", ".join(str(s) for s in summary["seeds"])
+    console.print(f"{summary['sessions']} sessions × seeds {seeds}; ± the seeds' paired "
+                  "standard errors combined")
+    console.print(f"wrote {out}/summary.json and each seed's report in {out}/seed-<s>/")

@@ -19,6 +19,7 @@ from typing import Any
 from ltrr.compiler import Plan
 from ltrr.components import Indexed
 from ltrr.errors import RunError
+from ltrr.executors import Executor, LocalExecutor, shards
 from ltrr.runtime.indexing import build_state
 from ltrr.runtime.pipeline import Pipeline
 from ltrr.runtime.queries import read_queries
@@ -33,10 +34,33 @@ Progress = Callable[[int, int], None]
 
 
 def index_plan(plan: Plan, *, force: bool = False,
-               progress: IndexProgress | None = None) -> dict[str, Any]:
+               progress: IndexProgress | None = None,
+               executor: Executor | None = None) -> dict[str, Any]:
     """Build every indexed node's state, skipping those already current, then the
     catalog's id map (:mod:`ltrr.catalog_map`). Returns node id → build stats (None:
-    already up to date); empty when no node keeps an index."""
+    already up to date); empty when no node keeps an index.
+
+    ``executor`` builds the nodes in parallel, one per task: a node's state depends on
+    the catalog and its own params alone, never on another node's (an arm reaches its
+    encoder, which keeps no index). Progress is then per node, not per document."""
+    import functools
+
+    if executor is not None and executor.kind != "local":
+        nodes = [n for n in plan.nodes if issubclass(n.registration.cls, Indexed)]
+        for node in nodes:
+            if progress:
+                progress(node.id, node.registration.name, 0, None)
+
+        def built(i: int, stats) -> None:
+            if progress:
+                progress(nodes[i].id, nodes[i].registration.name, 1, 1)
+
+        results = executor.map(functools.partial(_build_node, plan, force),
+                               [n.id for n in nodes], on_done=built,
+                               names=[f"index node '{n.id}'" for n in nodes])
+        report = dict(zip([n.id for n in nodes], results))
+        _map_catalog(plan, report, force)
+        return report
     workspace = Workspace(plan)
     report: dict[str, Any] = {}
     try:
@@ -53,12 +77,28 @@ def index_plan(plan: Plan, *, force: bool = False,
             report[node.id] = stats = build_state(comp, update, force=force)
             if stats is None:
                 update(1, 1)
-        catalog = workspace.catalog
-        if report and (force or catalog.map is None):
-            catalog.write_map()       # ids and titles mapped: opens need not read the table
+        _map_catalog(plan, report, force, workspace)
     finally:
         workspace.close()
     return report
+
+
+def _map_catalog(plan: Plan, report: dict[str, Any], force: bool,
+                 workspace: Workspace | None = None) -> None:
+    """Map the catalog's ids and titles for later opens (after any index was built)."""
+    catalog = (workspace or Workspace(plan)).catalog
+    if report and (force or catalog.map is None):
+        catalog.write_map()
+
+
+def _build_node(plan: Plan, force: bool, node_id: str) -> dict[str, Any] | None:
+    """One indexed node's state built in a worker (its own workspace)."""
+    workspace = Workspace(plan)
+    try:
+        return build_state(workspace.instantiate(plan.node(node_id)), lambda d, t: None,
+                           force=force)
+    finally:
+        workspace.close()
 
 
 def answer(pipeline: Pipeline, queries: list[Query], batch_size: int = 256,
@@ -85,6 +125,42 @@ def run_queries(plan: Plan, queries: list[Query], *, log: bool | None = None,
             check_unused(pipeline.log, [q.request_id for q in queries], source)
         decisions = answer(pipeline, queries, batch_size, progress)
         return decisions, (_titles(pipeline, decisions) if with_titles else {})
+
+
+def _open_pipeline(plan: Plan, deadlines: bool) -> Pipeline:
+    return Pipeline(plan, log_decisions=False, deadlines=deadlines)
+
+
+def _run_batch(pipeline: Pipeline, queries: list[Query]) -> list[Decision]:
+    return pipeline.run_batch(queries)
+
+
+def answer_batches(plan: Plan, queries: list[Query], *, deadlines: bool = False,
+                   batch_size: int = 256, progress: Progress | None = None,
+                   executor: Executor | None = None) -> list[Decision]:
+    """Answer ``queries`` unlogged on ``executor`` (default: here): cut into
+    ``ceil(n / batch_size)`` batches of equal size (±1) — a split that depends on
+    nothing but ``n`` and ``batch_size``, so every query is answered in the same batch
+    whichever executor runs it (an encoder's padding can depend on its batch) — each
+    worker opening the pipeline once; decisions in query order."""
+    import functools
+    import math
+
+    n = len(queries)
+    cuts = shards(n, math.ceil(n / max(1, batch_size)))
+    batches = [queries[r.start:r.stop] for r in cuts]
+    done = [0]
+
+    def answered(i: int, decisions: list[Decision]) -> None:
+        done[0] += len(decisions)
+        if progress:
+            progress(done[0], n)
+
+    executor = executor or LocalExecutor()
+    results = executor.map(_run_batch, batches, init=functools.partial(
+        _open_pipeline, plan, deadlines), on_done=answered,
+        names=[f"queries {r.start + 1}-{r.stop}" for r in cuts])
+    return [d for batch in results for d in batch]
 
 
 def _titles(pipeline: Pipeline, decisions: list[Decision]) -> dict[str, str]:
@@ -168,10 +244,11 @@ def groups_by_entity_type(qrels: dict[str, dict[str, int]], qids: list[str],
 def evaluate_plan(plan: Plan, queries_path: Path, qrels_path: Path, *,
                   measures: list[str] | None = None, by: str | None = None,
                   per_arm: bool = False, deadlines: bool = False, batch_size: int = 256,
-                  run_path: Path | None = None, progress: Progress | None = None
-                  ) -> tuple[dict[str, Any], Losses]:
+                  run_path: Path | None = None, progress: Progress | None = None,
+                  executor: Executor | None = None) -> tuple[dict[str, Any], Losses]:
     """Answer the judged queries and score the ranking with ir-measures; returns the
-    result and what the answers lost.
+    result and what the answers lost. ``executor`` shares the batches among workers
+    (see :func:`answer_batches`): the measures are the same on every executor.
 
     ``by`` also scores each group of queries sharing a value of that JSONL field;
     ``per_arm`` also scores each arm's own candidate list (``Decision.candidates``).
@@ -195,8 +272,8 @@ def evaluate_plan(plan: Plan, queries_path: Path, qrels_path: Path, *,
         groups = groups_by_entity_type(qrels, qids, Workspace(plan).catalog.type_of)
     elif by:                    # fail on a bad --by before running anything
         groups = groups_by(read_query_fields(queries_path), qids, by, queries_path)
-    decisions, _ = run_queries(plan, queries, log=False, deadlines=deadlines,
-                               batch_size=batch_size, progress=progress)
+    decisions = answer_batches(plan, queries, deadlines=deadlines, batch_size=batch_size,
+                               progress=progress, executor=executor)
     lost = losses(decisions)
     if run_path:
         with open(run_path, "w", encoding="utf-8") as f:

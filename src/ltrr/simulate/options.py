@@ -104,8 +104,32 @@ def with_rankers(policies: list[PolicyChoice], rankers: list[tuple[str, dict[str
             for p in policies for label, block in rankers]
 
 
-def default_out(plan: Plan, args) -> Path:
-    return plan.spec.state_dir / "simulations" / f"{args.user_model}-n{args.sessions}-s{args.seed}"
+def parse_seeds(text: str | None, seed: int = 0) -> list[int]:
+    """``--seeds``: ``0,1,2,3`` → those seeds; ``N`` → N seeds from ``seed`` on; none →
+    ``[seed]``."""
+    if not text:
+        return [seed]
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            n = int(text)
+            if n < 1:
+                raise ValueError
+            seeds = list(range(seed, seed + n))
+    except ValueError:
+        raise RunError(f"--seeds '{text}' is neither a list of seeds nor a count",
+                       field="--seeds", hint="e.g. --seeds 0,1,2,3 or --seeds 4") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise RunError(f"--seeds '{text}' names a seed twice or none", field="--seeds",
+                       hint="e.g. --seeds 0,1,2,3")
+    return seeds
+
+
+def default_out(plan: Plan, args, seeds: list[int] | None = None) -> Path:
+    seeds = seeds or [args.seed]
+    tag = ",".join(str(s) for s in seeds) if len(seeds) > 1 else str(seeds[0])
+    return plan.spec.state_dir / "simulations" / f"{args.user_model}-n{args.sessions}-s{tag}"
 
 
 def losses(result) -> list[tuple[str, str]]:
