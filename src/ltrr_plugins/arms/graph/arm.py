@@ -22,7 +22,7 @@ from ltrr.files import content_digest
 from ltrr_plugins.arms.graph.relations import (BipartiteRelation, LinkRelation, Relation,
                                                RelationReader, _namespace, relation_table)
 
-FORMAT = 2          # bump when the files written by build() change shape
+FORMAT = 3          # bump when the files written by build() change shape
 
 #: The adjacency's CSR arrays, one ``.npy`` each, memory-mapped by ``open``.
 ARRAYS = ("indptr", "indices", "weight", "transition", "degree", "inv_degree")
