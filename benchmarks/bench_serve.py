@@ -497,6 +497,15 @@ def pretrain(spec: Path, folder: Path, sessions: int, seed: int) -> dict[str, An
             "ranker_training": ranker}
 
 
+def index_with(spec: Path, source: Path) -> None:
+    """``ltrr index`` on ``spec`` with another checkout's ``src`` (rebuilds only the nodes
+    whose index that version reads differently)."""
+    done = subprocess.run([str(c.venv_bin("ltrr")), "index", str(spec)], capture_output=True,
+                          text=True, env=c.source_env(source), timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError("ltrr index (reference) failed: " + done.stderr[-800:])
+
+
 def start_server(spec: Path, extra: list[str],
                  source: Path | None = None) -> tuple[subprocess.Popen, int]:
     """``ltrr serve`` on ``spec``; ``source`` is another checkout's ``src`` to run."""
@@ -757,7 +766,10 @@ def main() -> int:
                     # the reference commit's server, same slice, spec and pre-trained state
                     ref_run = f"{run}@reference"
                     try:
-                        proc, port = start_server(spec_for(variant, ref_run),
+                        ref_spec = spec_for(variant, ref_run)
+                        # its own indexes where its formats differ (learned state kept)
+                        index_with(ref_spec, reference_src)
+                        proc, port = start_server(ref_spec,
                                                   ["--workers", str(args.workers),
                                                    *args.server_args.split()], reference_src)
                     except RuntimeError as exc:
