@@ -82,9 +82,8 @@ def warm_up(served: Served, n: int = 64) -> None:
     titles: list[str] = []
     catalog = served.catalog
     if catalog is not None and len(catalog):
-        ids = catalog.ids
         for row in range(0, len(catalog), max(1, len(catalog) // n)):
-            if (title := catalog.title_of(ids[row])) is not None:
+            if (title := catalog.title_of(catalog.id_at(row))) is not None:
                 titles.append(title)
     titles = titles[:n] or ["warm up"]
     for size in (1, 8, len(titles)):

@@ -273,7 +273,7 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
         for j, name in enumerate(self._attributes):
             ns, _, value = name.partition(":")
             self._attr.setdefault((ns, normalize(value)), []).append(self._n + j)
-        self._ids = _Ids(self.ctx.whole_catalog)          # row → id, mapped at scale
+        self._id_at = self.ctx.whole_catalog.id_at          # row → id, mapped at scale
         # an arm of some entity types expands from any entity but returns only those
         self._allowed = None
         if self.ctx.types:
@@ -302,7 +302,7 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
 
     def node_name(self, node: int) -> str:
         """Entity id, or the ``namespace:value`` of an attribute node."""
-        return self._ids[node] if node < self._n else self._attributes[node - self._n]
+        return self._id_at(node) if node < self._n else self._attributes[node - self._n]
 
     def seed_weights(self, request: ArmRequest) -> dict[int, float]:
         """Graph node → seed weight: 1/rank per upstream entity seed (summed over
@@ -329,16 +329,6 @@ class GraphArm(RelationReader, PersonalizedPageRank, DeepWalk, Arm, Indexed):
         if self.params.mode == "embedding":
             return self._embedding(weights, [r.k for r in requests])
         return [self._ppr(w, r.k) if w and r.k > 0 else [] for w, r in zip(weights, requests)]
-
-
-class _Ids:
-    """``ids[row]`` over a catalog's :meth:`~ltrr.catalog.Catalog.id_at`."""
-
-    def __init__(self, catalog):
-        self._catalog = catalog
-
-    def __getitem__(self, row: int) -> str:
-        return self._catalog.id_at(row)
 
 
 def write_csr(out_dir: Path, adj) -> None:

@@ -149,6 +149,6 @@ class DeepWalk:
                 continue
             rows = np.fromiter((e for e, _ in keep), dtype=np.int64, count=len(keep))
             best = (vecs @ self._vectors[rows].T).argmax(axis=0).tolist()   # most similar seed
-            out[i] = [Candidate(self._ids[e], arm, rank, x, seed=self.node_name(int(seeds[b])))
+            out[i] = [Candidate(self._id_at(e), arm, rank, x, seed=self.node_name(int(seeds[b])))
                       for rank, ((e, x), b) in enumerate(zip(keep, best), 1)]
         return out

@@ -113,5 +113,5 @@ class PersonalizedPageRank:
         seeds = list(weights)
         best = self.attribute(weights, found).tolist()
         arm = self.ctx.node_id
-        return [Candidate(self._ids[e], arm, rank, x, seed=self.node_name(seeds[b]))
+        return [Candidate(self._id_at(e), arm, rank, x, seed=self.node_name(seeds[b]))
                 for rank, (e, x, b) in enumerate(zip(found.tolist(), ent.tolist(), best), 1)]
